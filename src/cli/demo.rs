@@ -1,0 +1,162 @@
+//! `courier dev` and `courier demo`: Courier end to end with nothing installed.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use courier::client::StartAt;
+use courier::demo::{example_router, Embedded};
+use courier::duration::parse_duration;
+use courier::topics::TopicSpec;
+use courier::{Client, KafkaArgs, NewCommand, State, Worker, WorkerConfig};
+use futures::StreamExt;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Submit an example command this often.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub every: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Commands to round-trip.
+    #[arg(long, default_value_t = 300)]
+    pub count: usize,
+}
+
+/// Starts the cluster (embedded unless --bootstrap) and a worker on it.
+async fn start(kafka: KafkaArgs, group: &str) -> anyhow::Result<(Embedded, CancellationToken, tokio::task::JoinHandle<()>)> {
+    let embedded = Embedded::start_or_connect(kafka, &TopicSpec::default()).await.context("starting the broker")?;
+    let mut config = WorkerConfig::new(embedded.args.bootstrap.clone());
+    config.kafka = embedded.args.clone();
+    config.group_id = group.to_string();
+    config.shutdown_grace = Duration::from_secs(5);
+    let worker = Worker::new(config, example_router()).context("starting worker")?;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    let handle = tokio::spawn(async move {
+        if let Err(e) = worker.run(token).await {
+            tracing::error!(error = %e, "worker failed");
+        }
+    });
+    Ok((embedded, stop, handle))
+}
+
+/// The i-th example command: mostly quick echoes, some slow I/O, some CPU, some failures.
+fn example_command(i: usize) -> NewCommand {
+    let cmd = match i % 10 {
+        0..=5 => NewCommand::new("echo", json!({ "n": i })),
+        6 | 7 => NewCommand::new("sleep", json!({ "ms": 20 + (i % 5) * 20, "steps": 2 })),
+        8 => NewCommand::new("primes", json!({ "n": 20_000 + i })),
+        _ => NewCommand::new("fail", json!({ "code": "demo_failure", "message": format!("command {i} fails on purpose") })),
+    };
+    cmd.key(format!("customer-{}", i % 25))
+}
+
+pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let (embedded, stop, worker) = start(args.kafka, "courier-demo").await?;
+    let client = Client::new(embedded.args.clone()).context("creating client")?;
+    println!(
+        "courier demo: {} commands through {} ({})",
+        args.count,
+        embedded.args.bootstrap,
+        if embedded.is_mock() { "embedded mock cluster" } else { "external cluster" }
+    );
+    let started = Instant::now();
+    let waits = (0..args.count).map(|i| {
+        let client = client.clone();
+        async move {
+            let t = Instant::now();
+            let r = client.submit_and_wait(example_command(i), Duration::from_secs(120)).await;
+            (i, r, t.elapsed())
+        }
+    });
+    let results = futures::future::join_all(waits).await;
+    let elapsed = started.elapsed();
+    let mut by_state: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut latencies: Vec<Duration> = Vec::new();
+    let mut wrong = 0;
+    for (i, r, latency) in &results {
+        match r {
+            Ok(ev) => {
+                *by_state.entry(ev.state().as_str()).or_default() += 1;
+                latencies.push(*latency);
+                let expected = if i % 10 == 9 { State::Failed } else { State::Completed };
+                if ev.state() != expected {
+                    wrong += 1;
+                }
+            }
+            Err(e) => {
+                *by_state.entry("no_result").or_default() += 1;
+                tracing::error!(command = i, error = %e, "no result");
+            }
+        }
+    }
+    latencies.sort();
+    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default();
+    println!("\n  state        count");
+    for (state, n) in &by_state {
+        println!("  {state:<12} {n:>5}");
+    }
+    println!(
+        "\n  {} commands in {:.2}s ({:.0}/s); round trip p50 {:?}, p99 {:?}",
+        args.count,
+        elapsed.as_secs_f64(),
+        args.count as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99)
+    );
+    stop.cancel();
+    let _ = worker.await;
+    let ok = latencies.len() == args.count && wrong == 0;
+    println!("  {}", if ok { "every command got its expected final event" } else { "MISSING OR WRONG RESULTS" });
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
+    let (embedded, stop, worker) = start(args.kafka, "courier-dev").await?;
+    let client = Client::new(embedded.args.clone()).context("creating client")?;
+    let mut events = client.subscribe(StartAt::Now).await.context("subscribing")?;
+    println!("courier dev: broker {} ({})", embedded.args.bootstrap,
+        if embedded.is_mock() { "embedded mock cluster" } else { "external cluster" });
+    println!("  try, from another terminal:");
+    println!("  courier submit --bootstrap {} --wait primes '{{\"n\": 100000}}'", embedded.args.bootstrap);
+    println!("  Ctrl-C stops.\n");
+    let shutdown = super::shutdown_signal();
+    let mut tick = tokio::time::interval(args.every);
+    let mut i = 0usize;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {
+                let cmd = example_command(i);
+                let ty = cmd.command_type.clone();
+                match client.submit(cmd).await {
+                    Ok(id) => println!("-> {ty:<7} {id}"),
+                    Err(e) => println!("!! submit failed: {e}"),
+                }
+                i += 1;
+            }
+            Some(ev) = events.next() => {
+                let detail = match (&ev.data.result, &ev.data.error, &ev.data.progress) {
+                    (Some(r), _, _) => r.to_string(),
+                    (_, Some(e), _) => format!("{}: {}", e.code, e.message),
+                    (_, _, Some(p)) => format!("{:.0}% {}", p.percent, p.message.clone().unwrap_or_default()),
+                    _ => String::new(),
+                };
+                println!("<- {:<9} {} {}", ev.state().as_str(), ev.command_id(), detail);
+            }
+        }
+    }
+    stop.cancel();
+    let _ = worker.await;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,118 @@
+//! Subcommands and their flags.
+
+mod demo;
+mod submit;
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use courier::topics::TopicSpec;
+use courier::{KafkaArgs, Worker, WorkerConfig};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Parser)]
+#[command(name = "courier", version, about = "Kafka-native async commands")]
+pub struct Cli {
+    /// Log format: `text` or `json`. Filter with RUST_LOG (default info).
+    #[arg(long, env = "COURIER_LOG_FORMAT", default_value = "text", global = true)]
+    pub log_format: String,
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Manage topics.
+    Topics {
+        #[command(subcommand)]
+        action: TopicsCmd,
+    },
+    /// Run a worker with the built-in example handlers (echo, sleep, primes, fail).
+    Worker(WorkerConfig),
+    /// Submit one command; with --wait, print its final result event.
+    Submit(submit::SubmitArgs),
+    /// Print result events as JSON lines.
+    Watch(submit::WatchArgs),
+    /// Embedded broker (unless --bootstrap) + worker + a trickle of example commands.
+    Dev(demo::DevArgs),
+    /// Round-trip a few hundred commands on the embedded broker, print a summary.
+    Demo(demo::DemoArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicsCmd {
+    /// Create all Courier topics (existing ones are left alone).
+    Create {
+        #[command(flatten)]
+        kafka: KafkaArgs,
+        #[command(flatten)]
+        spec: TopicSpec,
+    },
+}
+
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Cmd::Topics { action: TopicsCmd::Create { kafka, spec } } => {
+            require_bootstrap(&kafka)?;
+            let created = courier::topics::create_topics(&kafka, &spec).await.context("creating topics")?;
+            println!("created {} topic(s): {}", created.len(), created.join(", "));
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Worker(config) => {
+            require_bootstrap(&config.kafka)?;
+            let worker = Worker::new(config, courier::demo::example_router()).context("starting worker")?;
+            worker.run(shutdown_signal()).await.context("worker")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Submit(args) => submit::submit(args).await,
+        Cmd::Watch(args) => submit::watch(args).await,
+        Cmd::Dev(args) => demo::dev(args).await,
+        Cmd::Demo(args) => demo::demo(args).await,
+    }
+}
+
+fn require_bootstrap(kafka: &KafkaArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !kafka.bootstrap.trim().is_empty(),
+        "no Kafka bootstrap servers: pass --bootstrap HOST:PORT or set COURIER_BOOTSTRAP \
+         (only `courier dev` and `courier demo` start an embedded broker)"
+    );
+    Ok(())
+}
+
+/// A token that fires on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let fire = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return,
+            };
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutdown signal received");
+        fire.cancel();
+    });
+    token
+}

@@ -1,0 +1,1 @@
+//! The contract (AsyncAPI) lives here.

@@ -1,0 +1,134 @@
+//! Kafka headers as the envelope sees them, and the ways reading them can fail.
+
+use rdkafka::message::{Header, Headers, OwnedHeaders};
+
+/// Names of the Kafka headers Courier reads and writes.
+///
+/// CloudEvents extension attributes use the same `ce_` prefix as core attributes
+/// (Kafka protocol binding, section 3.2.3). The two `kafka_` headers are Spring
+/// Kafka's request/reply headers, honoured so `ReplyingKafkaTemplate` callers work
+/// unchanged.
+pub mod header_names {
+    pub const SPEC_VERSION: &str = "ce_specversion";
+    pub const ID: &str = "ce_id";
+    pub const SOURCE: &str = "ce_source";
+    pub const TYPE: &str = "ce_type";
+    pub const TIME: &str = "ce_time";
+    pub const SUBJECT: &str = "ce_subject";
+    pub const CONTENT_TYPE: &str = "content-type";
+    pub const VERSION: &str = "ce_courierversion";
+    pub const DEADLINE: &str = "ce_deadline";
+    pub const REPLY_TO: &str = "ce_replyto";
+    pub const CALLBACK_URL: &str = "ce_callbackurl";
+    pub const IDEMPOTENCY_KEY: &str = "ce_idempotencykey";
+    pub const ATTEMPT: &str = "ce_attempt";
+    pub const TRACEPARENT: &str = "ce_traceparent";
+    pub const SPRING_REPLY_TOPIC: &str = "kafka_replyTopic";
+    pub const SPRING_REPLY_PARTITION: &str = "kafka_replyPartition";
+    pub const SPRING_CORRELATION_ID: &str = "kafka_correlationId";
+}
+
+/// Why a record could not be read as a Courier envelope.
+///
+/// Each variant maps to a stable reason code ([`DecodeError::reason`]) that lands in
+/// the dead-letter record, so an operator can filter and replay by cause.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("record has no value")]
+    EmptyValue,
+    #[error("value is not UTF-8")]
+    NotUtf8,
+    #[error("value is not JSON: {0}")]
+    NotJson(String),
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    #[error("header {name} is invalid: {reason}")]
+    BadHeader { name: &'static str, reason: String },
+    #[error("unsupported envelope version {0} (this build reads 1.x)")]
+    UnsupportedVersion(String),
+    #[error("value is {size} bytes, over the {limit} byte limit")]
+    TooLarge { size: usize, limit: usize },
+}
+
+impl DecodeError {
+    /// A stable, machine-readable reason code for dead letters and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            DecodeError::EmptyValue | DecodeError::NotJson(_) => "not_json",
+            DecodeError::NotUtf8 => "not_utf8",
+            DecodeError::MissingHeader(_) | DecodeError::BadHeader { .. } => "bad_headers",
+            DecodeError::UnsupportedVersion(_) => "unsupported_version",
+            DecodeError::TooLarge { .. } => "too_large",
+        }
+    }
+}
+
+/// An owned, ordered copy of a record's headers.
+///
+/// Owned so a record can outlive the consumer's buffer and be re-published verbatim
+/// (to a dead-letter topic, for instance); ordered and multi-valued because Kafka
+/// headers are.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderMap(Vec<(String, Vec<u8>)>);
+
+impl HeaderMap {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Copies headers out of any rdkafka header view.
+    pub fn from_kafka<H: Headers>(headers: Option<&H>) -> Self {
+        let mut map = HeaderMap::new();
+        if let Some(headers) = headers {
+            for h in headers.iter() {
+                map.0.push((h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()));
+            }
+        }
+        map
+    }
+
+    /// Appends a header; Kafka allows repeats, and the last one wins on read.
+    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.0.push((name.into(), value.into()));
+        self
+    }
+
+    /// Replaces every header of that name with one value.
+    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) -> &mut Self {
+        self.0.retain(|(n, _)| n != name);
+        self.insert(name.to_string(), value)
+    }
+
+    /// The last value of a header, as raw bytes.
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+
+    /// The last value of a header as text; `Err` if present but not UTF-8.
+    pub fn get_str(&self, name: &'static str) -> Result<Option<&str>, DecodeError> {
+        match self.get(name) {
+            None => Ok(None),
+            Some(bytes) => std::str::from_utf8(bytes).map(Some).map_err(|_| {
+                DecodeError::BadHeader { name, reason: "not UTF-8".into() }
+            }),
+        }
+    }
+
+    /// Like [`HeaderMap::get_str`] but the header must be present and non-empty.
+    pub fn require(&self, name: &'static str) -> Result<&str, DecodeError> {
+        match self.get_str(name)? {
+            Some(v) if !v.is_empty() => Ok(v),
+            _ => Err(DecodeError::MissingHeader(name)),
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    }
+
+    pub fn to_kafka(&self) -> OwnedHeaders {
+        self.0.iter().fold(OwnedHeaders::new_with_capacity(self.0.len()), |acc, (k, v)| {
+            acc.insert(Header { key: k, value: Some(v) })
+        })
+    }
+}

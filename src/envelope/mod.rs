@@ -1,0 +1,45 @@
+//! The envelope: how a command and its result events look on the wire.
+//!
+//! Courier speaks CloudEvents 1.0 in the Kafka protocol binding's *binary mode*: every
+//! CloudEvents attribute travels as a `ce_`-prefixed Kafka header, and the record value
+//! is the bare JSON payload. Binary mode was chosen over structured mode because the
+//! payload stays readable by any consumer that ignores headers, and routing (type,
+//! id, deadline) needs no JSON parsing.
+//!
+//! A **command** is one request: `ce_id` is its command id (UUIDv7, so ids sort by
+//! creation time), `ce_type` is the command type a handler is registered for. A
+//! **result event** says what happened to a command: `ce_type` is
+//! `courier.command.<state>`, `ce_subject` is the command id, and the value is a
+//! [`ResultData`].
+//!
+//! Both are keyed the same way: by the command's key when it has one, else by its id,
+//! so all events of one key land on one partition, in order.
+
+mod command;
+mod headers;
+mod result;
+
+pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
+pub use headers::{header_names, DecodeError, HeaderMap};
+pub use result::{ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
+
+/// The CloudEvents spec version Courier writes and accepts.
+pub const SPEC_VERSION: &str = "1.0";
+
+/// The envelope version Courier writes in the `ce_courierversion` header.
+///
+/// Readers accept any `1.x` (unknown optional fields are ignored) and reject other
+/// major versions with [`DecodeError::UnsupportedVersion`], so an old worker never
+/// misreads a command written by a newer, incompatible client.
+pub const ENVELOPE_VERSION: &str = "1.0";
+
+/// The content type of every Courier record value.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// Prefix of result event types: `courier.command.completed` and so on.
+pub const RESULT_TYPE_PREFIX: &str = "courier.command.";
+
+/// A fresh time-ordered id (UUIDv7) for commands and events.
+pub fn new_id() -> uuid::Uuid {
+    uuid::Uuid::now_v7()
+}

@@ -1,0 +1,225 @@
+//! Result events: what happened to a command.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::command::rfc3339;
+use super::headers::{header_names as h, DecodeError, HeaderMap};
+use super::{new_id, CONTENT_TYPE, ENVELOPE_VERSION, RESULT_TYPE_PREFIX, SPEC_VERSION};
+
+/// The life cycle of a command. The last four are final: exactly one of them ends every
+/// command that was not dead-lettered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Queued,
+    Started,
+    Progress,
+    Completed,
+    Failed,
+    Cancelled,
+    TimedOut,
+}
+
+impl State {
+    pub fn is_final(self) -> bool {
+        matches!(self, State::Completed | State::Failed | State::Cancelled | State::TimedOut)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Started => "started",
+            State::Progress => "progress",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+            State::TimedOut => "timed_out",
+        }
+    }
+
+    /// The CloudEvents type of an event in this state, e.g. `courier.command.completed`.
+    pub fn event_type(self) -> String {
+        format!("{RESULT_TYPE_PREFIX}{}", self.as_str())
+    }
+
+    fn from_event_type(t: &str) -> Option<State> {
+        let s = t.strip_prefix(RESULT_TYPE_PREFIX)?;
+        serde_json::from_value(Value::String(s.to_string())).ok()
+    }
+}
+
+/// Why a command failed, in a form a caller can branch on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ErrorInfo {
+    /// Stable machine-readable code, e.g. `invalid_payload`, `handler_panic`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+    /// Whether trying again later could succeed.
+    pub retryable: bool,
+}
+
+/// A handler's report of how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Progress {
+    /// 0 to 100.
+    pub percent: f32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Where the time went, so callers can tell a slow queue from a slow handler.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Timing {
+    /// From submission (`ce_time`) to the worker picking it up.
+    pub queued_ms: u64,
+    /// Time spent in the handler.
+    pub execution_ms: u64,
+    /// Attempts so far, including this one.
+    pub attempts: u32,
+}
+
+/// The JSON value of a result event record.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct ResultData {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub state: State,
+    /// The command's key, if it had one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// The handler's output; present on `completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// Present on `failed`, `cancelled` and `timed_out`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    /// Present on `progress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    pub timing: Timing,
+    /// The worker that produced this event.
+    #[serde(default)]
+    pub worker: String,
+}
+
+/// One record of the results topic: CloudEvents attributes plus [`ResultData`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultEvent {
+    /// `ce_id`: unique per event; consumers dedupe on it.
+    pub id: Uuid,
+    pub source: String,
+    pub time: DateTime<Utc>,
+    pub data: ResultData,
+    /// The Kafka key, copied from the command.
+    pub key: String,
+    /// Spring's correlation id, echoed from the command.
+    pub correlation_id: Option<Vec<u8>>,
+    /// Trace context, propagated from the command.
+    pub traceparent: Option<String>,
+}
+
+impl ResultEvent {
+    pub fn new(key: String, source: &str, data: ResultData) -> Self {
+        ResultEvent {
+            id: new_id(),
+            source: source.to_string(),
+            time: Utc::now(),
+            data,
+            key,
+            correlation_id: None,
+            traceparent: None,
+        }
+    }
+
+    pub fn state(&self) -> State {
+        self.data.state
+    }
+
+    pub fn command_id(&self) -> Uuid {
+        self.data.command_id
+    }
+
+    /// Encodes this event as (key, value, headers) for the results topic.
+    pub fn encode(&self) -> (String, Vec<u8>, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(h::SPEC_VERSION, SPEC_VERSION)
+            .insert(h::ID, self.id.to_string())
+            .insert(h::SOURCE, self.source.as_str())
+            .insert(h::TYPE, self.data.state.event_type())
+            .insert(h::TIME, rfc3339(self.time))
+            .insert(h::SUBJECT, self.data.command_id.to_string())
+            .insert(h::CONTENT_TYPE, CONTENT_TYPE)
+            .insert(h::VERSION, ENVELOPE_VERSION);
+        if let Some(tp) = &self.traceparent {
+            headers.insert(h::TRACEPARENT, tp.as_str());
+        }
+        if let Some(c) = &self.correlation_id {
+            headers.insert(h::SPRING_CORRELATION_ID, c.clone());
+        }
+        let value = serde_json::to_vec(&self.data).unwrap_or_default();
+        (self.key.clone(), value, headers)
+    }
+
+    /// Decodes a result event; never panics on any input.
+    pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, headers: &HeaderMap) -> Result<Self, DecodeError> {
+        let ty = headers.require(h::TYPE)?;
+        let state = State::from_event_type(ty)
+            .ok_or_else(|| DecodeError::BadHeader { name: h::TYPE, reason: format!("{ty:?} is not a result type") })?;
+        let id = Uuid::parse_str(headers.require(h::ID)?)
+            .map_err(|e| DecodeError::BadHeader { name: h::ID, reason: e.to_string() })?;
+        let bytes = value.filter(|v| !v.is_empty()).ok_or(DecodeError::EmptyValue)?;
+        let data: ResultData = serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson(e.to_string()))?;
+        if data.state != state {
+            return Err(DecodeError::BadHeader { name: h::TYPE, reason: "disagrees with data.state".into() });
+        }
+        let time = headers
+            .get_str(h::TIME)?
+            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(Utc::now);
+        Ok(ResultEvent {
+            id,
+            source: headers.get_str(h::SOURCE)?.unwrap_or_default().to_string(),
+            time,
+            data,
+            key: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            correlation_id: headers.get(h::SPRING_CORRELATION_ID).map(<[u8]>::to_vec),
+            traceparent: headers.get_str(h::TRACEPARENT)?.map(str::to_string),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn round_trip() {
+        let data = ResultData {
+            command_id: new_id(),
+            command_type: "t".into(),
+            state: State::TimedOut,
+            key: Some("k".into()),
+            result: None,
+            error: Some(ErrorInfo { code: "deadline".into(), message: "late".into(), retryable: false }),
+            progress: None,
+            timing: Timing { queued_ms: 1, execution_ms: 2, attempts: 1 },
+            worker: "w".into(),
+        };
+        let ev = ResultEvent::new("k".into(), "//w", data);
+        let (key, value, headers) = ev.encode();
+        assert_eq!(headers.get_str(h::TYPE).unwrap(), Some("courier.command.timed_out"));
+        let back = ResultEvent::decode(Some(key.as_bytes()), Some(&value), &headers).unwrap();
+        assert_eq!(back.data, ev.data);
+        assert_eq!(back.id, ev.id);
+        assert!(back.state().is_final());
+        let _ = json!(null);
+    }
+}

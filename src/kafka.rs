@@ -1,0 +1,72 @@
+//! Connection settings shared by every Courier component that talks to Kafka.
+//!
+//! Courier passes any librdkafka property through (`--kafka-opt security.protocol=SSL`)
+//! instead of wrapping each one, so TLS, SASL and tuning work the way librdkafka
+//! documents them.
+
+use rdkafka::ClientConfig;
+
+/// Errors building a Kafka client or talking to the cluster.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaSetupError {
+    #[error("--kafka-opt {0:?} is not KEY=VALUE")]
+    BadOption(String),
+    #[error("kafka client: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+}
+
+/// Where the cluster is and how to reach it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct KafkaArgs {
+    /// Bootstrap servers (host:port,...). Empty means: start the embedded mock cluster
+    /// (only `dev` and `demo` allow that).
+    #[arg(long = "bootstrap", env = "COURIER_BOOTSTRAP", default_value = "")]
+    pub bootstrap: String,
+    /// Topic prefix: topics are `<prefix>.commands`, `<prefix>.results`, ...
+    #[arg(long = "prefix", env = "COURIER_TOPIC_PREFIX", default_value = "courier")]
+    pub prefix: String,
+    /// Extra librdkafka properties, KEY=VALUE; repeat the flag or comma-separate in env.
+    #[arg(long = "kafka-opt", env = "COURIER_KAFKA_OPTS", value_delimiter = ',')]
+    pub kafka_opts: Vec<String>,
+}
+
+impl KafkaArgs {
+    pub fn new(bootstrap: impl Into<String>, prefix: impl Into<String>) -> Self {
+        KafkaArgs { bootstrap: bootstrap.into(), prefix: prefix.into(), kafka_opts: Vec::new() }
+    }
+
+    /// A librdkafka config with bootstrap servers and pass-through options applied.
+    pub fn client_config(&self) -> Result<ClientConfig, KafkaSetupError> {
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &self.bootstrap);
+        cfg.set("client.id", "courier");
+        for opt in &self.kafka_opts {
+            let (k, v) = opt.split_once('=').ok_or_else(|| KafkaSetupError::BadOption(opt.clone()))?;
+            cfg.set(k.trim(), v.trim());
+        }
+        Ok(cfg)
+    }
+
+    pub fn topics(&self) -> crate::topics::Topics {
+        crate::topics::Topics::new(&self.prefix)
+    }
+}
+
+/// Producer settings every Courier producer shares: idempotent (no duplicates or
+/// reordering from internal retries), acks from all in-sync replicas, a short linger
+/// for batching.
+pub fn producer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaSetupError> {
+    let mut cfg = args.client_config()?;
+    set_default(&mut cfg, "enable.idempotence", "true");
+    set_default(&mut cfg, "acks", "all");
+    set_default(&mut cfg, "linger.ms", "5");
+    set_default(&mut cfg, "message.timeout.ms", "30000");
+    Ok(cfg)
+}
+
+/// Sets a property unless the user already set it through `--kafka-opt`.
+pub fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
+    if cfg.get(key).is_none() {
+        cfg.set(key, value);
+    }
+}

@@ -1,0 +1,21 @@
+//! The `courier` command line: run workers, submit and watch commands, try it all on
+//! an embedded broker. Errors get their context here (anyhow); the library's errors
+//! are typed.
+
+mod cli;
+
+use clap::Parser;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = cli::Cli::parse();
+    cli::init_tracing(&args.log_format);
+    match cli::run(args).await {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "courier failed");
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Prometheus metrics, and an HTTP endpoint to scrape them.
+//!
+//! One registry per process, shared by every component in it; served in the
+//! OpenMetrics text format at `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// The worker's instruments.
+pub struct Metrics {
+    registry: Registry,
+    /// Final outcomes by command type and state.
+    pub outcomes: Family<Labels, Counter>,
+    /// Dead letters by reason code.
+    pub dead_letters: Family<Labels, Counter>,
+    /// Handler run time by command type.
+    pub handler_seconds: Family<Labels, Histogram>,
+    /// Records admitted and not finished.
+    pub in_flight: Gauge,
+    /// Partition assignments and revocations.
+    pub rebalances: Family<Labels, Counter>,
+    /// Offset commits sent.
+    pub commits: Counter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("courier");
+        let outcomes = Family::<Labels, Counter>::default();
+        let dead_letters = Family::<Labels, Counter>::default();
+        let handler_seconds =
+            Family::<Labels, Histogram>::new_with_constructor(|| Histogram::new(exponential_buckets(0.0005, 2.0, 18)));
+        let in_flight = Gauge::default();
+        let rebalances = Family::<Labels, Counter>::default();
+        let commits = Counter::default();
+        registry.register("command_outcomes", "Final outcomes of commands", outcomes.clone());
+        registry.register("dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
+        registry.register("handler_seconds", "Time spent in handlers", handler_seconds.clone());
+        registry.register("in_flight", "Commands admitted and not finished", in_flight.clone());
+        registry.register("rebalances", "Partition assignment changes", rebalances.clone());
+        registry.register("offset_commits", "Offset commits sent", commits.clone());
+        Metrics { registry, outcomes, dead_letters, handler_seconds, in_flight, rebalances, commits }
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Arc<Self> {
+        Arc::new(Self::default())
+    }
+
+    /// The registry in OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+
+    /// Counts one final outcome.
+    pub fn outcome(&self, command_type: &str, state: &str) {
+        self.outcomes
+            .get_or_create(&vec![("command_type".into(), command_type.into()), ("state".into(), state.into())])
+            .inc();
+    }
+}
+
+/// Serves `/metrics` until `shutdown` fires. Returns the bound address (useful with
+/// port 0) once listening.
+pub async fn serve(
+    metrics: Arc<Metrics>,
+    addr: SocketAddr,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    use axum::{routing::get, Router};
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let m = metrics.clone();
+            async move {
+                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+    });
+    tracing::info!(%bound, "metrics endpoint listening");
+    Ok(bound)
+}

@@ -1,0 +1,120 @@
+//! Producing Courier records: fire-and-forget for advisory events, acknowledged for
+//! anything a commit depends on.
+//!
+//! The at-least-once guarantee hangs on [`Publisher::send_acked`]: a worker commits a
+//! command's offset only after the broker acknowledged its final event, and that call
+//! does not give up on transient errors (a broker restart, a leader move); it retries
+//! with backoff until acknowledged or until the caller's token says the work is no
+//! longer ours.
+
+use std::time::Duration;
+
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::HeaderMap;
+use crate::kafka::{producer_config, KafkaArgs, KafkaSetupError};
+
+/// Why a record was not acknowledged.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("gave up publishing to {topic}: work was cancelled")]
+    Abandoned { topic: String },
+    #[error("publishing to {topic} failed: {source}")]
+    Kafka { topic: String, source: rdkafka::error::KafkaError },
+}
+
+/// A record ready to produce.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub topic: String,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub headers: HeaderMap,
+    pub partition: Option<i32>,
+}
+
+/// A shared idempotent producer.
+#[derive(Clone)]
+pub struct Publisher {
+    producer: FutureProducer,
+}
+
+impl Publisher {
+    pub fn new(args: &KafkaArgs) -> Result<Self, KafkaSetupError> {
+        Ok(Publisher { producer: producer_config(args)?.create()? })
+    }
+
+    pub fn producer(&self) -> &FutureProducer {
+        &self.producer
+    }
+
+    /// Enqueues a record without waiting for the broker. Used for `started` and
+    /// `progress` events, which are advisory: losing one loses no outcome.
+    pub fn send_advisory(&self, out: &Outgoing) {
+        let headers = out.headers.to_kafka();
+        let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
+        record.partition = out.partition;
+        if let Err((e, _)) = self.producer.send_result(record) {
+            tracing::warn!(topic = %out.topic, error = %e, "advisory event dropped");
+        }
+    }
+
+    /// Produces a record and waits for the broker's acknowledgement, retrying
+    /// transient failures until `cancel` fires.
+    pub async fn send_acked(&self, out: &Outgoing, cancel: &CancellationToken) -> Result<(), PublishError> {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let headers = out.headers.to_kafka();
+            let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
+            record.partition = out.partition;
+            let sent = tokio::select! {
+                r = self.producer.send(record, Timeout::Never) => r,
+                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: out.topic.clone() }),
+            };
+            match sent {
+                Ok(_) => return Ok(()),
+                Err((e, _)) if is_permanent(&e) => {
+                    return Err(PublishError::Kafka { topic: out.topic.clone(), source: e });
+                }
+                Err((e, _)) => {
+                    tracing::warn!(topic = %out.topic, error = %e, ?backoff, "publish failed; retrying");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: out.topic.clone() }),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Produces a record and waits for its acknowledgement once; librdkafka retries
+    /// internally until `message.timeout.ms`, after which the error is the caller's.
+    pub async fn send_once(&self, out: &Outgoing) -> Result<(), PublishError> {
+        let headers = out.headers.to_kafka();
+        let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
+        record.partition = out.partition;
+        match self.producer.send(record, Timeout::Never).await {
+            Ok(_) => Ok(()),
+            Err((source, _)) => Err(PublishError::Kafka { topic: out.topic.clone(), source }),
+        }
+    }
+
+    /// Waits until everything enqueued so far is delivered (or `timeout` passes).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(e) = self.producer.flush(Timeout::After(timeout)) {
+            tracing::warn!(error = %e, "producer flush incomplete");
+        }
+    }
+}
+
+/// Errors that retrying cannot fix: the record itself is unacceptable.
+fn is_permanent(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        e.rdkafka_error_code(),
+        Some(C::MessageSizeTooLarge | C::InvalidRecord | C::UnknownTopicOrPartition | C::TopicAuthorizationFailed)
+    )
+}

@@ -1,0 +1,280 @@
+//! The consumer thread: poll, admit, flow control, commit, rebalance.
+//!
+//! It is a plain OS thread, not a tokio task, because librdkafka runs rebalance
+//! callbacks synchronously inside `poll`, and a revoke must *wait* for running
+//! handlers (within the grace period) before committing and letting go. Blocking
+//! there is fine on a thread of its own; on a runtime thread it would starve the very
+//! tasks it waits for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use super::execute::run_lane;
+use super::ledger::{Lane, Tp};
+use super::{Record, Shared, WorkerError};
+use crate::envelope::HeaderMap;
+use crate::kafka::set_default;
+
+const POLL: Duration = Duration::from_millis(100);
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// After the grace period, how long abandoned handlers get to notice their token.
+const ABANDON_WAIT: Duration = Duration::from_secs(6);
+
+/// Connects rebalance callbacks to the ledger.
+pub(super) struct WorkerContext {
+    shared: Arc<Shared>,
+    /// One token per assigned partition; cancelling it abandons that partition's work.
+    tokens: Mutex<HashMap<Tp, CancellationToken>>,
+    /// Parent of every partition token: cancelled only to abandon everything, after
+    /// the grace period (shutdown itself is a separate signal, so handlers first
+    /// get their grace period).
+    stop: CancellationToken,
+    paused: Mutex<bool>,
+}
+
+impl ClientContext for WorkerContext {}
+
+impl ConsumerContext for WorkerContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let tps = tpl_to_vec(tpl);
+            tracing::info!(partitions = ?tps, "partitions revoked; draining");
+            self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "revoke".into())]).inc();
+            self.drain(consumer, &tps);
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            let tps = tpl_to_vec(tpl);
+            tracing::info!(partitions = ?tps, "partitions assigned");
+            self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "assign".into())]).inc();
+            let mut ledger = self.shared.lock_ledger();
+            let mut tokens = self.lock_tokens();
+            for tp in &tps {
+                ledger.assign(tp.clone());
+                tokens.insert(tp.clone(), self.stop.child_token());
+            }
+            drop((ledger, tokens));
+            if *self.paused.lock().unwrap_or_else(|p| p.into_inner()) {
+                let _ = consumer.pause(tpl);
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "offset commit failed; will retry");
+            let mut ledger = self.shared.lock_ledger();
+            for tp in tpl_to_vec(offsets) {
+                ledger.uncommit(&tp);
+            }
+        }
+    }
+}
+
+impl WorkerContext {
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<Tp, CancellationToken>> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Lets go of partitions: drop queued work, wait (within the grace period) for
+    /// running work, abandon what is left, commit what finished, forget them.
+    fn drain(&self, consumer: &BaseConsumer<Self>, tps: &[Tp]) {
+        let shared = &self.shared;
+        let mut ledger = shared.lock_ledger();
+        let dropped = ledger.drop_queued(tps);
+        let until = Instant::now() + shared.config.shutdown_grace;
+        ledger = wait_until_idle(shared, ledger, tps, until);
+        let still_running = ledger.running_in(tps);
+        if still_running > 0 {
+            tracing::warn!(still_running, "grace period over; abandoning running handlers");
+            drop(ledger);
+            for tp in tps {
+                if let Some(token) = self.lock_tokens().get(tp) {
+                    token.cancel();
+                }
+            }
+            ledger = wait_until_idle(shared, shared.lock_ledger(), tps, Instant::now() + ABANDON_WAIT);
+        }
+        let commits = ledger.take_commits(Some(tps));
+        ledger.release(tps);
+        shared.metrics.in_flight.set(ledger.in_flight() as i64);
+        drop(ledger);
+        for tp in tps {
+            if let Some(token) = self.lock_tokens().remove(tp) {
+                token.cancel();
+            }
+        }
+        if consumer.assignment_lost() {
+            tracing::warn!("assignment lost; not committing");
+        } else if !commits.is_empty() {
+            if let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Sync) {
+                tracing::warn!(error = %e, "commit on revoke failed");
+            }
+        }
+        tracing::info!(dropped_queued = dropped, committed = ?commits, "partitions released");
+    }
+}
+
+fn wait_until_idle<'a>(
+    shared: &'a Shared,
+    mut ledger: std::sync::MutexGuard<'a, super::Ledger<Record>>,
+    tps: &[Tp],
+    until: Instant,
+) -> std::sync::MutexGuard<'a, super::Ledger<Record>> {
+    while ledger.running_in(tps) > 0 {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        ledger = match shared.changed.wait_timeout(ledger, until - now) {
+            Ok((g, _)) => g,
+            Err(p) => p.into_inner().0,
+        };
+    }
+    ledger
+}
+
+fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
+    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+}
+
+fn commit_list(commits: &[(Tp, i64)]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in commits {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    tpl
+}
+
+/// The consumer thread's body; returns when `stop` fires and the group is left.
+pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: CancellationToken) -> Result<(), WorkerError> {
+    let context = WorkerContext {
+        shared: shared.clone(),
+        tokens: Mutex::new(HashMap::new()),
+        stop: CancellationToken::new(),
+        paused: Mutex::new(false),
+    };
+    let consumer: BaseConsumer<WorkerContext> = consumer_config(&shared)?
+        .create_with_context(context)
+        .map_err(|e| WorkerError::Setup(e.into()))?;
+    consumer
+        .subscribe(&[shared.topics.commands.as_str()])
+        .map_err(|e| WorkerError::Setup(e.into()))?;
+    let mut last_commit = Instant::now();
+    while !stop.is_cancelled() {
+        match consumer.poll(POLL) {
+            Some(Ok(msg)) => admit(&shared, &consumer, &runtime, &msg),
+            Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
+            None => {}
+        }
+        flow_control(&shared, &consumer);
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            commit_ready(&shared, &consumer, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+    shutdown(&shared, consumer);
+    Ok(())
+}
+
+fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError> {
+    let mut cfg = shared.config.kafka.client_config()?;
+    cfg.set("group.id", &shared.config.group_id);
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("enable.auto.offset.store", "false");
+    set_default(&mut cfg, "auto.offset.reset", "earliest");
+    set_default(&mut cfg, "partition.assignment.strategy", "cooperative-sticky");
+    set_default(&mut cfg, "session.timeout.ms", "10000");
+    set_default(&mut cfg, "heartbeat.interval.ms", "1000");
+    set_default(&mut cfg, "max.poll.interval.ms", "300000");
+    // Bounds memory under any backlog: librdkafka prefetches at most this much.
+    set_default(&mut cfg, "queued.max.messages.kbytes", "16384");
+    set_default(&mut cfg, "client.id", &format!("courier-worker-{}", shared.worker_id));
+    Ok(cfg)
+}
+
+fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: &tokio::runtime::Handle, msg: &rdkafka::message::BorrowedMessage<'_>) {
+    let tp: Tp = (msg.topic().to_string(), msg.partition());
+    let Some(stop) = consumer.context().lock_tokens().get(&tp).cloned() else {
+        tracing::debug!(?tp, "record for an unassigned partition ignored");
+        return;
+    };
+    let lane = Lane::for_record(shared.config.ordering, &tp, msg.key());
+    let record = Record {
+        tp: tp.clone(),
+        offset: msg.offset(),
+        key: msg.key().map(<[u8]>::to_vec),
+        value: msg.payload().map(<[u8]>::to_vec),
+        headers: HeaderMap::from_kafka(msg.headers()),
+        stop,
+    };
+    let admitted = {
+        let mut ledger = shared.lock_ledger();
+        let a = ledger.admit(tp, msg.offset(), lane, record);
+        shared.metrics.in_flight.set(ledger.in_flight() as i64);
+        a
+    };
+    if let Ok(Some(entry)) = admitted {
+        runtime.spawn(run_lane(shared.clone(), entry));
+    }
+}
+
+/// Pauses every assigned partition at the in-flight bound; resumes at half of it.
+fn flow_control(shared: &Shared, consumer: &BaseConsumer<WorkerContext>) {
+    let in_flight = shared.lock_ledger().in_flight();
+    let mut paused = consumer.context().paused.lock().unwrap_or_else(|p| p.into_inner());
+    let limit = shared.config.max_in_flight;
+    let change = if !*paused && in_flight >= limit {
+        Some(true)
+    } else if *paused && in_flight <= limit / 2 {
+        Some(false)
+    } else {
+        None
+    };
+    let Some(pause) = change else { return };
+    let Ok(assignment) = consumer.assignment() else { return };
+    let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
+    match result {
+        Ok(()) => {
+            *paused = pause;
+            tracing::debug!(pause, in_flight, "flow control");
+        }
+        Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
+    }
+}
+
+fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: CommitMode) {
+    let commits = shared.lock_ledger().take_commits(None);
+    if commits.is_empty() {
+        return;
+    }
+    shared.metrics.commits.inc();
+    if let Err(e) = consumer.commit(&commit_list(&commits), mode) {
+        tracing::warn!(error = %e, "commit failed; will retry");
+        let mut ledger = shared.lock_ledger();
+        for (tp, _) in &commits {
+            ledger.uncommit(tp);
+        }
+    }
+}
+
+/// Graceful stop: drain every partition (as a revoke would), then leave the group.
+fn shutdown(shared: &Shared, consumer: BaseConsumer<WorkerContext>) {
+    tracing::info!(in_flight = shared.lock_ledger().in_flight(), "stopping: draining in-flight work");
+    if let Ok(assignment) = consumer.assignment() {
+        let _ = consumer.pause(&assignment);
+    }
+    let tps = shared.lock_ledger().assigned();
+    consumer.context().drain(&consumer, &tps);
+    consumer.unsubscribe();
+    drop(consumer);
+}

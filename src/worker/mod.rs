@@ -1,0 +1,240 @@
+//! The worker: consumes commands in a consumer group, runs handlers, publishes results.
+//!
+//! Two halves meet in a shared [`Ledger`]:
+//! - the **consumer thread** ([`consume`]) polls Kafka, admits each record to the
+//!   ledger, pauses partitions when the in-flight bound is hit, commits the offsets
+//!   the ledger says are safe, and handles rebalances (it owns the rdkafka consumer,
+//!   whose callbacks are synchronous);
+//! - **lane tasks** ([`execute`]) on the tokio runtime decode, run the handler and
+//!   publish, then tell the ledger the record is finished.
+//!
+//! ```no_run
+//! use courier::{Context, Handler, HandlerError, Router, Worker, WorkerConfig};
+//! # struct Echo;
+//! # impl Handler for Echo {
+//! #     type Input = serde_json::Value;
+//! #     type Output = serde_json::Value;
+//! #     async fn handle(&self, v: serde_json::Value, _: Context) -> Result<serde_json::Value, HandlerError> { Ok(v) }
+//! # }
+//! # async fn run() -> Result<(), courier::WorkerError> {
+//! let config = WorkerConfig::new("127.0.0.1:9092");
+//! let worker = Worker::new(config, Router::new().route("echo", Echo))?;
+//! worker.run(tokio_util::sync::CancellationToken::new()).await
+//! # }
+//! ```
+
+mod consume;
+mod execute;
+pub mod ledger;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+use crate::duration::parse_duration;
+use crate::envelope::{Command, ErrorInfo, HeaderMap, ResultData, ResultEvent, State, Timing};
+use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::metrics::Metrics;
+use crate::publish::{Outgoing, Publisher};
+use crate::router::Router;
+use crate::topics::Topics;
+pub use ledger::Ordering;
+use ledger::{Ledger, Tp};
+
+/// Why a worker could not start or stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Setup(#[from] KafkaSetupError),
+    #[error("no handlers registered: a worker needs at least one route")]
+    NoRoutes,
+    #[error("invalid worker config: {0}")]
+    Config(String),
+    #[error("metrics endpoint: {0}")]
+    Metrics(std::io::Error),
+    #[error("consumer thread failed: {0}")]
+    Consumer(String),
+}
+
+/// Worker settings, from flags or env vars.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WorkerConfig {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Consumer group: workers sharing it split the partitions.
+    #[arg(long, env = "COURIER_GROUP_ID", default_value = "courier-workers")]
+    pub group_id: String,
+    /// Most commands admitted and unfinished at once; partitions pause beyond it.
+    #[arg(long, env = "COURIER_MAX_IN_FLIGHT", default_value_t = 1024)]
+    pub max_in_flight: usize,
+    /// Which commands must wait for each other: same key, same partition, or none.
+    #[arg(long, env = "COURIER_ORDERING", value_enum, default_value_t = Ordering::Key)]
+    pub ordering: Ordering,
+    /// On shutdown or revoke: how long running handlers get to finish.
+    #[arg(long, env = "COURIER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
+    pub shutdown_grace: Duration,
+    /// Records with larger values are dead-lettered as `too_large`.
+    #[arg(long, env = "COURIER_MAX_MESSAGE_BYTES", default_value_t = 1_000_000)]
+    pub max_message_bytes: usize,
+    /// Serve Prometheus metrics here (e.g. 0.0.0.0:9464); off when unset.
+    #[arg(long, env = "COURIER_METRICS_ADDR")]
+    pub metrics_addr: Option<SocketAddr>,
+    /// Name in result events and logs; defaults to host name and pid.
+    #[arg(long, env = "COURIER_WORKER_ID")]
+    pub worker_id: Option<String>,
+}
+
+impl WorkerConfig {
+    /// Defaults for everything but the bootstrap servers.
+    pub fn new(bootstrap: impl Into<String>) -> Self {
+        WorkerConfig {
+            kafka: KafkaArgs::new(bootstrap, "courier"),
+            group_id: "courier-workers".into(),
+            max_in_flight: 1024,
+            ordering: Ordering::Key,
+            shutdown_grace: Duration::from_secs(20),
+            max_message_bytes: 1_000_000,
+            metrics_addr: None,
+            worker_id: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), WorkerError> {
+        if self.kafka.bootstrap.trim().is_empty() {
+            return Err(WorkerError::Config("bootstrap servers are empty (--bootstrap / COURIER_BOOTSTRAP)".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(WorkerError::Config("--max-in-flight must be at least 1".into()));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(WorkerError::Config("--group-id is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+/// A consumed record, owned, with the token that stops its processing.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub tp: Tp,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HeaderMap,
+    /// Fires when the partition is revoked or the worker stops.
+    pub stop: CancellationToken,
+}
+
+/// State shared by the consumer thread and the lane tasks.
+pub(crate) struct Shared {
+    pub config: WorkerConfig,
+    pub router: Router,
+    pub publisher: Publisher,
+    pub topics: Topics,
+    pub metrics: Arc<Metrics>,
+    pub worker_id: String,
+    pub source: String,
+    pub ledger: Mutex<Ledger<Record>>,
+    /// Signalled whenever a record finishes or is abandoned.
+    pub changed: Condvar,
+}
+
+impl Shared {
+    pub fn lock_ledger(&self) -> MutexGuard<'_, Ledger<Record>> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// A result event about `command`, from this worker.
+    pub fn event(&self, command: &Command, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> ResultEvent {
+        let data = ResultData {
+            command_id: command.id,
+            command_type: command.command_type.clone(),
+            state,
+            key: command.key.clone(),
+            result,
+            error,
+            progress: None,
+            timing,
+            worker: self.worker_id.clone(),
+        };
+        let mut ev = ResultEvent::new(command.partition_key(), &self.source, data);
+        ev.correlation_id = command.correlation_id.clone();
+        ev.traceparent = command.traceparent.clone();
+        ev
+    }
+
+    /// The same, encoded for the results topic.
+    pub fn event_record(&self, command: &Command, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> Outgoing {
+        let (key, value, headers) = self.event(command, state, result, error, timing).encode();
+        Outgoing { topic: self.topics.results.clone(), key, value, headers, partition: None }
+    }
+}
+
+/// A configured worker, ready to run.
+pub struct Worker {
+    shared: Arc<Shared>,
+}
+
+impl Worker {
+    pub fn new(config: WorkerConfig, router: Router) -> Result<Self, WorkerError> {
+        Self::with_metrics(config, router, Metrics::new())
+    }
+
+    /// Like [`Worker::new`], recording into an existing metrics registry.
+    pub fn with_metrics(config: WorkerConfig, router: Router, metrics: Arc<Metrics>) -> Result<Self, WorkerError> {
+        config.validate()?;
+        if router.is_empty() {
+            return Err(WorkerError::NoRoutes);
+        }
+        let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+        let shared = Shared {
+            publisher: Publisher::new(&config.kafka)?,
+            topics: config.kafka.topics(),
+            source: format!("//courier/worker/{worker_id}"),
+            worker_id,
+            router,
+            metrics,
+            config,
+            ledger: Mutex::new(Ledger::new()),
+            changed: Condvar::new(),
+        };
+        Ok(Worker { shared: Arc::new(shared) })
+    }
+
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Runs until `shutdown` fires, then stops fetching, lets running handlers finish
+    /// within the grace period, commits, and leaves the group.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
+        let shared = self.shared;
+        if let Some(addr) = shared.config.metrics_addr {
+            crate::metrics::serve(shared.metrics.clone(), addr, shutdown.clone()).await.map_err(WorkerError::Metrics)?;
+        }
+        tracing::info!(worker = %shared.worker_id, group = %shared.config.group_id,
+            topic = %shared.topics.commands, ordering = ?shared.config.ordering, "worker starting");
+        let runtime = tokio::runtime::Handle::current();
+        let thread_shared = shared.clone();
+        let thread_stop = shutdown.clone();
+        let consumer = std::thread::Builder::new()
+            .name("courier-consumer".into())
+            .spawn(move || consume::run(thread_shared, runtime, thread_stop))
+            .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+        let result = tokio::task::spawn_blocking(move || consumer.join())
+            .await
+            .map_err(|e| WorkerError::Consumer(e.to_string()))?
+            .map_err(|_| WorkerError::Consumer("consumer thread panicked".into()))?;
+        shared.publisher.flush(Duration::from_secs(10));
+        tracing::info!(worker = %shared.worker_id, "worker stopped");
+        result
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::env::var("HOSTNAME").ok().filter(|h| !h.is_empty()).unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
