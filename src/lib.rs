@@ -59,3 +59,8 @@ pub use envelope::{Command, NewCommand, ResultEvent, State};
 pub use kafka::KafkaArgs;
 pub use router::{Context, Handler, HandlerError, Router};
 pub use worker::{Ordering, Worker, WorkerConfig, WorkerError};
+
+/// Compiles the README's examples as doc tests, so the documented handler stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (see README): runs Courier's whole suite against a real Apache
+# Kafka broker. Starts the project's own broker (scripts/kafka.sh) unless
+# COURIER_BOOTSTRAP points at one, and always stops what it started.
+set -euo pipefail
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$REPO"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$REPO/target}"
+
+if [[ -z "${COURIER_BOOTSTRAP:-}" ]]; then
+  line="$(scripts/kafka.sh start)"
+  export COURIER_BOOTSTRAP="${line#COURIER_BOOTSTRAP=}"
+  on_exit() {
+    local rc=$?
+    if [[ $rc -ne 0 ]]; then echo "--- broker log (tail) ---" >&2; scripts/kafka.sh logs >&2 || true; fi
+    scripts/kafka.sh stop || true
+    exit $rc
+  }
+  trap on_exit EXIT
+fi
+echo "test.sh: using Kafka at $COURIER_BOOTSTRAP" >&2
+
+cargo test --release --all-targets
+cargo test --release --doc

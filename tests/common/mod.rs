@@ -1,0 +1,221 @@
+//! The one shared harness for tests against a real Apache Kafka broker.
+//!
+//! The broker comes from `COURIER_BOOTSTRAP` (set by `scripts/test.sh` and
+//! `.ci/run`); when unset, `scripts/kafka.sh start` is run to start (or reuse) the
+//! project's own broker. Every test gets its own topic prefix, so tests never see
+//! each other's records.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command as Proc, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use courier::envelope::{HeaderMap, ResultEvent};
+use courier::topics::{create_topics, TopicSpec, Topics};
+use courier::KafkaArgs;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+/// The broker's bootstrap address, starting the project's broker if needed.
+pub fn bootstrap() -> String {
+    static BOOTSTRAP: OnceLock<String> = OnceLock::new();
+    BOOTSTRAP
+        .get_or_init(|| {
+            if let Ok(b) = std::env::var("COURIER_BOOTSTRAP") {
+                if !b.trim().is_empty() {
+                    return b;
+                }
+            }
+            let script = repo().join("scripts/kafka.sh");
+            let out = Proc::new("bash").arg(script).arg("start").stderr(Stdio::inherit()).output().expect("run scripts/kafka.sh");
+            assert!(out.status.success(), "scripts/kafka.sh start failed");
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.lines()
+                .find_map(|l| l.strip_prefix("COURIER_BOOTSTRAP="))
+                .expect("kafka.sh printed no COURIER_BOOTSTRAP")
+                .trim()
+                .to_string()
+        })
+        .clone()
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fresh, isolated set of Courier topics for one test.
+pub struct TestTopics {
+    pub kafka: KafkaArgs,
+    pub topics: Topics,
+    pub partitions: i32,
+}
+
+pub async fn fresh_topics(name: &str, partitions: i32) -> TestTopics {
+    let suffix = &courier::envelope::new_id().simple().to_string()[20..];
+    let kafka = KafkaArgs::new(bootstrap(), format!("t-{name}-{suffix}"));
+    let spec = TopicSpec { partitions, replication: 1, retention_hours: 24 };
+    create_topics(&kafka, &spec).await.expect("create topics");
+    TestTopics { topics: kafka.topics(), kafka, partitions }
+}
+
+/// A `courier worker` child process running the example handlers. Killed on drop.
+pub struct WorkerProc {
+    pub child: Child,
+    pub id: String,
+    pub log: PathBuf,
+}
+
+impl WorkerProc {
+    pub fn spawn(t: &TestTopics, id: &str, extra: &[&str]) -> WorkerProc {
+        let dir = std::env::temp_dir().join("courier-test-logs");
+        std::fs::create_dir_all(&dir).expect("log dir");
+        let log = dir.join(format!("{}-{id}.log", t.kafka.prefix));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["worker", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
+            .args(["--group-id", &format!("{}-workers", t.kafka.prefix), "--worker-id", id])
+            .args(["--shutdown-grace", "5s"])
+            .args(extra)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(file.try_clone().expect("dup log"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn courier worker");
+        WorkerProc { child, id: id.to_string(), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the worker's log contains `needle` (e.g. "partitions assigned").
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until {
+            if self.log_text().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, then wait for a clean exit.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Proc::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let until = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < until {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for WorkerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A result event with where it sits in the results topic.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub partition: i32,
+    pub offset: i64,
+    pub event: ResultEvent,
+}
+
+/// Reads a whole topic from the beginning with a group-less consumer.
+pub struct TopicReader {
+    consumer: BaseConsumer,
+}
+
+impl TopicReader {
+    pub fn new(t: &TestTopics, topic: &str) -> TopicReader {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &t.kafka.bootstrap)
+            .set("group.id", format!("reader-{}", courier::envelope::new_id()))
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader");
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..t.partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
+        }
+        consumer.assign(&tpl).expect("assign");
+        TopicReader { consumer }
+    }
+
+    /// Raw records: (partition, offset, key, value, headers).
+    pub fn poll_raw(&self, budget: Duration) -> Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, HeaderMap)> {
+        let until = Instant::now() + budget;
+        let mut out = Vec::new();
+        while Instant::now() < until {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => out.push((
+                    m.partition(),
+                    m.offset(),
+                    m.key().map(<[u8]>::to_vec),
+                    m.payload().map(<[u8]>::to_vec),
+                    HeaderMap::from_kafka(m.headers()),
+                )),
+                Some(Err(e)) => panic!("reader error: {e}"),
+                None => {
+                    if !out.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn poll_results(&self, budget: Duration) -> Vec<Seen> {
+        self.poll_raw(budget)
+            .into_iter()
+            .map(|(partition, offset, key, value, headers)| Seen {
+                partition,
+                offset,
+                event: ResultEvent::decode(key.as_deref(), value.as_deref(), &headers).expect("results topic holds only result events"),
+            })
+            .collect()
+    }
+}
+
+/// Collects result events until `done` says so, or panics after `timeout`.
+pub fn collect_results(t: &TestTopics, timeout: Duration, mut done: impl FnMut(&[Seen]) -> bool) -> Vec<Seen> {
+    let reader = TopicReader::new(t, &t.topics.results);
+    let until = Instant::now() + timeout;
+    let mut all = Vec::new();
+    while !done(&all) {
+        assert!(Instant::now() < until, "timed out after {timeout:?} with {} events", all.len());
+        all.extend(reader.poll_results(Duration::from_millis(500)));
+    }
+    all
+}
+
+/// Final events grouped by command id.
+pub fn finals_by_command(seen: &[Seen]) -> HashMap<uuid::Uuid, Vec<&Seen>> {
+    let mut map: HashMap<uuid::Uuid, Vec<&Seen>> = HashMap::new();
+    for s in seen.iter().filter(|s| s.event.state().is_final()) {
+        map.entry(s.event.command_id()).or_default().push(s);
+    }
+    map
+}
+
+pub fn count_distinct_finals(seen: &[Seen]) -> usize {
+    finals_by_command(seen).len()
+}

@@ -1,0 +1,64 @@
+//! Request/reply through the real broker: `submit_and_wait` returns the handler's
+//! result; a handler error comes back as a `failed` event with its code and message.
+
+mod common;
+
+use std::time::Duration;
+
+use courier::{Client, NewCommand, State};
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn submit_and_wait_returns_results_and_errors() {
+    let t = common::fresh_topics("roundtrip", 3).await;
+    let worker = common::WorkerProc::spawn(&t, "rt-1", &[]);
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let wait = Duration::from_secs(60);
+
+    let done = client.submit_and_wait(NewCommand::new("primes", json!({"n": 1000})), wait).await.unwrap();
+    assert_eq!(done.state(), State::Completed, "{:?}", worker.log_text());
+    assert_eq!(done.data.result, Some(json!({"n": 1000, "primes": 168})));
+    assert_eq!(done.data.worker, "rt-1");
+    assert_eq!(done.data.timing.attempts, 1);
+
+    let failed = client
+        .submit_and_wait(NewCommand::new("fail", json!({"code": "card_declined", "message": "no funds"})).key("acct-7"), wait)
+        .await
+        .unwrap();
+    assert_eq!(failed.state(), State::Failed);
+    let err = failed.data.error.expect("failed event carries an error");
+    assert_eq!((err.code.as_str(), err.message.as_str(), err.retryable), ("card_declined", "no funds", false));
+    assert_eq!(failed.key, "acct-7", "result keyed like its command");
+    assert_eq!(failed.data.key.as_deref(), Some("acct-7"));
+
+    // A command whose deadline already passed is not run.
+    let late = NewCommand::new("sleep", json!({"ms": 10})).deadline(chrono::Utc::now() - chrono::Duration::seconds(1));
+    let timed_out = client.submit_and_wait(late, wait).await.unwrap();
+    assert_eq!(timed_out.state(), State::TimedOut);
+    assert_eq!(timed_out.data.timing.execution_ms, 0);
+
+    // A handler still running at its deadline is cancelled and reported timed_out.
+    let slow = NewCommand::new("sleep", json!({"ms": 20_000, "steps": 20})).deadline_in(Duration::from_millis(800));
+    let cut = client.submit_and_wait(slow, wait).await.unwrap();
+    assert_eq!(cut.state(), State::TimedOut);
+    assert!(cut.data.timing.execution_ms < 10_000, "{:?}", cut.data.timing);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_and_started_precede_the_final_event() {
+    let t = common::fresh_topics("progress", 1).await;
+    let _worker = common::WorkerProc::spawn(&t, "pg-1", &[]);
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let done = client
+        .submit_and_wait(NewCommand::new("sleep", json!({"ms": 200, "steps": 4})), Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(done.state(), State::Completed);
+    let id = done.command_id();
+    let seen = common::collect_results(&t, Duration::from_secs(30), |s| s.iter().any(|e| e.event.state().is_final()));
+    let states: Vec<State> = seen.iter().filter(|s| s.event.command_id() == id).map(|s| s.event.state()).collect();
+    assert_eq!(states, vec![State::Started, State::Progress, State::Progress, State::Progress, State::Completed]);
+    let percents: Vec<f32> =
+        seen.iter().filter_map(|s| s.event.data.progress.as_ref().map(|p| p.percent)).collect();
+    assert_eq!(percents, vec![25.0, 50.0, 75.0]);
+}
