@@ -34,8 +34,6 @@ pub enum ClientError {
     Timeout { id: Uuid, timeout: Duration },
     #[error("kafka: {0}")]
     Kafka(#[from] rdkafka::error::KafkaError),
-    #[error("results topic {0} not found")]
-    NoResultsTopic(String),
     #[error("result listener stopped")]
     ListenerGone,
 }
@@ -125,6 +123,35 @@ impl Client {
         }
     }
 
+    /// Asks every worker to cancel a command: skipped if not started yet, its
+    /// cancellation token fired if running. Durable: it is a record on the control
+    /// topic, honoured by workers that start or take over later.
+    pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<(), ClientError> {
+        let (key, value, headers) = crate::envelope::CancelRequest::new(id, reason).encode(&self.source);
+        let out = Outgoing { topic: self.topics.control.clone(), key, value, headers, partition: None };
+        self.publisher.send_once(&out).await?;
+        Ok(())
+    }
+
+    /// Waits for the final event of a command submitted earlier, by anyone; reads the
+    /// results topic from `start` (`StartAt::Beginning` finds one that already ended).
+    pub async fn wait_for(&self, id: Uuid, start: StartAt, timeout: Duration) -> Result<ResultEvent, ClientError> {
+        let mut events = self.subscribe(start).await?;
+        let found = async {
+            while let Some(ev) = events.next().await {
+                if ev.command_id() == id && ev.state().is_final() {
+                    return Some(ev);
+                }
+            }
+            None
+        };
+        match tokio::time::timeout(timeout, found).await {
+            Ok(Some(ev)) => Ok(ev),
+            Ok(None) => Err(ClientError::ListenerGone),
+            Err(_) => Err(ClientError::Timeout { id, timeout }),
+        }
+    }
+
     /// A stream of every result event (all states), from `start`.
     pub async fn subscribe(&self, start: StartAt) -> Result<Pin<Box<dyn Stream<Item = ResultEvent> + Send>>, ClientError> {
         let consumer = self.results_consumer(start).await?;
@@ -178,22 +205,12 @@ impl Client {
 /// Assigns all partitions at the current end (or beginning), resolved to concrete
 /// offsets now, so that later events are never missed.
 fn position(consumer: StreamConsumer, topic: &str, start: StartAt) -> Result<StreamConsumer, ClientError> {
-    let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(ClientError::NoResultsTopic(topic.to_string()));
-    }
+    let partitions = crate::kafka::partitions_of(&consumer, topic)?;
     let mut tpl = TopicPartitionList::new();
     for p in partitions {
         let offset = match start {
             StartAt::Beginning => Offset::Beginning,
-            StartAt::Now => Offset::Offset(consumer.fetch_watermarks(topic, p, timeout)?.1),
+            StartAt::Now => Offset::Offset(crate::kafka::watermarks(&consumer, topic, p)?.1),
         };
         tpl.add_partition_offset(topic, p, offset)?;
     }

@@ -19,6 +19,14 @@ pub mod dlq_headers {
     pub const ATTEMPTS: &str = "courier_dlq_attempts";
     pub const FIRST_FAILURE: &str = "courier_dlq_first_failure";
     pub const LAST_FAILURE: &str = "courier_dlq_last_failure";
+    /// Set on a record sent back by `courier dlq replay`: it runs even though its
+    /// command id already has a (failed) final event.
+    pub const REPLAYED_AT: &str = "courier_replayed_at";
+}
+
+/// Whether a command record was sent back from the DLQ by an operator.
+pub fn is_replay(headers: &HeaderMap) -> bool {
+    headers.get(dlq_headers::REPLAYED_AT).is_some()
 }
 
 /// Why and where a record failed.
@@ -106,4 +114,110 @@ mod tests {
         assert_eq!(back.reason, "not_json");
         assert_eq!((back.partition, back.offset), (3, 42));
     }
+}
+
+/// One record read back from the DLQ topic.
+#[derive(Debug, Clone)]
+pub struct DeadLetterRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HeaderMap,
+    pub letter: DeadLetter,
+}
+
+impl DeadLetterRecord {
+    /// The command id, when the original record had a readable one.
+    pub fn command_id(&self) -> Option<uuid::Uuid> {
+        crate::envelope::Command::peek_id(&self.headers)
+    }
+
+    pub fn command_type(&self) -> Option<String> {
+        self.headers.get_str(crate::envelope::header_names::TYPE).ok().flatten().map(str::to_string)
+    }
+
+    /// The record that sends this dead letter back to the commands topic: original
+    /// key, value and headers, the DLQ and retry bookkeeping stripped, attempt reset,
+    /// and a replay mark so duplicate detection lets it through.
+    pub fn replay_record(&self, commands_topic: &str) -> Outgoing {
+        let mut headers = HeaderMap::new();
+        for (name, value) in self.headers.iter() {
+            if !name.starts_with("courier_") && name != crate::envelope::header_names::ATTEMPT {
+                headers.insert(name, value.to_vec());
+            }
+        }
+        headers.insert(crate::envelope::header_names::ATTEMPT, "1");
+        headers.insert(dlq_headers::REPLAYED_AT, crate::envelope::rfc3339(Utc::now()));
+        Outgoing {
+            topic: commands_topic.to_string(),
+            key: self.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            value: self.value.clone().unwrap_or_default(),
+            headers,
+            partition: None,
+        }
+    }
+}
+
+/// Which dead letters to act on.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub ids: Vec<uuid::Uuid>,
+    pub reason: Option<String>,
+}
+
+impl Filter {
+    pub fn matches(&self, r: &DeadLetterRecord) -> bool {
+        let by_id = self.ids.is_empty() || r.command_id().is_some_and(|id| self.ids.contains(&id));
+        let by_reason = self.reason.as_ref().is_none_or(|want| *want == r.letter.reason);
+        by_id && by_reason
+    }
+}
+
+/// Reads every dead letter currently in the DLQ topic (up to the ends seen now).
+pub async fn read_all(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::kafka::KafkaSetupError> {
+    let args = args.clone();
+    tokio::task::spawn_blocking(move || read_all_blocking(&args))
+        .await
+        .map_err(|e| crate::kafka::KafkaSetupError::Thread(e.to_string()))?
+}
+
+fn read_all_blocking(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::kafka::KafkaSetupError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use std::time::{Duration, Instant};
+    let topic = args.topics().dlq;
+    let mut cfg = args.client_config()?;
+    cfg.set("group.id", format!("courier-dlq-reader-{}", crate::envelope::new_id()));
+    cfg.set("enable.auto.commit", "false");
+    let consumer: BaseConsumer = cfg.create()?;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    let mut ends = std::collections::HashMap::new();
+    for p in crate::kafka::partitions_of(&consumer, &topic)? {
+        let (low, high) = crate::kafka::watermarks(&consumer, &topic, p)?;
+        if high > low {
+            ends.insert(p, high);
+            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(low))?;
+        }
+    }
+    consumer.assign(&tpl)?;
+    let mut out = Vec::new();
+    let until = Instant::now() + Duration::from_secs(60);
+    while !ends.is_empty() && Instant::now() < until {
+        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
+        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
+            ends.remove(&m.partition());
+        }
+        let headers = HeaderMap::from_kafka(m.headers());
+        let Some(letter) = DeadLetter::from_headers(&headers) else { continue };
+        out.push(DeadLetterRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+            letter,
+        });
+    }
+    Ok(out)
 }

@@ -13,6 +13,10 @@ pub enum KafkaSetupError {
     BadOption(String),
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    #[error("topic {0} does not exist: run `courier topics create`")]
+    MissingTopic(String),
+    #[error("could not start a thread: {0}")]
+    Thread(String),
 }
 
 /// Where the cluster is and how to reach it.
@@ -69,4 +73,42 @@ pub fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
     if cfg.get(key).is_none() {
         cfg.set(key, value);
     }
+}
+
+/// Low and high watermarks of a partition, retrying briefly: right after a topic is
+/// created, brokers may not yet agree on its leader.
+pub fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+    partition: i32,
+) -> Result<(i64, i64), rdkafka::error::KafkaError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match consumer.fetch_watermarks(topic, partition, std::time::Duration::from_secs(5)) {
+            Ok(w) => return Ok(w),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::debug!(%topic, partition, error = %e, "watermarks not available yet; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(200));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The partition ids of a topic; `MissingTopic` when it does not exist.
+pub fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+    consumer: &C,
+    topic: &str,
+) -> Result<Vec<i32>, KafkaSetupError> {
+    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .filter(|t| t.name() == topic && t.error().is_none())
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    if partitions.is_empty() {
+        return Err(KafkaSetupError::MissingTopic(topic.to_string()));
+    }
+    Ok(partitions)
 }

@@ -50,6 +50,7 @@ pub mod envelope;
 pub mod kafka;
 pub mod metrics;
 pub mod publish;
+pub mod retry;
 pub mod router;
 pub mod topics;
 pub mod worker;

@@ -30,6 +30,10 @@ pub struct Metrics {
     pub rebalances: Family<Labels, Counter>,
     /// Offset commits sent.
     pub commits: Counter,
+    /// Records skipped because their command already had a final event.
+    pub duplicates: Counter,
+    /// Commands sent to a retry tier.
+    pub retries: Counter,
 }
 
 impl Default for Metrics {
@@ -42,13 +46,17 @@ impl Default for Metrics {
         let in_flight = Gauge::default();
         let rebalances = Family::<Labels, Counter>::default();
         let commits = Counter::default();
+        let duplicates = Counter::default();
+        let retries = Counter::default();
         registry.register("command_outcomes", "Final outcomes of commands", outcomes.clone());
         registry.register("dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
         registry.register("handler_seconds", "Time spent in handlers", handler_seconds.clone());
         registry.register("in_flight", "Commands admitted and not finished", in_flight.clone());
         registry.register("rebalances", "Partition assignment changes", rebalances.clone());
         registry.register("offset_commits", "Offset commits sent", commits.clone());
-        Metrics { registry, outcomes, dead_letters, handler_seconds, in_flight, rebalances, commits }
+        registry.register("duplicates", "Records skipped as duplicates of finished commands", duplicates.clone());
+        registry.register("retries", "Commands sent to a retry tier", retries.clone());
+        Metrics { registry, outcomes, dead_letters, handler_seconds, in_flight, rebalances, commits, duplicates, retries }
     }
 }
 

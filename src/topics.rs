@@ -48,11 +48,14 @@ pub struct TopicSpec {
     /// Retention of commands and results, in hours.
     #[arg(long, default_value_t = 168)]
     pub retention_hours: u64,
+    /// Retry delay tiers to create topics for (match the workers' --retry-tiers).
+    #[arg(long = "retry-tiers", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = "1s,10s,60s")]
+    pub retry_tiers: Vec<Duration>,
 }
 
 impl Default for TopicSpec {
     fn default() -> Self {
-        TopicSpec { partitions: 6, replication: 1, retention_hours: 168 }
+        TopicSpec { partitions: 6, replication: 1, retention_hours: 168, retry_tiers: crate::retry::default_tiers() }
     }
 }
 
@@ -64,13 +67,17 @@ pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
     let retention = (spec.retention_hours * 3_600_000).to_string();
     let dlq_retention = (30u64 * 24 * 3_600_000).to_string();
     let repl = || TopicReplication::Fixed(spec.replication);
-    let wanted = vec![
+    let mut wanted = vec![
         NewTopic::new(&topics.commands, spec.partitions, repl()).set("retention.ms", &retention),
         NewTopic::new(&topics.results, spec.partitions, repl()).set("retention.ms", &retention),
         NewTopic::new(&topics.status, spec.partitions, repl()).set("cleanup.policy", "compact"),
         NewTopic::new(&topics.dlq, spec.partitions, repl()).set("retention.ms", &dlq_retention),
         NewTopic::new(&topics.control, spec.partitions, repl()).set("retention.ms", &retention),
     ];
+    let tier_names: Vec<String> = spec.retry_tiers.iter().map(|d| crate::retry::tier_topic(&topics, *d)).collect();
+    for name in &tier_names {
+        wanted.push(NewTopic::new(name, spec.partitions, repl()).set("retention.ms", &retention));
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut created = Vec::new();
     for outcome in admin.create_topics(&wanted, &opts).await? {

@@ -14,7 +14,8 @@ async fn sigkill_mid_stream_loses_nothing() {
     const N: usize = 3_000;
     let t = common::fresh_topics("kill", 6).await;
     let mut victim = common::WorkerProc::spawn(&t, "victim", &[]);
-    let survivor = common::WorkerProc::spawn(&t, "survivor", &[]);
+    let (p1, p2) = (common::free_port(), common::free_port());
+    let survivor = common::WorkerProc::spawn(&t, "survivor", &["--metrics-addr", &format!("127.0.0.1:{p1}")]);
     for w in [&victim, &survivor] {
         assert!(w.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", w.log_text());
     }
@@ -31,14 +32,19 @@ async fn sigkill_mid_stream_loses_nothing() {
     victim.sigkill();
     let done_at_kill = common::count_distinct_finals(&before);
     assert!(done_at_kill < N * 2 / 3, "the kill must land mid-stream ({done_at_kill} of {N} done)");
-    let _restarted = common::WorkerProc::spawn(&t, "victim-2", &[]);
+    let _restarted = common::WorkerProc::spawn(&t, "victim-2", &["--metrics-addr", &format!("127.0.0.1:{p2}")]);
 
     let seen = common::collect_results(&t, Duration::from_secs(240), |s| common::count_distinct_finals(s) >= N);
     let finals = common::finals_by_command(&seen);
     assert_eq!(finals.len(), N);
     assert!(finals.keys().all(|id| ids.contains(id)));
     let duplicated: Vec<_> = finals.values().filter(|v| v.len() > 1).collect();
-    println!("{} of {N} commands ran twice after SIGKILL ({done_at_kill} were done when it hit)", duplicated.len());
+    let suppressed: f64 = [p1, p2].iter().filter_map(|p| common::scrape(*p, "courier_duplicates_total")).sum();
+    println!(
+        "SIGKILL with {done_at_kill} of {N} done: {} commands ran twice; {suppressed} redelivered records \
+         were recognised as finished and skipped",
+        duplicated.len()
+    );
     for events in &duplicated {
         assert_eq!(
             events[0].event.data.worker, "victim",
@@ -55,7 +61,8 @@ async fn joining_worker_takes_over_partitions() {
     let first = common::WorkerProc::spawn(&t, "first", &[]);
     assert!(first.wait_for_log("partitions assigned", Duration::from_secs(60)));
     let client = Client::new(t.kafka.clone()).unwrap();
-    let commands = (0..N).map(|i| NewCommand::new("sleep", json!({"ms": 20, "steps": 1})).key(format!("k{}", i % 500)));
+    // 20 keys of 100 commands, 50 ms each: chains of ~5 s, long enough to join into.
+    let commands = (0..N).map(|i| NewCommand::new("sleep", json!({"ms": 50, "steps": 1})).key(format!("k{}", i % 20)));
     client.submit_batch(commands.collect()).await.unwrap();
 
     common::collect_results(&t, Duration::from_secs(120), |s| common::count_distinct_finals(s) >= 200);

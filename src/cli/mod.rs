@@ -1,6 +1,7 @@
 //! Subcommands and their flags.
 
 mod demo;
+mod dlq;
 mod submit;
 
 use std::process::ExitCode;
@@ -34,6 +35,13 @@ pub enum Cmd {
     Submit(submit::SubmitArgs),
     /// Print result events as JSON lines.
     Watch(submit::WatchArgs),
+    /// Cancel a command (queued: skipped; running: its token fires).
+    Cancel(dlq::CancelArgs),
+    /// Inspect and replay dead letters.
+    Dlq {
+        #[command(subcommand)]
+        action: dlq::DlqCmd,
+    },
     /// Embedded broker (unless --bootstrap) + worker + a trickle of example commands.
     Dev(demo::DevArgs),
     /// Round-trip a few hundred commands on the embedded broker, print a summary.
@@ -78,6 +86,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Submit(args) => submit::submit(args).await,
         Cmd::Watch(args) => submit::watch(args).await,
+        Cmd::Cancel(args) => dlq::cancel(args).await,
+        Cmd::Dlq { action } => dlq::dlq(action).await,
         Cmd::Dev(args) => demo::dev(args).await,
         Cmd::Demo(args) => demo::demo(args).await,
     }

@@ -26,8 +26,10 @@ impl Embedded {
         let mock = MockCluster::new(1)?;
         args.bootstrap = mock.bootstrap_servers();
         let topics = args.topics();
-        for name in [&topics.commands, &topics.results, &topics.status, &topics.dlq, &topics.control] {
-            mock.create_topic(name, spec.partitions, 1)?;
+        let tiers = spec.retry_tiers.iter().map(|d| crate::retry::tier_topic(&topics, *d));
+        let names = [&topics.commands, &topics.results, &topics.status, &topics.dlq, &topics.control].map(String::clone);
+        for name in names.into_iter().chain(tiers) {
+            mock.create_topic(&name, spec.partitions, 1)?;
         }
         tracing::info!(bootstrap = %args.bootstrap, "embedded mock cluster started");
         Ok(Embedded { _mock: Some(mock), args })

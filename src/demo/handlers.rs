@@ -1,5 +1,5 @@
 //! Built-in example handlers: what `courier worker`, `dev` and `demo` run, and what
-//! the integration and interop tests drive. Each shows one kind of work.
+//! the integration and interop tests drive. Each shows one kind of work or failure.
 
 use std::time::Duration;
 
@@ -35,6 +35,9 @@ pub struct SleepInput {
     /// Progress events to send along the way (default 4).
     #[serde(default)]
     pub steps: Option<u32>,
+    /// Misbehave: keep sleeping when cancelled (shows the cancel grace period).
+    #[serde(default)]
+    pub ignore_cancel: bool,
 }
 
 #[derive(Debug, Serialize, JsonSchema)]
@@ -49,9 +52,13 @@ impl Handler for Sleep {
         let steps = input.steps.unwrap_or(4).clamp(1, 100);
         let step = Duration::from_millis(input.ms / u64::from(steps));
         for i in 1..=steps {
-            tokio::select! {
-                _ = tokio::time::sleep(step) => {}
-                _ = ctx.cancel.cancelled() => return Err(HandlerError::permanent("cancelled", "sleep interrupted")),
+            if input.ignore_cancel {
+                tokio::time::sleep(step).await;
+            } else {
+                tokio::select! {
+                    _ = tokio::time::sleep(step) => {}
+                    _ = ctx.cancel.cancelled() => return Err(HandlerError::permanent("cancelled", "sleep interrupted")),
+                }
             }
             if steps > 1 && i < steps {
                 ctx.progress(100.0 * i as f32 / steps as f32, Some(format!("step {i} of {steps}")));
@@ -127,6 +134,50 @@ impl Handler for Fail {
     }
 }
 
+/// `flaky`: fails with a retryable error until attempt `succeed_on_attempt` (or
+/// until the clock passes `succeed_after`), then succeeds. Shows retry tiers.
+pub struct Flaky;
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct FlakyInput {
+    #[serde(default)]
+    pub succeed_on_attempt: Option<u32>,
+    /// RFC 3339 time after which it succeeds.
+    #[serde(default)]
+    pub succeed_after: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct FlakyOutput {
+    pub attempt: u32,
+}
+
+impl Handler for Flaky {
+    type Input = FlakyInput;
+    type Output = FlakyOutput;
+    async fn handle(&self, input: FlakyInput, ctx: Context) -> Result<FlakyOutput, HandlerError> {
+        let by_attempt = input.succeed_on_attempt.is_none_or(|n| ctx.attempt >= n);
+        let by_time = input.succeed_after.is_none_or(|t| chrono::Utc::now() >= t);
+        if by_attempt && by_time {
+            Ok(FlakyOutput { attempt: ctx.attempt })
+        } else {
+            Err(HandlerError::retryable("flaky", format!("attempt {} failed on purpose", ctx.attempt)))
+        }
+    }
+}
+
+/// `panic`: panics. Shows that a handler panic is caught, dead-lettered, and the
+/// worker goes on.
+pub struct Panic;
+
+impl Handler for Panic {
+    type Input = Value;
+    type Output = ();
+    async fn handle(&self, _input: Value, _ctx: Context) -> Result<(), HandlerError> {
+        panic!("the panic handler panicked, as asked")
+    }
+}
+
 /// The router of all example handlers.
 pub fn example_router() -> Router {
     Router::new()
@@ -134,6 +185,8 @@ pub fn example_router() -> Router {
         .route_described("sleep", "Sleeps, reporting progress; honours cancellation.", Sleep)
         .route_described("primes", "Counts primes up to n (CPU-bound).", Primes)
         .route_described("fail", "Always fails with the given code and message.", Fail)
+        .route_described("flaky", "Fails retryably until an attempt or a time, then succeeds.", Flaky)
+        .route_described("panic", "Panics (the worker survives; the command is dead-lettered).", Panic)
 }
 
 #[cfg(test)]

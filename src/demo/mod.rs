@@ -6,4 +6,4 @@ mod embedded;
 mod handlers;
 
 pub use embedded::Embedded;
-pub use handlers::{example_router, Echo, Fail, Primes, Sleep};
+pub use handlers::{example_router, Echo, Fail, Flaky, Panic, Primes, Sleep};

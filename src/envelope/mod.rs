@@ -16,10 +16,12 @@
 //! so all events of one key land on one partition, in order.
 
 mod command;
+mod control;
 mod headers;
 mod result;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
+pub use control::{CancelRequest, CANCEL_TYPE};
 pub use headers::{header_names, DecodeError, HeaderMap};
 pub use result::{ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
 

@@ -219,7 +219,8 @@ fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: 
     };
     let admitted = {
         let mut ledger = shared.lock_ledger();
-        let a = ledger.admit(tp, msg.offset(), lane, record);
+        let id = crate::envelope::Command::peek_id(&record.headers);
+        let a = ledger.admit(tp, msg.offset(), lane, id, record);
         shared.metrics.in_flight.set(ledger.in_flight() as i64);
         a
     };
@@ -228,14 +229,19 @@ fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: 
     }
 }
 
-/// Pauses every assigned partition at the in-flight bound; resumes at half of it.
+/// Pauses every assigned partition at the in-flight bound; resumes at half of it, or
+/// when nothing at all is running (everything admitted waits behind keys parked for
+/// a retry, and only consuming further can bring those retries back).
 fn flow_control(shared: &Shared, consumer: &BaseConsumer<WorkerContext>) {
-    let in_flight = shared.lock_ledger().in_flight();
+    let (in_flight, running) = {
+        let ledger = shared.lock_ledger();
+        (ledger.in_flight(), ledger.running_total())
+    };
     let mut paused = consumer.context().paused.lock().unwrap_or_else(|p| p.into_inner());
     let limit = shared.config.max_in_flight;
     let change = if !*paused && in_flight >= limit {
         Some(true)
-    } else if *paused && in_flight <= limit / 2 {
+    } else if *paused && (in_flight <= limit / 2 || running == 0) {
         Some(false)
     } else {
         None

@@ -12,6 +12,8 @@
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 
+use uuid::Uuid;
+
 /// A topic partition.
 pub type Tp = (String, i32);
 
@@ -76,16 +78,34 @@ pub struct Entry<J> {
     pub offset: i64,
     pub epoch: u64,
     pub lane: Lane,
+    /// For a retried command resuming its parked lane: the offset of the original
+    /// record, kept pending until this attempt finishes.
+    pub origin: Option<i64>,
     pub job: J,
+}
+
+/// A busy lane: records waiting, and whether it is parked for a retry.
+#[derive(Debug)]
+struct LaneState<J> {
+    queue: VecDeque<Entry<J>>,
+    /// Set while the lane's command is away in a retry tier: (command id, offset of
+    /// its original record). Only that command's return unparks the lane.
+    parked: Option<(Uuid, i64)>,
+}
+
+impl<J> LaneState<J> {
+    fn new() -> Self {
+        LaneState { queue: VecDeque::new(), parked: None }
+    }
 }
 
 /// See the module docs.
 #[derive(Debug)]
 pub struct Ledger<J> {
     books: HashMap<Tp, PartitionBook>,
-    /// Records waiting behind a running record of the same lane. A lane present
-    /// here (even with an empty queue) is busy.
-    lanes: HashMap<Lane, VecDeque<Entry<J>>>,
+    /// Busy lanes: records waiting behind a running (or parked) record of the same
+    /// lane. A lane present here, even with an empty queue, is busy.
+    lanes: HashMap<Lane, LaneState<J>>,
     next_epoch: u64,
 }
 
@@ -118,42 +138,88 @@ impl<J> Ledger<J> {
     }
 
     /// Admits a consumed record. Returns it back if it may start now; otherwise it is
-    /// queued behind its lane and will be handed out by [`Ledger::finish`].
+    /// queued behind its lane and will be handed out by [`Ledger::finish`]. A record
+    /// carrying the id its lane is parked for resumes the lane at once.
     /// Records of unassigned partitions are refused (`Err`), unstarted.
-    pub fn admit(&mut self, tp: Tp, offset: i64, lane: Lane, job: J) -> Result<Option<Entry<J>>, J> {
+    pub fn admit(&mut self, tp: Tp, offset: i64, lane: Lane, id: Option<Uuid>, job: J) -> Result<Option<Entry<J>>, J> {
         let Some(book) = self.books.get_mut(&tp) else { return Err(job) };
+        if book.next < 0 {
+            // The first record shows where consumption resumed: already committed.
+            book.committed = offset;
+        }
         book.pending.insert(offset);
         book.next = book.next.max(offset + 1);
-        let entry = Entry { tp, offset, epoch: book.epoch, lane, job };
+        let mut entry = Entry { tp, offset, epoch: book.epoch, lane, origin: None, job };
         if entry.lane == Lane::Free {
             book.running += 1;
             return Ok(Some(entry));
         }
         match self.lanes.get_mut(&entry.lane) {
-            Some(queue) => {
-                queue.push_back(entry);
-                Ok(None)
-            }
+            Some(state) => match state.parked {
+                Some((parked_id, origin)) if Some(parked_id) == id => {
+                    state.parked = None;
+                    entry.origin = Some(origin);
+                    book.running += 1;
+                    Ok(Some(entry))
+                }
+                _ => {
+                    state.queue.push_back(entry);
+                    Ok(None)
+                }
+            },
             None => {
-                self.lanes.insert(entry.lane.clone(), VecDeque::new());
+                self.lanes.insert(entry.lane.clone(), LaneState::new());
                 book.running += 1;
                 Ok(Some(entry))
             }
         }
     }
 
+    /// Parks a running record's lane while its command waits in a retry tier: later
+    /// records of the lane keep waiting, every other lane goes on. The original
+    /// record stays pending (so a crash replays it, in order); a retry copy's own
+    /// offset is released. Free lanes cannot park: their record simply finishes.
+    pub fn park(&mut self, entry: &Entry<J>, id: Uuid) {
+        if entry.lane == Lane::Free {
+            self.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin);
+            return;
+        }
+        let Some(book) = self.books.get_mut(&entry.tp).filter(|b| b.epoch == entry.epoch) else { return };
+        book.running = book.running.saturating_sub(1);
+        let origin = entry.origin.unwrap_or(entry.offset);
+        if origin != entry.offset {
+            book.pending.remove(&entry.offset);
+        }
+        if let Some(state) = self.lanes.get_mut(&entry.lane) {
+            state.parked = Some((id, origin));
+        }
+    }
+
+    /// Lanes currently parked for a retry.
+    pub fn parked(&self) -> usize {
+        self.lanes.values().filter(|s| s.parked.is_some()).count()
+    }
+
+    /// Records running now, over all partitions.
+    pub fn running_total(&self) -> usize {
+        self.books.values().map(|b| b.running).sum()
+    }
+
     /// Marks a running record finished and hands out the next record of its lane.
     /// A record from an earlier assignment of its partition is ignored.
-    pub fn finish(&mut self, tp: &Tp, offset: i64, epoch: u64, lane: &Lane) -> Option<Entry<J>> {
+    pub fn finish(&mut self, tp: &Tp, offset: i64, epoch: u64, lane: &Lane, origin: Option<i64>) -> Option<Entry<J>> {
         let book = self.books.get_mut(tp).filter(|b| b.epoch == epoch)?;
         if book.pending.remove(&offset) {
             book.running = book.running.saturating_sub(1);
         }
+        if let Some(o) = origin {
+            book.pending.remove(&o);
+        }
         if *lane == Lane::Free {
             return None;
         }
-        let queue = self.lanes.get_mut(lane)?;
-        match queue.pop_front() {
+        let state = self.lanes.get_mut(lane)?;
+        match state.queue.pop_front() {
             Some(next) => {
                 book.running += 1;
                 Some(next)
@@ -207,10 +273,10 @@ impl<J> Ledger<J> {
     /// passes them. Returns how many were dropped.
     pub fn drop_queued(&mut self, tps: &[Tp]) -> usize {
         let mut dropped = 0;
-        for queue in self.lanes.values_mut() {
-            let before = queue.len();
-            queue.retain(|e| !tps.contains(&e.tp));
-            dropped += before - queue.len();
+        for state in self.lanes.values_mut() {
+            let before = state.queue.len();
+            state.queue.retain(|e| !tps.contains(&e.tp));
+            dropped += before - state.queue.len();
         }
         dropped
     }
@@ -248,11 +314,11 @@ mod tests {
     fn same_key_waits_other_keys_run() {
         let mut l = Ledger::new();
         l.assign(tp(0));
-        let a0 = l.admit(tp(0), 0, key("a"), "a0").unwrap().unwrap();
-        assert!(l.admit(tp(0), 1, key("a"), "a1").unwrap().is_none());
-        assert!(l.admit(tp(0), 2, key("b"), "b2").unwrap().is_some());
+        let a0 = l.admit(tp(0), 0, key("a"), None, "a0").unwrap().unwrap();
+        assert!(l.admit(tp(0), 1, key("a"), None, "a1").unwrap().is_none());
+        assert!(l.admit(tp(0), 2, key("b"), None, "b2").unwrap().is_some());
         assert_eq!(l.in_flight(), 3);
-        let next = l.finish(&tp(0), 0, a0.epoch, &a0.lane).unwrap();
+        let next = l.finish(&tp(0), 0, a0.epoch, &a0.lane, None).unwrap();
         assert_eq!(next.job, "a1");
         assert_eq!(l.in_flight(), 2);
     }
@@ -261,15 +327,15 @@ mod tests {
     fn commit_point_is_lowest_unfinished() {
         let mut l = Ledger::new();
         l.assign(tp(0));
-        let e: Vec<_> = (0..4).map(|o| l.admit(tp(0), o, Lane::Free, o).unwrap().unwrap()).collect();
+        let e: Vec<_> = (0..4).map(|o| l.admit(tp(0), o, Lane::Free, None, o).unwrap().unwrap()).collect();
         assert_eq!(l.take_commits(None), vec![]);
-        l.finish(&tp(0), 2, e[2].epoch, &Lane::Free);
-        l.finish(&tp(0), 1, e[1].epoch, &Lane::Free);
+        l.finish(&tp(0), 2, e[2].epoch, &Lane::Free, None);
+        l.finish(&tp(0), 1, e[1].epoch, &Lane::Free, None);
         assert_eq!(l.take_commits(None), vec![]);
-        l.finish(&tp(0), 0, e[0].epoch, &Lane::Free);
+        l.finish(&tp(0), 0, e[0].epoch, &Lane::Free, None);
         assert_eq!(l.take_commits(None), vec![(tp(0), 3)]);
         assert_eq!(l.take_commits(None), vec![], "no change, no commit");
-        l.finish(&tp(0), 3, e[3].epoch, &Lane::Free);
+        l.finish(&tp(0), 3, e[3].epoch, &Lane::Free, None);
         assert_eq!(l.take_commits(None), vec![(tp(0), 4)]);
     }
 
@@ -278,9 +344,9 @@ mod tests {
         let mut l = Ledger::new();
         l.assign(tp(0));
         let lane = Lane::for_record(Ordering::Partition, &tp(0), Some(b"x"));
-        let first = l.admit(tp(0), 0, lane.clone(), 0).unwrap().unwrap();
-        assert!(l.admit(tp(0), 1, Lane::for_record(Ordering::Partition, &tp(0), Some(b"y")), 1).unwrap().is_none());
-        assert_eq!(l.finish(&tp(0), 0, first.epoch, &lane).unwrap().job, 1);
+        let first = l.admit(tp(0), 0, lane.clone(), None, 0).unwrap().unwrap();
+        assert!(l.admit(tp(0), 1, Lane::for_record(Ordering::Partition, &tp(0), Some(b"y")), None, 1).unwrap().is_none());
+        assert_eq!(l.finish(&tp(0), 0, first.epoch, &lane, None).unwrap().job, 1);
     }
 
     #[test]
@@ -288,9 +354,9 @@ mod tests {
         let mut l = Ledger::new();
         l.assign(tp(0));
         l.assign(tp(1));
-        let run = l.admit(tp(0), 0, key("a"), 0).unwrap().unwrap();
-        assert!(l.admit(tp(0), 1, key("a"), 1).unwrap().is_none());
-        l.admit(tp(1), 0, Lane::Free, 2).unwrap().unwrap();
+        let run = l.admit(tp(0), 0, key("a"), None, 0).unwrap().unwrap();
+        assert!(l.admit(tp(0), 1, key("a"), None, 1).unwrap().is_none());
+        l.admit(tp(1), 0, Lane::Free, None, 2).unwrap().unwrap();
         assert_eq!(l.running_in(&[tp(0)]), 1);
         assert_eq!(l.drop_queued(&[tp(0)]), 1);
         assert_eq!(l.in_flight(), 3, "dropped records stay pending");
@@ -298,8 +364,41 @@ mod tests {
         l.release(&[tp(0)]);
         assert_eq!(l.in_flight(), 1);
         l.assign(tp(0));
-        assert!(l.finish(&tp(0), 0, run.epoch, &run.lane).is_none(), "old epoch ignored");
+        assert!(l.finish(&tp(0), 0, run.epoch, &run.lane, None).is_none(), "old epoch ignored");
         assert_eq!(l.in_flight(), 1);
-        assert!(l.admit(("other".into(), 0), 0, Lane::Free, 9).is_err());
+        assert!(l.admit(("other".into(), 0), 0, Lane::Free, None, 9).is_err());
+    }
+
+    #[test]
+    fn parked_lane_waits_for_its_retry_and_keeps_the_origin_pending() {
+        let mut l = Ledger::new();
+        l.assign(tp(0));
+        let id = Uuid::now_v7();
+        let first = l.admit(tp(0), 0, key("a"), Some(id), "try1").unwrap().unwrap();
+        l.park(&first, id);
+        assert_eq!(l.parked(), 1);
+        assert!(l.admit(tp(0), 1, key("a"), None, "later-a").unwrap().is_none(), "same key waits");
+        assert!(l.admit(tp(0), 2, key("b"), None, "b").unwrap().is_some(), "other keys go on");
+        assert!(l.take_commits(None).is_empty(), "origin offset 0 stays pending");
+        let retry = l.admit(tp(0), 3, key("a"), Some(id), "try2").unwrap().expect("the retry resumes the lane");
+        assert_eq!(retry.origin, Some(0));
+        let next = l.finish(&tp(0), 3, retry.epoch, &retry.lane, retry.origin).unwrap();
+        assert_eq!(next.job, "later-a");
+        assert_eq!(l.take_commits(None), vec![(tp(0), 1)]);
+    }
+
+    #[test]
+    fn a_retry_that_fails_again_parks_on_the_same_origin() {
+        let mut l = Ledger::new();
+        l.assign(tp(0));
+        let id = Uuid::now_v7();
+        let first = l.admit(tp(0), 5, key("a"), Some(id), 1).unwrap().unwrap();
+        l.park(&first, id);
+        let second = l.admit(tp(0), 9, key("a"), Some(id), 2).unwrap().unwrap();
+        l.park(&second, id);
+        assert_eq!(l.in_flight(), 1, "only the origin stays pending");
+        assert_eq!(l.running_total(), 0);
+        let third = l.admit(tp(0), 12, key("a"), Some(id), 3).unwrap().unwrap();
+        assert_eq!(third.origin, Some(5));
     }
 }

@@ -25,20 +25,26 @@
 
 mod consume;
 mod execute;
+mod followers;
 pub mod ledger;
+mod outcome;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::duration::parse_duration;
 use crate::envelope::{Command, ErrorInfo, HeaderMap, ResultData, ResultEvent, State, Timing};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::metrics::Metrics;
 use crate::publish::{Outgoing, Publisher};
+use crate::retry::RetryPolicy;
+use followers::RecentIds;
 use crate::router::Router;
 use crate::topics::Topics;
 pub use ledger::Ordering;
@@ -85,6 +91,11 @@ pub struct WorkerConfig {
     /// Name in result events and logs; defaults to host name and pid.
     #[arg(long, env = "COURIER_WORKER_ID")]
     pub worker_id: Option<String>,
+    #[command(flatten)]
+    pub retry: RetryPolicy,
+    /// Recent finished command ids remembered to skip duplicates.
+    #[arg(long, env = "COURIER_DEDUPE_CAPACITY", default_value_t = 200_000)]
+    pub dedupe_capacity: usize,
 }
 
 impl WorkerConfig {
@@ -99,6 +110,8 @@ impl WorkerConfig {
             max_message_bytes: 1_000_000,
             metrics_addr: None,
             worker_id: None,
+            retry: RetryPolicy::default(),
+            dedupe_capacity: 200_000,
         }
     }
 
@@ -111,6 +124,9 @@ impl WorkerConfig {
         }
         if self.group_id.trim().is_empty() {
             return Err(WorkerError::Config("--group-id is empty".into()));
+        }
+        if self.retry.tiers.is_empty() || self.retry.max_attempts == 0 {
+            return Err(WorkerError::Config("--retry-tiers needs at least one delay and --max-attempts at least 1".into()));
         }
         Ok(())
     }
@@ -140,9 +156,29 @@ pub(crate) struct Shared {
     pub ledger: Mutex<Ledger<Record>>,
     /// Signalled whenever a record finishes or is abandoned.
     pub changed: Condvar,
+    /// Commands with a final event (own or seen on the results topic).
+    pub finished: Arc<RecentIds>,
+    /// Commands a cancel was requested for (from the control topic).
+    pub cancelled: Arc<RecentIds>,
+    /// Cancel tokens of commands running on this worker, by id.
+    pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
 }
 
 impl Shared {
+    /// A token that fires when a cancel for this command arrives.
+    pub fn register_running(&self, id: Uuid) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token.clone());
+        if self.cancelled.contains(&id) {
+            token.cancel();
+        }
+        token
+    }
+
+    pub fn unregister_running(&self, id: &Uuid) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
     pub fn lock_ledger(&self) -> MutexGuard<'_, Ledger<Record>> {
         self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -190,6 +226,7 @@ impl Worker {
             return Err(WorkerError::NoRoutes);
         }
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
+        let config_capacity = config.dedupe_capacity;
         let shared = Shared {
             publisher: Publisher::new(&config.kafka)?,
             topics: config.kafka.topics(),
@@ -200,6 +237,9 @@ impl Worker {
             config,
             ledger: Mutex::new(Ledger::new()),
             changed: Condvar::new(),
+            finished: Arc::new(RecentIds::new(config_capacity)),
+            cancelled: Arc::new(RecentIds::new(config_capacity)),
+            running: Arc::default(),
         };
         Ok(Worker { shared: Arc::new(shared) })
     }
@@ -218,6 +258,9 @@ impl Worker {
         tracing::info!(worker = %shared.worker_id, group = %shared.config.group_id,
             topic = %shared.topics.commands, ordering = ?shared.config.ordering, "worker starting");
         let runtime = tokio::runtime::Handle::current();
+        let background = CancellationToken::new();
+        let _stop_background = background.clone().drop_guard();
+        start_background(&shared, &runtime, &background).await?;
         let thread_shared = shared.clone();
         let thread_stop = shutdown.clone();
         let consumer = std::thread::Builder::new()
@@ -232,6 +275,46 @@ impl Worker {
         tracing::info!(worker = %shared.worker_id, "worker stopped");
         result
     }
+}
+
+/// Followers of the control and results topics (caught up before this returns), and
+/// the retry relay: the worker's view of the world beyond its own partitions.
+async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, stop: &CancellationToken) -> Result<(), WorkerError> {
+    let (kafka, topics) = (shared.config.kafka.clone(), shared.topics.clone());
+    let catch_up = Duration::from_secs(30);
+    let tail = (shared.config.dedupe_capacity / 8).max(1000) as i64;
+    let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone());
+    let on_result = followers::on_result(shared.finished.clone());
+    let (s1, s2) = (stop.clone(), stop.clone());
+    tokio::task::spawn_blocking(move || -> Result<(), KafkaSetupError> {
+        followers::follow(&kafka, &topics.control, followers::From::Beginning, catch_up, s1, on_control)?;
+        followers::follow(&kafka, &topics.results, followers::From::Tail(tail), catch_up, s2, on_result)
+    })
+    .await
+    .map_err(|e| WorkerError::Consumer(e.to_string()))??;
+    for tier in shared.config.retry.tier_topics(&shared.topics) {
+        require_topic(&shared.config.kafka, &tier)?;
+    }
+    let (relay_shared, relay_rt, relay_stop) = (shared.clone(), runtime.clone(), stop.clone());
+    std::thread::Builder::new()
+        .name("courier-retry-relay".into())
+        .spawn(move || {
+            let c = &relay_shared.config;
+            if let Err(e) = crate::retry::run_relay(&c.kafka, &c.group_id, &c.retry, relay_shared.publisher.clone(), relay_rt, relay_stop) {
+                tracing::error!(error = %e, "retry relay stopped");
+            }
+        })
+        .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+    Ok(())
+}
+
+/// Fails fast, with the fix in the message, when a topic is missing.
+fn require_topic(kafka: &KafkaArgs, topic: &str) -> Result<(), WorkerError> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = kafka.client_config()?.create().map_err(KafkaSetupError::from)?;
+    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(KafkaSetupError::from)?;
+    let ok = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
+    if ok { Ok(()) } else { Err(WorkerError::Setup(KafkaSetupError::MissingTopic(topic.to_string()))) }
 }
 
 fn default_worker_id() -> String {

@@ -54,9 +54,14 @@ pub struct TestTopics {
 }
 
 pub async fn fresh_topics(name: &str, partitions: i32) -> TestTopics {
+    fresh_topics_with(name, partitions, courier::retry::default_tiers()).await
+}
+
+/// Fresh topics with retry tier topics for these delays.
+pub async fn fresh_topics_with(name: &str, partitions: i32, retry_tiers: Vec<Duration>) -> TestTopics {
     let suffix = &courier::envelope::new_id().simple().to_string()[20..];
     let kafka = KafkaArgs::new(bootstrap(), format!("t-{name}-{suffix}"));
-    let spec = TopicSpec { partitions, replication: 1, retention_hours: 24 };
+    let spec = TopicSpec { partitions, replication: 1, retention_hours: 24, retry_tiers };
     create_topics(&kafka, &spec).await.expect("create topics");
     TestTopics { topics: kafka.topics(), kafka, partitions }
 }
@@ -70,13 +75,17 @@ pub struct WorkerProc {
 
 impl WorkerProc {
     pub fn spawn(t: &TestTopics, id: &str, extra: &[&str]) -> WorkerProc {
+        Self::spawn_in_group(t, id, &worker_group(t), extra)
+    }
+
+    pub fn spawn_in_group(t: &TestTopics, id: &str, group: &str, extra: &[&str]) -> WorkerProc {
         let dir = std::env::temp_dir().join("courier-test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{}-{id}.log", t.kafka.prefix));
         let file = std::fs::File::create(&log).expect("log file");
         let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
             .args(["worker", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
-            .args(["--group-id", &format!("{}-workers", t.kafka.prefix), "--worker-id", id])
+            .args(["--group-id", group, "--worker-id", id])
             .args(["--shutdown-grace", "5s"])
             .args(extra)
             .env("RUST_LOG", "info,rdkafka=warn")
@@ -138,6 +147,9 @@ pub struct Seen {
     pub event: ResultEvent,
 }
 
+/// (partition, offset, key, value, headers) of one record.
+pub type RawRecord = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, HeaderMap);
+
 /// Reads a whole topic from the beginning with a group-less consumer.
 pub struct TopicReader {
     consumer: BaseConsumer,
@@ -160,7 +172,7 @@ impl TopicReader {
     }
 
     /// Raw records: (partition, offset, key, value, headers).
-    pub fn poll_raw(&self, budget: Duration) -> Vec<(i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, HeaderMap)> {
+    pub fn poll_raw(&self, budget: Duration) -> Vec<RawRecord> {
         let until = Instant::now() + budget;
         let mut out = Vec::new();
         while Instant::now() < until {
@@ -218,4 +230,76 @@ pub fn finals_by_command(seen: &[Seen]) -> HashMap<uuid::Uuid, Vec<&Seen>> {
 
 pub fn count_distinct_finals(seen: &[Seen]) -> usize {
     finals_by_command(seen).len()
+}
+
+/// Produces a record exactly as given (for poison and foreign-client tests).
+pub async fn produce_raw(t: &TestTopics, topic: &str, key: Option<&str>, value: Option<&[u8]>, headers: &HeaderMap, partition: Option<i32>) {
+    use rdkafka::producer::{FutureProducer, FutureRecord};
+    static PRODUCER: OnceLock<FutureProducer> = OnceLock::new();
+    let producer = PRODUCER.get_or_init(|| {
+        ClientConfig::new().set("bootstrap.servers", bootstrap()).set("linger.ms", "2").create().expect("producer")
+    });
+    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(headers.to_kafka());
+    record.key = key;
+    record.payload = value;
+    record.partition = partition;
+    producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce");
+    let _ = t;
+}
+
+/// Sum over partitions of (high watermark - committed offset) for a group.
+pub fn group_lag(t: &TestTopics, group: &str, topic: &str) -> i64 {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &t.kafka.bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("lag consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..t.partitions {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer.committed_offsets(tpl, Duration::from_secs(10)).expect("committed offsets");
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let (_, high) = consumer.fetch_watermarks(topic, e.partition(), Duration::from_secs(10)).expect("watermarks");
+            match e.offset() {
+                Offset::Offset(o) => high - o,
+                _ => high,
+            }
+        })
+        .sum()
+}
+
+/// Waits until the worker group has committed everything in `topic`.
+pub fn wait_for_zero_lag(t: &TestTopics, group: &str, topic: &str, timeout: Duration) -> i64 {
+    let until = Instant::now() + timeout;
+    loop {
+        let lag = group_lag(t, group, topic);
+        if lag == 0 || Instant::now() > until {
+            return lag;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// The worker group used by [`WorkerProc::spawn`].
+pub fn worker_group(t: &TestTopics) -> String {
+    format!("{}-workers", t.kafka.prefix)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// GETs a metrics endpoint and returns the value of one sample line, if present.
+pub fn scrape(port: u16, metric: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines().find(|l| l.starts_with(metric)).and_then(|l| l.rsplit(' ').next()).and_then(|v| v.parse().ok())
 }

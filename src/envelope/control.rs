@@ -1,0 +1,67 @@
+//! Control messages: requests about a command already sent, read by every worker.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::headers::{header_names as h, DecodeError, HeaderMap};
+use super::{new_id, rfc3339, CONTENT_TYPE, ENVELOPE_VERSION, SPEC_VERSION};
+
+/// CloudEvents type of a cancel request on the control topic.
+pub const CANCEL_TYPE: &str = "courier.control.cancel";
+
+/// Asks every worker to cancel a command: skipped if still queued, its token fired if
+/// running. Keyed by command id on the control topic, which workers read from the
+/// start, so a cancel outlives worker restarts and rebalances.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CancelRequest {
+    pub command_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub requested_at: DateTime<Utc>,
+}
+
+impl CancelRequest {
+    pub fn new(command_id: Uuid, reason: Option<String>) -> Self {
+        CancelRequest { command_id, reason, requested_at: Utc::now() }
+    }
+
+    /// (key, value, headers) for the control topic.
+    pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(h::SPEC_VERSION, SPEC_VERSION)
+            .insert(h::ID, new_id().to_string())
+            .insert(h::SOURCE, source)
+            .insert(h::TYPE, CANCEL_TYPE)
+            .insert(h::TIME, rfc3339(self.requested_at))
+            .insert(h::SUBJECT, self.command_id.to_string())
+            .insert(h::CONTENT_TYPE, CONTENT_TYPE)
+            .insert(h::VERSION, ENVELOPE_VERSION);
+        let value = serde_json::to_vec(self).unwrap_or_default();
+        (self.command_id.to_string(), value, headers)
+    }
+
+    pub fn decode(value: Option<&[u8]>, headers: &HeaderMap) -> Result<Self, DecodeError> {
+        let ty = headers.require(h::TYPE)?;
+        if ty != CANCEL_TYPE {
+            return Err(DecodeError::BadHeader { name: h::TYPE, reason: format!("{ty:?} is not a control type") });
+        }
+        let bytes = value.filter(|v| !v.is_empty()).ok_or(DecodeError::EmptyValue)?;
+        serde_json::from_slice(bytes).map_err(|e| DecodeError::NotJson(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let req = CancelRequest::new(new_id(), Some("user asked".into()));
+        let (key, value, headers) = req.encode("//test");
+        assert_eq!(key, req.command_id.to_string());
+        assert_eq!(CancelRequest::decode(Some(&value), &headers).unwrap(), req);
+    }
+}

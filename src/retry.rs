@@ -1,0 +1,221 @@
+//! Retries that never block a partition: delay tiers on Kafka.
+//!
+//! A retryable failure re-publishes the command, `attempt + 1`, to a tier topic
+//! (`<prefix>.commands.retry.<delay>`) with a not-before time. A relay in every worker
+//! holds each tier partition's head until it is due (pausing that partition, so memory
+//! stays flat), then sends it back to the *same partition* of the commands topic it
+//! came from. The worker meanwhile goes on with every other command; under key
+//! ordering the command's key is parked, so later commands of that key wait.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio_util::sync::CancellationToken;
+
+use crate::duration::{format_duration, parse_duration};
+use crate::envelope::{header_names as h, rfc3339, HeaderMap};
+use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::publish::{Outgoing, Publisher};
+use crate::topics::Topics;
+
+/// Headers Courier adds to a command on its way through a retry tier.
+pub mod retry_headers {
+    pub const NOT_BEFORE: &str = "courier_not_before";
+    pub const PARTITION: &str = "courier_origin_partition";
+    pub const FIRST_FAILURE: &str = "courier_first_failure";
+    pub const LAST_ERROR: &str = "courier_last_error";
+}
+
+/// When and how often to retry.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RetryPolicy {
+    /// Delay tiers; attempt n waits in tier n-1 (the last tier repeats).
+    #[arg(long = "retry-tiers", env = "COURIER_RETRY_TIERS", value_delimiter = ',', value_parser = parse_duration, default_value = "1s,10s,60s")]
+    pub tiers: Vec<Duration>,
+    /// Attempts in all, first included; past this a retryable failure is final.
+    #[arg(long, env = "COURIER_MAX_ATTEMPTS", default_value_t = 4)]
+    pub max_attempts: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy { tiers: default_tiers(), max_attempts: 4 }
+    }
+}
+
+pub fn default_tiers() -> Vec<Duration> {
+    vec![Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(60)]
+}
+
+impl RetryPolicy {
+    /// The tier for the retry after failed attempt `attempt` (1-based).
+    pub fn tier(&self, attempt: u32) -> Duration {
+        let i = (attempt.max(1) as usize - 1).min(self.tiers.len().saturating_sub(1));
+        self.tiers.get(i).copied().unwrap_or(Duration::from_secs(1))
+    }
+
+    pub fn tier_topics(&self, topics: &Topics) -> Vec<String> {
+        let mut names: Vec<String> = self.tiers.iter().map(|d| tier_topic(topics, *d)).collect();
+        names.dedup();
+        names
+    }
+}
+
+pub fn tier_topic(topics: &Topics, delay: Duration) -> String {
+    format!("{}{}", topics.retry_prefix, format_duration(delay))
+}
+
+/// The consumed record of a command whose attempt failed.
+pub struct FailedRecord<'a> {
+    pub partition: i32,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a HeaderMap,
+}
+
+/// The record that sends a failed command to its retry tier: original key and value,
+/// headers with `ce_attempt` bumped and the not-before time set.
+pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord<'_>, attempt: u32, error: &str) -> Outgoing {
+    let FailedRecord { partition: origin_partition, key, value, headers } = *failed;
+    let delay = policy.tier(attempt);
+    let now = Utc::now();
+    let not_before = now + chrono::Duration::from_std(delay).unwrap_or_default();
+    let mut headers = headers.clone();
+    if headers.get(retry_headers::FIRST_FAILURE).is_none() {
+        headers.set(retry_headers::FIRST_FAILURE, rfc3339(now));
+    }
+    headers
+        .set(h::ATTEMPT, (attempt + 1).to_string())
+        .set(retry_headers::NOT_BEFORE, rfc3339(not_before))
+        .set(retry_headers::PARTITION, origin_partition.to_string())
+        .set(retry_headers::LAST_ERROR, error);
+    Outgoing {
+        topic: tier_topic(topics, delay),
+        key: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        value: value.map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        partition: None,
+    }
+}
+
+fn not_before(headers: &HeaderMap) -> DateTime<Utc> {
+    headers
+        .get_str(retry_headers::NOT_BEFORE)
+        .ok()
+        .flatten()
+        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+        .map(|t| t.with_timezone(&Utc))
+        .unwrap_or_else(Utc::now)
+}
+
+/// Runs the relay on the current thread until `stop`: holds each tier partition's
+/// head until due, sends it back to the commands topic, commits, moves on.
+pub fn run_relay(
+    args: &KafkaArgs,
+    group: &str,
+    policy: &RetryPolicy,
+    publisher: Publisher,
+    runtime: tokio::runtime::Handle,
+    stop: CancellationToken,
+) -> Result<(), KafkaSetupError> {
+    let topics = args.topics();
+    let mut cfg = args.client_config()?;
+    cfg.set("group.id", format!("{group}.retry"));
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("auto.offset.reset", "earliest");
+    cfg.set("queued.max.messages.kbytes", "4096");
+    let consumer: BaseConsumer = cfg.create()?;
+    let names = policy.tier_topics(&topics);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs)?;
+    let mut held: HashMap<(String, i32), VecDeque<OwnedMessage>> = HashMap::new();
+    while !stop.is_cancelled() {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let tp = (m.topic().to_string(), m.partition());
+            let queue = held.entry(tp.clone()).or_default();
+            if queue.is_empty() {
+                pause(&consumer, &tp, true);
+            }
+            queue.push_back(m.detach());
+        }
+        let assigned = consumer.assignment().map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>()).unwrap_or_default();
+        held.retain(|tp, _| assigned.contains(tp));
+        for (tp, queue) in held.iter_mut() {
+            while let Some(head) = queue.front() {
+                let headers = HeaderMap::from_kafka(head.headers());
+                if not_before(&headers) > Utc::now() {
+                    break;
+                }
+                let out = back_to_commands(&topics, head, headers);
+                if runtime.block_on(publisher.send_acked(&out, &stop)).is_err() {
+                    return Ok(());
+                }
+                let mut tpl = TopicPartitionList::new();
+                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(head.offset() + 1));
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::warn!(error = %e, "retry relay commit failed");
+                }
+                queue.pop_front();
+            }
+            if queue.is_empty() {
+                pause(&consumer, tp, false);
+            }
+        }
+        held.retain(|_, q| !q.is_empty());
+    }
+    Ok(())
+}
+
+fn pause(consumer: &BaseConsumer, tp: &(String, i32), on: bool) {
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition(&tp.0, tp.1);
+    let r = if on { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
+    if let Err(e) = r {
+        tracing::debug!(error = %e, "retry relay pause/resume");
+    }
+}
+
+fn back_to_commands(topics: &Topics, msg: &OwnedMessage, headers: HeaderMap) -> Outgoing {
+    let partition = headers.get_str(retry_headers::PARTITION).ok().flatten().and_then(|p| p.parse().ok());
+    Outgoing {
+        topic: topics.commands.clone(),
+        key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        headers,
+        partition,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tiers_by_attempt_and_the_last_repeats() {
+        let p = RetryPolicy::default();
+        assert_eq!(p.tier(1), Duration::from_secs(1));
+        assert_eq!(p.tier(2), Duration::from_secs(10));
+        assert_eq!(p.tier(9), Duration::from_secs(60));
+        let t = Topics::new("c");
+        assert_eq!(p.tier_topics(&t), vec!["c.commands.retry.1s", "c.commands.retry.10s", "c.commands.retry.1m"]);
+    }
+
+    #[test]
+    fn retry_record_bumps_attempt_and_keeps_the_first_failure() {
+        let t = Topics::new("c");
+        let mut headers = HeaderMap::new();
+        headers.insert(h::ATTEMPT, "1");
+        let failed = FailedRecord { partition: 2, key: Some(b"k"), value: Some(b"{}"), headers: &headers };
+        let first = retry_record(&t, &RetryPolicy::default(), &failed, 1, "boom");
+        assert_eq!(first.topic, "c.commands.retry.1s");
+        assert_eq!(first.headers.get_str(h::ATTEMPT).unwrap(), Some("2"));
+        let failed = FailedRecord { headers: &first.headers, ..failed };
+        let again = retry_record(&t, &RetryPolicy::default(), &failed, 2, "boom");
+        assert_eq!(again.headers.get(retry_headers::FIRST_FAILURE), first.headers.get(retry_headers::FIRST_FAILURE));
+        assert_eq!(again.topic, "c.commands.retry.10s");
+    }
+}

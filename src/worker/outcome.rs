@@ -1,0 +1,133 @@
+//! How a record's outcome leaves the worker: a final event, a retry, or a dead letter.
+//! Each path waits for the broker's acknowledgement before the record counts as
+//! finished, which is what makes the commit after it safe.
+
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::{Record, Shared};
+use crate::dlq::DeadLetter;
+use crate::envelope::{header_names, Command, ErrorInfo, NewCommand, State, Timing};
+use crate::publish::{Outgoing, PublishError};
+use crate::retry::{retry_headers, retry_record, FailedRecord};
+use crate::router::HandlerError;
+
+/// What became of a record.
+pub(super) enum Processed {
+    /// Its final event (or dead letter) is acknowledged: its offset may be committed.
+    Finished,
+    /// Sent to a retry tier; its lane waits for this command id to come back.
+    Parked(Uuid),
+    /// The partition is going away or the worker is stopping: the record was not
+    /// finished here and will be consumed again by the next owner.
+    Abandoned,
+}
+
+/// Publishes the final event (and its copy to `reply_to`) and waits for both acks.
+pub(super) async fn publish_final(
+    shared: &Shared,
+    command: &Command,
+    state: State,
+    result: Option<Value>,
+    error: Option<ErrorInfo>,
+    timing: Timing,
+    stop: &CancellationToken,
+) -> Processed {
+    let out = shared.event_record(command, state, result, error, timing);
+    let mut sends = vec![out.clone()];
+    if let Some(reply_to) = command.reply_to.as_ref().filter(|t| **t != shared.topics.results) {
+        sends.push(Outgoing { topic: reply_to.clone(), partition: command.reply_partition, ..out });
+    }
+    for out in &sends {
+        if let Err(e) = shared.publisher.send_acked(out, stop).await {
+            return publish_failed(e);
+        }
+    }
+    shared.finished.insert(command.id);
+    shared.metrics.outcome(&command.command_type, state.as_str());
+    tracing::debug!(state = state.as_str(), "final event acknowledged");
+    Processed::Finished
+}
+
+fn publish_failed(e: PublishError) -> Processed {
+    match e {
+        PublishError::Abandoned { .. } => Processed::Abandoned,
+        PublishError::Kafka { .. } => {
+            // A permanently unpublishable event (reply topic missing, say) must not
+            // wedge the partition; the results-topic copy went first, so the outcome
+            // is recorded there.
+            tracing::error!(error = %e, "final event copy could not be published");
+            Processed::Finished
+        }
+    }
+}
+
+/// A retryable failure: to the next retry tier, or, past the attempt limit, a final
+/// `failed` event plus a dead letter (`retries_exhausted`).
+pub(super) async fn retry_or_fail(shared: &Shared, record: &Record, command: &Command, e: HandlerError) -> Processed {
+    let policy = &shared.config.retry;
+    if command.attempt >= policy.max_attempts {
+        let msg = format!("gave up after {} attempts: {}", command.attempt, e.message);
+        return dead_letter(shared, record, "retries_exhausted", &msg, Some(command), Some(e.into_info())).await;
+    }
+    let failed = FailedRecord {
+        partition: record.tp.1,
+        key: record.key.as_deref(),
+        value: record.value.as_deref(),
+        headers: &record.headers,
+    };
+    let out = retry_record(&shared.topics, policy, &failed, command.attempt, &e.to_string());
+    tracing::info!(attempt = command.attempt, tier = %out.topic, error = %e, "retrying later");
+    match shared.publisher.send_acked(&out, &record.stop).await {
+        Ok(()) => {
+            shared.metrics.retries.inc();
+            Processed::Parked(command.id)
+        }
+        Err(e) => publish_failed(e),
+    }
+}
+
+/// Sends a record that cannot be processed to the DLQ, plus a `failed` event when
+/// its command id is readable, and waits for both acks.
+pub(super) async fn dead_letter(
+    shared: &Shared,
+    record: &Record,
+    reason: &str,
+    message: &str,
+    command: Option<&Command>,
+    error: Option<ErrorInfo>,
+) -> Processed {
+    tracing::warn!(reason, message, "dead-lettering record");
+    let attempts = command.map(|c| c.attempt).unwrap_or(1);
+    let mut letter = DeadLetter::new(&record.tp.0, record.tp.1, record.offset, reason, message, attempts);
+    if let Some(first) = record.headers.get_str(retry_headers::FIRST_FAILURE).ok().flatten() {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(first) {
+            letter.first_failure = t.with_timezone(&chrono::Utc);
+        }
+    }
+    let out = letter.to_record(&shared.topics.dlq, record.key.as_deref(), record.value.as_deref(), &record.headers);
+    if let Err(e) = shared.publisher.send_acked(&out, &record.stop).await {
+        return publish_failed(e);
+    }
+    shared.metrics.dead_letters.get_or_create(&vec![("reason".into(), reason.into())]).inc();
+    let failed_for = match command {
+        Some(c) => Some(c.clone()),
+        None => Command::peek_id(&record.headers).map(|id| partial_command(id, record)),
+    };
+    let Some(command) = failed_for else { return Processed::Finished };
+    let err = error.unwrap_or(ErrorInfo { code: reason.to_string(), message: message.to_string(), retryable: false });
+    let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
+    publish_final(shared, &command, State::Failed, None, Some(err), timing, &record.stop).await
+}
+
+/// The parts of an undecodable command that a `failed` event needs.
+fn partial_command(id: Uuid, record: &Record) -> Command {
+    let header = |name: &'static str| record.headers.get_str(name).ok().flatten().map(str::to_string);
+    let mut cmd = NewCommand::new(header(header_names::TYPE).unwrap_or_default(), Value::Null).into_command("");
+    cmd.id = id;
+    cmd.key = record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+    cmd.correlation_id = record.headers.get(header_names::SPRING_CORRELATION_ID).map(<[u8]>::to_vec);
+    cmd.reply_to = header(header_names::REPLY_TO).or_else(|| header(header_names::SPRING_REPLY_TOPIC));
+    cmd
+}

@@ -1,0 +1,100 @@
+//! The bad-input matrix: 1,000 good commands interleaved with every kind of poison on
+//! the same partitions. All good commands complete; each poison record lands in the
+//! DLQ with its own reason; counts match exactly; no partition lag remains.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use courier::envelope::{header_names as h, HeaderMap, NewCommand};
+use courier::State;
+use serde_json::json;
+
+const GOOD: usize = 1_000;
+const EACH: usize = 20;
+
+/// A poison record: (expected reason, has readable id, key, value, headers).
+type Poison = (&'static str, bool, String, Vec<u8>, HeaderMap);
+
+fn good(i: usize) -> (String, Vec<u8>, HeaderMap) {
+    NewCommand::new("echo", json!({"i": i})).key(format!("good-{}", i % 50)).into_command("//poison-test").encode()
+}
+
+fn poison(kind: usize, i: usize) -> Poison {
+    let (key, value, headers) = NewCommand::new("echo", json!({"i": i})).key(format!("bad-{i}")).into_command("//poison-test").encode();
+    let with = |name: &str, v: &str| {
+        let mut m = headers.clone();
+        m.set(name, v);
+        m
+    };
+    match kind {
+        0 => ("not_utf8", true, key, vec![0xff, 0xfe, 0x00, 0x81], headers),
+        1 => ("not_json", true, key, b"{\"i\": oops".to_vec(), headers),
+        2 => ("bad_headers", false, key, value, HeaderMap::new()),
+        3 => ("bad_headers", true, key, value, with(h::DEADLINE, "next tuesday")),
+        4 => ("unknown_type", true, key, value, with(h::TYPE, "no.such.type")),
+        5 => ("schema_violation", true, key, br#"{"n": "lots"}"#.to_vec(), with(h::TYPE, "primes")),
+        6 => ("too_large", true, key, serde_json::to_vec(&json!({"blob": "x".repeat(20_000)})).unwrap(), headers),
+        7 => ("unsupported_version", true, key, value, with(h::VERSION, "2.0")),
+        _ => ("handler_panic", true, key, value, with(h::TYPE, "panic")),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_matrix() {
+    let t = common::fresh_topics("poison", 3).await;
+    let worker = common::WorkerProc::spawn(&t, "poison-1", &["--max-message-bytes", "10000"]);
+    assert!(worker.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", worker.log_text());
+
+    let mut expected_dlq: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut poison_with_id = 0;
+    let mut good_ids = HashSet::new();
+    let mut sends = Vec::new();
+    for i in 0..GOOD {
+        let (key, value, headers) = good(i);
+        good_ids.insert(courier::Command::peek_id(&headers).unwrap());
+        sends.push((key, value, headers, (i % 3) as i32));
+        if i % 5 == 0 {
+            let kind = (i / 5) % 9;
+            let (reason, has_id, key, value, headers) = poison(kind, i);
+            *expected_dlq.entry(reason).or_default() += 1;
+            poison_with_id += usize::from(has_id);
+            sends.push((key, value, headers, (i % 3) as i32));
+        }
+    }
+    assert!(expected_dlq.values().all(|n| *n >= EACH), "{expected_dlq:?}");
+    let poison_total: usize = expected_dlq.values().sum();
+    let sends = sends.iter().map(|(k, v, hd, p)| common::produce_raw(&t, &t.topics.commands, Some(k), Some(v), hd, Some(*p)));
+    futures::future::join_all(sends).await;
+
+    let seen = common::collect_results(&t, Duration::from_secs(180), |s| common::count_distinct_finals(s) >= GOOD + poison_with_id);
+    let finals = common::finals_by_command(&seen);
+    assert_eq!(finals.len(), GOOD + poison_with_id, "one final event per command with a readable id");
+    let completed: HashSet<_> = finals.iter().filter(|(_, v)| v[0].event.state() == State::Completed).map(|(id, _)| *id).collect();
+    assert_eq!(completed, good_ids, "every good command completed, and only those");
+    let failed = finals.values().filter(|v| v[0].event.state() == State::Failed).count();
+    assert_eq!(failed, poison_with_id, "a failed event for every poison record with an id");
+
+    let reader = common::TopicReader::new(&t, &t.topics.dlq);
+    let mut dlq = Vec::new();
+    while dlq.len() < poison_total {
+        let more = reader.poll_raw(Duration::from_secs(2));
+        assert!(!more.is_empty() || dlq.len() >= poison_total, "DLQ has {} of {poison_total}", dlq.len());
+        dlq.extend(more);
+    }
+    let mut got: BTreeMap<String, usize> = BTreeMap::new();
+    for (_, _, _, _, headers) in &dlq {
+        let letter = courier::dlq::DeadLetter::from_headers(headers).expect("reason headers");
+        assert!(!letter.message.is_empty());
+        assert_eq!(letter.topic, t.topics.commands);
+        *got.entry(letter.reason).or_default() += 1;
+    }
+    let want: BTreeMap<String, usize> = expected_dlq.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    assert_eq!(got, want, "DLQ counts by reason");
+    println!("poison matrix: {GOOD} good completed; dead letters by reason: {got:?}");
+
+    let lag = common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(30));
+    assert_eq!(lag, 0, "no partition lag remains");
+    assert!(worker.log_text().contains("handler panicked"), "panic was caught and logged");
+}
