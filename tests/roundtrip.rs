@@ -61,4 +61,18 @@ async fn progress_and_started_precede_the_final_event() {
     let percents: Vec<f32> =
         seen.iter().filter_map(|s| s.event.data.progress.as_ref().map(|p| p.percent)).collect();
     assert_eq!(percents, vec![25.0, 50.0, 75.0]);
+
+    // The compacted status topic ends with the final snapshot of the operation.
+    let status = common::TopicReader::new(&t, &t.topics.status).poll_raw(Duration::from_secs(5));
+    let snapshots: Vec<_> = status
+        .iter()
+        .filter_map(|(_, _, _, value, _)| courier::envelope::OperationSnapshot::decode(value.as_deref()).unwrap())
+        .filter(|s| s.command_id == id)
+        .collect();
+    let last = snapshots.last().expect("snapshots for the command");
+    assert_eq!(last.state, State::Completed);
+    assert_eq!(last.result, Some(json!({"slept_ms": 200})));
+    assert_eq!(last.worker.as_deref(), Some("pg-1"));
+    assert!(snapshots.iter().any(|s| s.state == State::Started));
+    assert!(snapshots.iter().any(|s| s.progress.as_ref().is_some_and(|p| p.percent == 50.0)));
 }

@@ -40,6 +40,8 @@ pub struct Command {
     pub correlation_id: Option<Vec<u8>>,
     /// Spring's `kafka_replyPartition`, honoured when replying to `reply_to`.
     pub reply_partition: Option<i32>,
+    /// `ce_batchid`: the batch this command was submitted in, if any.
+    pub batch_id: Option<String>,
 }
 
 /// The headers of a command record, as documented in the AsyncAPI contract.
@@ -86,6 +88,9 @@ pub struct CommandHeaders {
     /// W3C trace context.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_traceparent: Option<String>,
+    /// Batch the command belongs to (set by the HTTP gateway's batch endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_batchid: Option<String>,
     /// Spring Kafka reply topic (ReplyingKafkaTemplate).
     #[serde(default, rename = "kafka_replyTopic", skip_serializing_if = "Option::is_none")]
     pub kafka_reply_topic: Option<String>,
@@ -133,6 +138,7 @@ impl Command {
             traceparent: optional_string(headers, h::TRACEPARENT)?,
             correlation_id: headers.get(h::SPRING_CORRELATION_ID).map(<[u8]>::to_vec),
             reply_partition: spring_reply_partition(headers),
+            batch_id: optional_string(headers, h::BATCH_ID)?,
         })
     }
 
@@ -154,6 +160,7 @@ impl Command {
             (h::CALLBACK_URL, self.callback_url.clone()),
             (h::IDEMPOTENCY_KEY, self.idempotency_key.clone()),
             (h::TRACEPARENT, self.traceparent.clone()),
+            (h::BATCH_ID, self.batch_id.clone()),
         ];
         for (name, value) in optional {
             if let Some(v) = value {
@@ -180,6 +187,7 @@ pub struct NewCommand {
     pub idempotency_key: Option<String>,
     pub reply_to: Option<String>,
     pub traceparent: Option<String>,
+    pub batch_id: Option<String>,
 }
 
 impl NewCommand {
@@ -232,6 +240,7 @@ impl NewCommand {
             traceparent: self.traceparent,
             correlation_id: None,
             reply_partition: None,
+            batch_id: self.batch_id,
         }
     }
 }

@@ -23,6 +23,7 @@ pub mod header_names {
     pub const IDEMPOTENCY_KEY: &str = "ce_idempotencykey";
     pub const ATTEMPT: &str = "ce_attempt";
     pub const TRACEPARENT: &str = "ce_traceparent";
+    pub const BATCH_ID: &str = "ce_batchid";
     pub const SPRING_REPLY_TOPIC: &str = "kafka_replyTopic";
     pub const SPRING_REPLY_PARTITION: &str = "kafka_replyPartition";
     pub const SPRING_CORRELATION_ID: &str = "kafka_correlationId";

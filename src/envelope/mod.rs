@@ -19,10 +19,12 @@ mod command;
 mod control;
 mod headers;
 mod result;
+mod status;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};
 pub use headers::{header_names, DecodeError, HeaderMap};
+pub use status::{OperationSnapshot, SNAPSHOT_TYPE};
 pub use result::{ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
 
 /// The CloudEvents spec version Courier writes and accepts.

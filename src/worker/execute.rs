@@ -14,7 +14,7 @@ use tracing::{info_span, Instrument};
 use super::ledger::Entry;
 use super::outcome::{dead_letter, publish_final, retry_or_fail, Processed};
 use super::{Record, Shared};
-use crate::envelope::{Command, DecodeError, ErrorInfo, Progress, State, Timing};
+use crate::envelope::{Command, DecodeError, ErrorInfo, OperationSnapshot, Progress, State, Timing};
 use crate::publish::Outgoing;
 use crate::router::{Context, HandlerError, ProgressSink, Route};
 
@@ -85,7 +85,10 @@ async fn process(shared: &Shared, record: &Record) -> Processed {
 
 async fn run_handler(shared: &Shared, record: &Record, command: &Command, route: Route, mut timing: Timing) -> Processed {
     let stop = &record.stop;
-    shared.publisher.send_advisory(&shared.event_record(command, State::Started, None, None, timing.clone()));
+    let started_event = shared.event(command, State::Started, None, None, timing.clone());
+    shared.publisher.send_advisory(&shared.snapshot_record(command, &started_event.data));
+    let (key, value, headers) = started_event.encode();
+    shared.publisher.send_advisory(&Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
     let started = Instant::now();
     let handler_token = stop.child_token();
     let cancel = shared.register_running(command.id);
@@ -173,12 +176,20 @@ fn progress_sink(shared: &Shared, command: &Command) -> ProgressSink {
     let topic = shared.topics.results.clone();
     let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
     let template = shared.event(command, State::Progress, None, None, timing);
+    let status = shared.snapshot_record(command, &template.data);
+    let snapshot = OperationSnapshot::decode(Some(&status.value)).ok().flatten();
     Arc::new(move |p: Progress| {
         let mut ev = template.clone();
         ev.id = crate::envelope::new_id();
         ev.time = Utc::now();
-        ev.data.progress = Some(p);
+        ev.data.progress = Some(p.clone());
         let (key, value, headers) = ev.encode();
         publisher.send_advisory(&Outgoing { topic: topic.clone(), key, value, headers, partition: None });
+        if let Some(mut s) = snapshot.clone() {
+            s.progress = Some(p);
+            s.updated = Utc::now();
+            let value = serde_json::to_vec(&s).unwrap_or_default();
+            publisher.send_advisory(&Outgoing { value, ..status.clone() });
+        }
     })
 }

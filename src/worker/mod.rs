@@ -39,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::duration::parse_duration;
-use crate::envelope::{Command, ErrorInfo, HeaderMap, ResultData, ResultEvent, State, Timing};
+use crate::envelope::{Command, ErrorInfo, HeaderMap, OperationSnapshot, ResultData, ResultEvent, State, Timing};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::metrics::Metrics;
 use crate::publish::{Outgoing, Publisher};
@@ -202,10 +202,28 @@ impl Shared {
         ev
     }
 
-    /// The same, encoded for the results topic.
-    pub fn event_record(&self, command: &Command, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> Outgoing {
-        let (key, value, headers) = self.event(command, state, result, error, timing).encode();
-        Outgoing { topic: self.topics.results.clone(), key, value, headers, partition: None }
+    /// The status-topic snapshot matching a result event about `command`.
+    pub fn snapshot_record(&self, command: &Command, data: &ResultData) -> Outgoing {
+        let snapshot = OperationSnapshot {
+            command_id: command.id,
+            command_type: command.command_type.clone(),
+            state: data.state,
+            key: command.key.clone(),
+            attempt: command.attempt,
+            progress: data.progress.clone(),
+            result: data.result.clone(),
+            error: data.error.clone(),
+            timing: data.timing.clone(),
+            created: command.time.unwrap_or_else(chrono::Utc::now),
+            updated: chrono::Utc::now(),
+            callback_url: command.callback_url.clone(),
+            idempotency_key: command.idempotency_key.clone(),
+            request_hash: None,
+            batch_id: command.batch_id.clone(),
+            worker: Some(self.worker_id.clone()),
+        };
+        let (key, value, headers) = snapshot.encode(&self.source);
+        Outgoing { topic: self.topics.status.clone(), key, value, headers, partition: None }
     }
 }
 

@@ -34,15 +34,18 @@ pub(super) async fn publish_final(
     timing: Timing,
     stop: &CancellationToken,
 ) -> Processed {
-    let out = shared.event_record(command, state, result, error, timing);
-    let mut sends = vec![out.clone()];
+    let event = shared.event(command, state, result, error, timing);
+    let status = shared.snapshot_record(command, &event.data);
+    let (key, value, headers) = event.encode();
+    let out = Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None };
+    let mut sends = vec![out.clone(), status];
     if let Some(reply_to) = command.reply_to.as_ref().filter(|t| **t != shared.topics.results) {
         sends.push(Outgoing { topic: reply_to.clone(), partition: command.reply_partition, ..out });
     }
-    for out in &sends {
-        if let Err(e) = shared.publisher.send_acked(out, stop).await {
-            return publish_failed(e);
-        }
+    // Enqueued together and awaited together: one round trip, not three.
+    let acks = futures::future::join_all(sends.iter().map(|o| shared.publisher.send_acked(o, stop))).await;
+    if let Some(e) = acks.into_iter().find_map(Result::err) {
+        return publish_failed(e);
     }
     shared.finished.insert(command.id);
     shared.metrics.outcome(&command.command_type, state.as_str());

@@ -1,0 +1,75 @@
+//! Operation snapshots: the latest known state of one command, on the compacted
+//! status topic (key = command id). Whoever reads the topic from the start (a
+//! gateway, say) rebuilds every operation's state without replaying the results.
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::headers::{header_names as h, DecodeError, HeaderMap};
+use super::{new_id, rfc3339, ErrorInfo, Progress, State, Timing, CONTENT_TYPE, ENVELOPE_VERSION, SPEC_VERSION};
+
+/// CloudEvents type of a status snapshot.
+pub const SNAPSHOT_TYPE: &str = "courier.operation.snapshot";
+
+/// The latest state of one command.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct OperationSnapshot {
+    pub command_id: Uuid,
+    pub command_type: String,
+    pub state: State,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    pub timing: Timing,
+    /// When the command was submitted.
+    pub created: DateTime<Utc>,
+    /// When this snapshot was written.
+    pub updated: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    /// Hash of the request body that created it (for idempotent re-submission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// The worker that wrote it (absent for snapshots written at submission).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+}
+
+impl OperationSnapshot {
+    /// (key, value, headers) for the status topic.
+    pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
+        let mut headers = HeaderMap::new();
+        headers
+            .insert(h::SPEC_VERSION, SPEC_VERSION)
+            .insert(h::ID, new_id().to_string())
+            .insert(h::SOURCE, source)
+            .insert(h::TYPE, SNAPSHOT_TYPE)
+            .insert(h::TIME, rfc3339(self.updated))
+            .insert(h::SUBJECT, self.command_id.to_string())
+            .insert(h::CONTENT_TYPE, CONTENT_TYPE)
+            .insert(h::VERSION, ENVELOPE_VERSION);
+        (self.command_id.to_string(), serde_json::to_vec(self).unwrap_or_default(), headers)
+    }
+
+    /// Decodes a snapshot; `Ok(None)` for a tombstone (a deleted operation).
+    pub fn decode(value: Option<&[u8]>) -> Result<Option<Self>, DecodeError> {
+        match value {
+            None => Ok(None),
+            Some(v) if v.is_empty() => Ok(None),
+            Some(v) => serde_json::from_slice(v).map(Some).map_err(|e| DecodeError::NotJson(e.to_string())),
+        }
+    }
+}
