@@ -53,6 +53,7 @@ pub mod publish;
 pub mod retry;
 pub mod router;
 pub mod topics;
+pub mod urlpolicy;
 pub mod worker;
 
 pub use client::{Client, ClientError};

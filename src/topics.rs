@@ -21,6 +21,14 @@ pub struct Topics {
     pub dlq: String,
     pub control: String,
     pub retry_prefix: String,
+    /// Webhook deliveries waiting for their next attempt: `<prefix>.webhooks.retry.<delay>`.
+    pub webhooks_retry_prefix: String,
+    /// Webhook deliveries given up on.
+    pub webhooks_dlq: String,
+    /// Log of webhook delivery attempts, keyed by command id.
+    pub webhooks_log: String,
+    /// Webhook endpoint state (disabled URLs), compacted, keyed by URL.
+    pub webhooks_endpoints: String,
 }
 
 impl Topics {
@@ -32,6 +40,10 @@ impl Topics {
             dlq: format!("{prefix}.commands.dlq"),
             control: format!("{prefix}.control"),
             retry_prefix: format!("{prefix}.commands.retry."),
+            webhooks_retry_prefix: format!("{prefix}.webhooks.retry."),
+            webhooks_dlq: format!("{prefix}.webhooks.dlq"),
+            webhooks_log: format!("{prefix}.webhooks.log"),
+            webhooks_endpoints: format!("{prefix}.webhooks.endpoints"),
         }
     }
 }
@@ -51,11 +63,49 @@ pub struct TopicSpec {
     /// Retry delay tiers to create topics for (match the workers' --retry-tiers).
     #[arg(long = "retry-tiers", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = "1s,10s,60s")]
     pub retry_tiers: Vec<Duration>,
+    /// Webhook retry schedule to create delay topics for (match `courier webhooks`).
+    #[arg(long = "webhook-schedule", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    pub webhook_schedule: Vec<Duration>,
+}
+
+/// Svix's schedule: the delays before each webhook retry.
+pub fn default_webhook_schedule() -> Vec<Duration> {
+    [5, 300, 1800, 7200, 18000, 36000, 36000].into_iter().map(Duration::from_secs).collect()
+}
+
+/// The delay topic for webhook retries after `delay`.
+pub fn webhook_tier_topic(topics: &Topics, delay: Duration) -> String {
+    format!("{}{}", topics.webhooks_retry_prefix, crate::duration::format_duration(delay))
+}
+
+/// Every topic a deployment needs, with the delays the spec names.
+pub fn all_topic_names(topics: &Topics, spec: &TopicSpec) -> Vec<String> {
+    let mut names = vec![
+        topics.commands.clone(),
+        topics.results.clone(),
+        topics.status.clone(),
+        topics.dlq.clone(),
+        topics.control.clone(),
+        topics.webhooks_dlq.clone(),
+        topics.webhooks_log.clone(),
+        topics.webhooks_endpoints.clone(),
+    ];
+    names.extend(spec.retry_tiers.iter().map(|d| crate::retry::tier_topic(topics, *d)));
+    names.extend(spec.webhook_schedule.iter().map(|d| webhook_tier_topic(topics, *d)));
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
 }
 
 impl Default for TopicSpec {
     fn default() -> Self {
-        TopicSpec { partitions: 6, replication: 1, retention_hours: 168, retry_tiers: crate::retry::default_tiers() }
+        TopicSpec {
+            partitions: 6,
+            replication: 1,
+            retention_hours: 168,
+            retry_tiers: crate::retry::default_tiers(),
+            webhook_schedule: default_webhook_schedule(),
+        }
     }
 }
 
@@ -67,17 +117,21 @@ pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
     let retention = (spec.retention_hours * 3_600_000).to_string();
     let dlq_retention = (30u64 * 24 * 3_600_000).to_string();
     let repl = || TopicReplication::Fixed(spec.replication);
-    let mut wanted = vec![
-        NewTopic::new(&topics.commands, spec.partitions, repl()).set("retention.ms", &retention),
-        NewTopic::new(&topics.results, spec.partitions, repl()).set("retention.ms", &retention),
-        NewTopic::new(&topics.status, spec.partitions, repl()).set("cleanup.policy", "compact"),
-        NewTopic::new(&topics.dlq, spec.partitions, repl()).set("retention.ms", &dlq_retention),
-        NewTopic::new(&topics.control, spec.partitions, repl()).set("retention.ms", &retention),
-    ];
-    let tier_names: Vec<String> = spec.retry_tiers.iter().map(|d| crate::retry::tier_topic(&topics, *d)).collect();
-    for name in &tier_names {
-        wanted.push(NewTopic::new(name, spec.partitions, repl()).set("retention.ms", &retention));
-    }
+    let names = all_topic_names(&topics, spec);
+    let compacted = [&topics.status, &topics.webhooks_endpoints];
+    let wanted: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|name| {
+            let t = NewTopic::new(name, spec.partitions, repl());
+            if compacted.contains(&name) {
+                t.set("cleanup.policy", "compact")
+            } else if *name == topics.dlq || *name == topics.webhooks_dlq {
+                t.set("retention.ms", &dlq_retention)
+            } else {
+                t.set("retention.ms", &retention)
+            }
+        })
+        .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let mut created = Vec::new();
     for outcome in admin.create_topics(&wanted, &opts).await? {

@@ -26,9 +26,7 @@ impl Embedded {
         let mock = MockCluster::new(1)?;
         args.bootstrap = mock.bootstrap_servers();
         let topics = args.topics();
-        let tiers = spec.retry_tiers.iter().map(|d| crate::retry::tier_topic(&topics, *d));
-        let names = [&topics.commands, &topics.results, &topics.status, &topics.dlq, &topics.control].map(String::clone);
-        for name in names.into_iter().chain(tiers) {
+        for name in crate::topics::all_topic_names(&topics, spec) {
             mock.create_topic(&name, spec.partitions, 1)?;
         }
         tracing::info!(bootstrap = %args.bootstrap, "embedded mock cluster started");

@@ -61,7 +61,7 @@ pub async fn fresh_topics(name: &str, partitions: i32) -> TestTopics {
 pub async fn fresh_topics_with(name: &str, partitions: i32, retry_tiers: Vec<Duration>) -> TestTopics {
     let suffix = &courier::envelope::new_id().simple().to_string()[20..];
     let kafka = KafkaArgs::new(bootstrap(), format!("t-{name}-{suffix}"));
-    let spec = TopicSpec { partitions, replication: 1, retention_hours: 24, retry_tiers };
+    let spec = TopicSpec { partitions, replication: 1, retention_hours: 24, retry_tiers, ..TopicSpec::default() };
     create_topics(&kafka, &spec).await.expect("create topics");
     TestTopics { topics: kafka.topics(), kafka, partitions }
 }
