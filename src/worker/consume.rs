@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::execute::run_lane;
 use super::ledger::{Lane, Tp};
+use super::sink::Sink;
 use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
 use crate::kafka::set_default;
@@ -37,6 +38,8 @@ pub(super) struct WorkerContext {
     /// get their grace period).
     stop: CancellationToken,
     paused: Mutex<bool>,
+    /// Fired when the worker cannot go on (a fenced transactional producer).
+    fatal: CancellationToken,
 }
 
 impl ClientContext for WorkerContext {}
@@ -115,10 +118,11 @@ impl WorkerContext {
         }
         if consumer.assignment_lost() {
             tracing::warn!("assignment lost; not committing");
-        } else if !commits.is_empty() {
-            if let Err(e) = consumer.commit(&commit_list(&commits), CommitMode::Sync) {
-                tracing::warn!(error = %e, "commit on revoke failed");
-            }
+        } else {
+            commit(shared, consumer, commits.clone(), CommitMode::Sync);
+        }
+        if let Sink::Transactional { outbox, .. } = &shared.sink {
+            outbox.forget(tps);
         }
         tracing::info!(dropped_queued = dropped, committed = ?commits, "partitions released");
     }
@@ -162,6 +166,7 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
         tokens: Mutex::new(HashMap::new()),
         stop: CancellationToken::new(),
         paused: Mutex::new(false),
+        fatal: CancellationToken::new(),
     };
     let consumer: BaseConsumer<WorkerContext> = consumer_config(&shared)?
         .create_with_context(context)
@@ -170,7 +175,7 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
         .subscribe(&[shared.topics.commands.as_str()])
         .map_err(|e| WorkerError::Setup(e.into()))?;
     let mut last_commit = Instant::now();
-    while !stop.is_cancelled() {
+    while !stop.is_cancelled() && !consumer.context().fatal.is_cancelled() {
         match consumer.poll(POLL) {
             Some(Ok(msg)) => admit(&shared, &consumer, &runtime, &msg),
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
@@ -182,7 +187,11 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
             last_commit = Instant::now();
         }
     }
+    let fatal = consumer.context().fatal.is_cancelled();
     shutdown(&shared, consumer);
+    if fatal {
+        return Err(WorkerError::Consumer("transactional producer fenced or failed; see the log".into()));
+    }
     Ok(())
 }
 
@@ -260,15 +269,38 @@ fn flow_control(shared: &Shared, consumer: &BaseConsumer<WorkerContext>) {
 
 fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: CommitMode) {
     let commits = shared.lock_ledger().take_commits(None);
-    if commits.is_empty() {
-        return;
-    }
-    shared.metrics.commits.inc();
-    if let Err(e) = consumer.commit(&commit_list(&commits), mode) {
-        tracing::warn!(error = %e, "commit failed; will retry");
-        let mut ledger = shared.lock_ledger();
-        for (tp, _) in &commits {
-            ledger.uncommit(tp);
+    commit(shared, consumer, commits, mode);
+}
+
+/// Commits offsets: a plain group commit, or, in exactly-once mode, a transaction
+/// carrying the outputs of the records the offsets pass. On failure the ledger
+/// forgets the commit so the next round retries it.
+fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(Tp, i64)>, mode: CommitMode) {
+    let tps: Vec<Tp> = commits.iter().map(|(tp, _)| tp.clone()).collect();
+    let result = match &shared.sink {
+        Sink::Direct(_) if commits.is_empty() => return,
+        Sink::Direct(_) => consumer.commit(&commit_list(&commits), mode).map_err(|e| e.to_string()),
+        Sink::Transactional { producer, outbox } => match super::txn::cycle(producer, consumer, outbox, commits) {
+            Err(super::txn::TxnError::Fatal(e)) => {
+                tracing::error!(error = %e, "transactional producer failed fatally; stopping");
+                consumer.context().fatal.cancel();
+                Err(e.to_string())
+            }
+            other => other.map_err(|e| e.to_string()),
+        },
+    };
+    match result {
+        Ok(()) => {
+            if !tps.is_empty() {
+                shared.metrics.commits.inc();
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "commit failed; will retry");
+            let mut ledger = shared.lock_ledger();
+            for tp in &tps {
+                ledger.uncommit(tp);
+            }
         }
     }
 }

@@ -74,11 +74,11 @@ async fn process(shared: &Shared, record: &Record) -> Processed {
     let timing = Timing { queued_ms, execution_ms: 0, attempts: command.attempt };
     if shared.cancelled.contains(&command.id) {
         let err = ErrorInfo { code: "cancelled".into(), message: "cancelled before it ran".into(), retryable: false };
-        return publish_final(shared, &command, State::Cancelled, None, Some(err), timing, &record.stop).await;
+        return publish_final(shared, record, &command, State::Cancelled, None, Some(err), timing, &record.stop).await;
     }
     if command.deadline.is_some_and(|d| d <= Utc::now()) {
         let err = ErrorInfo { code: "deadline_exceeded".into(), message: "deadline passed before pickup".into(), retryable: false };
-        return publish_final(shared, &command, State::TimedOut, None, Some(err), timing, &record.stop).await;
+        return publish_final(shared, record, &command, State::TimedOut, None, Some(err), timing, &record.stop).await;
     }
     run_handler(shared, record, &command, route, timing).await
 }
@@ -86,9 +86,9 @@ async fn process(shared: &Shared, record: &Record) -> Processed {
 async fn run_handler(shared: &Shared, record: &Record, command: &Command, route: Route, mut timing: Timing) -> Processed {
     let stop = &record.stop;
     let started_event = shared.event(command, State::Started, None, None, timing.clone());
-    shared.publisher.send_advisory(&shared.snapshot_record(command, &started_event.data));
+    shared.sink.advise(shared.snapshot_record(command, &started_event.data));
     let (key, value, headers) = started_event.encode();
-    shared.publisher.send_advisory(&Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
+    shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
     let started = Instant::now();
     let handler_token = stop.child_token();
     let cancel = shared.register_running(command.id);
@@ -123,12 +123,12 @@ async fn run_handler(shared: &Shared, record: &Record, command: &Command, route:
         .get_or_create(&vec![("command_type".into(), command.command_type.clone())])
         .observe(started.elapsed().as_secs_f64());
     match ran {
-        Ran::Returned(Ok(Ok(value))) => publish_final(shared, command, State::Completed, Some(value), None, timing, stop).await,
+        Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, State::Completed, Some(value), None, timing, stop).await,
         Ran::Returned(Ok(Err(e))) if e.code == "invalid_payload" => {
             dead_letter(shared, record, "schema_violation", &e.message, Some(command), None).await
         }
         Ran::Returned(Ok(Err(e))) if e.retryable => retry_or_fail(shared, record, command, e).await,
-        Ran::Returned(Ok(Err(e))) => publish_final(shared, command, State::Failed, None, Some(e.into_info()), timing, stop).await,
+        Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, State::Failed, None, Some(e.into_info()), timing, stop).await,
         Ran::Returned(Err(join)) => {
             let msg = format!("handler panicked: {}", panic_message(join));
             tracing::error!(message = %msg);
@@ -136,11 +136,11 @@ async fn run_handler(shared: &Shared, record: &Record, command: &Command, route:
         }
         Ran::DeadlinePassed => {
             let err = HandlerError::permanent("deadline_exceeded", "handler was still running at the deadline");
-            publish_final(shared, command, State::TimedOut, None, Some(err.into_info()), timing, stop).await
+            publish_final(shared, record, command, State::TimedOut, None, Some(err.into_info()), timing, stop).await
         }
         Ran::Cancelled => {
             let err = HandlerError::permanent("cancelled", "cancelled while running");
-            publish_final(shared, command, State::Cancelled, None, Some(err.into_info()), timing, stop).await
+            publish_final(shared, record, command, State::Cancelled, None, Some(err.into_info()), timing, stop).await
         }
         Ran::Stopped => Processed::Abandoned,
     }
@@ -172,7 +172,7 @@ fn panic_message(err: tokio::task::JoinError) -> String {
 }
 
 fn progress_sink(shared: &Shared, command: &Command) -> ProgressSink {
-    let publisher = shared.publisher.clone();
+    let sink = shared.sink.clone();
     let topic = shared.topics.results.clone();
     let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
     let template = shared.event(command, State::Progress, None, None, timing);
@@ -184,12 +184,12 @@ fn progress_sink(shared: &Shared, command: &Command) -> ProgressSink {
         ev.time = Utc::now();
         ev.data.progress = Some(p.clone());
         let (key, value, headers) = ev.encode();
-        publisher.send_advisory(&Outgoing { topic: topic.clone(), key, value, headers, partition: None });
+        sink.advise(Outgoing { topic: topic.clone(), key, value, headers, partition: None });
         if let Some(mut s) = snapshot.clone() {
             s.progress = Some(p);
             s.updated = Utc::now();
             let value = serde_json::to_vec(&s).unwrap_or_default();
-            publisher.send_advisory(&Outgoing { value, ..status.clone() });
+            sink.advise(Outgoing { value, ..status.clone() });
         }
     })
 }

@@ -28,6 +28,8 @@ mod execute;
 mod followers;
 pub mod ledger;
 mod outcome;
+mod sink;
+mod txn;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -45,6 +47,7 @@ use crate::metrics::Metrics;
 use crate::publish::{Outgoing, Publisher};
 use crate::retry::RetryPolicy;
 use followers::RecentIds;
+use sink::Sink;
 use crate::router::Router;
 use crate::topics::Topics;
 pub use ledger::Ordering;
@@ -93,6 +96,11 @@ pub struct WorkerConfig {
     pub worker_id: Option<String>,
     #[command(flatten)]
     pub retry: RetryPolicy,
+    /// Exactly-once mode: result events and consumed offsets commit in one Kafka
+    /// transaction (readers use read_committed). Give each worker a stable
+    /// --worker-id so a restart fences its predecessor at once.
+    #[arg(long, env = "COURIER_EXACTLY_ONCE")]
+    pub exactly_once: bool,
     /// Recent finished command ids remembered to skip duplicates.
     #[arg(long, env = "COURIER_DEDUPE_CAPACITY", default_value_t = 200_000)]
     pub dedupe_capacity: usize,
@@ -111,6 +119,7 @@ impl WorkerConfig {
             metrics_addr: None,
             worker_id: None,
             retry: RetryPolicy::default(),
+            exactly_once: false,
             dedupe_capacity: 200_000,
         }
     }
@@ -149,6 +158,8 @@ pub(crate) struct Shared {
     pub config: WorkerConfig,
     pub router: Router,
     pub publisher: Publisher,
+    /// Where outputs go: direct (at-least-once) or the transactional outbox.
+    pub sink: Sink,
     pub topics: Topics,
     pub metrics: Arc<Metrics>,
     pub worker_id: String,
@@ -245,8 +256,11 @@ impl Worker {
         }
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
         let config_capacity = config.dedupe_capacity;
+        let publisher = Publisher::new(&config.kafka)?;
+        let sink = if config.exactly_once { transactional_sink(&config, &worker_id)? } else { Sink::Direct(publisher.clone()) };
         let shared = Shared {
-            publisher: Publisher::new(&config.kafka)?,
+            publisher,
+            sink,
             topics: config.kafka.topics(),
             source: format!("//courier/worker/{worker_id}"),
             worker_id,
@@ -278,6 +292,7 @@ impl Worker {
         let runtime = tokio::runtime::Handle::current();
         let background = CancellationToken::new();
         let _stop_background = background.clone().drop_guard();
+        init_transactions(&shared.sink).await?;
         start_background(&shared, &runtime, &background).await?;
         let thread_shared = shared.clone();
         let thread_stop = shutdown.clone();
@@ -293,6 +308,32 @@ impl Worker {
         tracing::info!(worker = %shared.worker_id, "worker stopped");
         result
     }
+}
+
+fn transactional_sink(config: &WorkerConfig, worker_id: &str) -> Result<Sink, WorkerError> {
+    let mut cfg = crate::kafka::producer_config(&config.kafka)?;
+    cfg.set("transactional.id", format!("courier-{}-{worker_id}", config.group_id));
+    // Short, so a crashed worker's open transaction stops blocking read_committed
+    // readers soon even when no successor reuses its id.
+    crate::kafka::set_default(&mut cfg, "transaction.timeout.ms", "10000");
+    if cfg.get("message.timeout.ms").is_some_and(|v| v == "30000") {
+        cfg.set("message.timeout.ms", "10000");
+    }
+    let producer: rdkafka::producer::FutureProducer = cfg.create().map_err(KafkaSetupError::from)?;
+    Ok(Sink::Transactional { producer, outbox: Arc::default() })
+}
+
+/// Registers this worker's transactional id, fencing any predecessor with the same id.
+async fn init_transactions(sink: &Sink) -> Result<(), WorkerError> {
+    let Sink::Transactional { producer, .. } = sink else { return Ok(()) };
+    let producer = producer.clone();
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::producer::Producer;
+        producer.init_transactions(Duration::from_secs(30))
+    })
+    .await
+    .map_err(|e| WorkerError::Consumer(e.to_string()))?
+    .map_err(|e| WorkerError::Setup(KafkaSetupError::from(e)))
 }
 
 /// Followers of the control and results topics (caught up before this returns), and

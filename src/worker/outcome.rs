@@ -27,6 +27,7 @@ pub(super) enum Processed {
 /// Publishes the final event (and its copy to `reply_to`) and waits for both acks.
 pub(super) async fn publish_final(
     shared: &Shared,
+    record: &Record,
     command: &Command,
     state: State,
     result: Option<Value>,
@@ -43,8 +44,7 @@ pub(super) async fn publish_final(
         sends.push(Outgoing { topic: reply_to.clone(), partition: command.reply_partition, ..out });
     }
     // Enqueued together and awaited together: one round trip, not three.
-    let acks = futures::future::join_all(sends.iter().map(|o| shared.publisher.send_acked(o, stop))).await;
-    if let Some(e) = acks.into_iter().find_map(Result::err) {
+    if let Err(e) = shared.sink.emit(&record.tp, record.offset, sends, stop).await {
         return publish_failed(e);
     }
     shared.finished.insert(command.id);
@@ -82,7 +82,7 @@ pub(super) async fn retry_or_fail(shared: &Shared, record: &Record, command: &Co
     };
     let out = retry_record(&shared.topics, policy, &failed, command.attempt, &e.to_string());
     tracing::info!(attempt = command.attempt, tier = %out.topic, error = %e, "retrying later");
-    match shared.publisher.send_acked(&out, &record.stop).await {
+    match shared.sink.emit(&record.tp, record.offset, vec![out], &record.stop).await {
         Ok(()) => {
             shared.metrics.retries.inc();
             Processed::Parked(command.id)
@@ -110,7 +110,7 @@ pub(super) async fn dead_letter(
         }
     }
     let out = letter.to_record(&shared.topics.dlq, record.key.as_deref(), record.value.as_deref(), &record.headers);
-    if let Err(e) = shared.publisher.send_acked(&out, &record.stop).await {
+    if let Err(e) = shared.sink.emit(&record.tp, record.offset, vec![out], &record.stop).await {
         return publish_failed(e);
     }
     shared.metrics.dead_letters.get_or_create(&vec![("reason".into(), reason.into())]).inc();
@@ -121,7 +121,7 @@ pub(super) async fn dead_letter(
     let Some(command) = failed_for else { return Processed::Finished };
     let err = error.unwrap_or(ErrorInfo { code: reason.to_string(), message: message.to_string(), retryable: false });
     let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
-    publish_final(shared, &command, State::Failed, None, Some(err), timing, &record.stop).await
+    publish_final(shared, record, &command, State::Failed, None, Some(err), timing, &record.stop).await
 }
 
 /// The parts of an undecodable command that a `failed` event needs.

@@ -105,8 +105,12 @@ impl WorkerProc {
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
         let until = Instant::now() + timeout;
         while Instant::now() < until {
-            if self.log_text().contains(needle) {
+            let log = self.log_text();
+            if log.contains(needle) {
                 return true;
+            }
+            if log.contains("courier failed") {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -161,6 +165,7 @@ impl TopicReader {
             .set("bootstrap.servers", &t.kafka.bootstrap)
             .set("group.id", format!("reader-{}", courier::envelope::new_id()))
             .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed")
             .create()
             .expect("reader");
         let mut tpl = TopicPartitionList::new();

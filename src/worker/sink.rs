@@ -1,0 +1,44 @@
+//! Where a worker's outputs go: straight to the broker (at-least-once), or into the
+//! transactional outbox (exactly-once). Lane tasks call the same two methods either
+//! way, so the processing path does not branch on the mode.
+
+use std::sync::Arc;
+
+use rdkafka::producer::FutureProducer;
+use tokio_util::sync::CancellationToken;
+
+use super::ledger::Tp;
+use super::txn::Outbox;
+use crate::publish::{Outgoing, PublishError, Publisher};
+
+#[derive(Clone)]
+pub(crate) enum Sink {
+    Direct(Publisher),
+    Transactional { producer: FutureProducer, outbox: Arc<Outbox> },
+}
+
+impl Sink {
+    /// Advisory outputs (started, progress): best effort.
+    pub fn advise(&self, out: Outgoing) {
+        match self {
+            Sink::Direct(p) => p.send_advisory(&out),
+            Sink::Transactional { outbox, .. } => outbox.advise(out),
+        }
+    }
+
+    /// The outputs that finish record `offset` of `tp`. Direct: returns once all are
+    /// acknowledged. Transactional: returns at once; they are produced in the
+    /// transaction that commits the offset past this record.
+    pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>, stop: &CancellationToken) -> Result<(), PublishError> {
+        match self {
+            Sink::Direct(p) => {
+                let acks = futures::future::join_all(outs.iter().map(|o| p.send_acked(o, stop))).await;
+                acks.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
+            }
+            Sink::Transactional { outbox, .. } => {
+                outbox.put(tp, offset, outs);
+                Ok(())
+            }
+        }
+    }
+}
