@@ -41,6 +41,7 @@
 //! # let _ = router;
 //! ```
 
+pub mod bench;
 pub mod client;
 pub mod contract;
 pub mod demo;

@@ -1,5 +1,6 @@
 //! Subcommands and their flags.
 
+mod bench;
 mod demo;
 mod dlq;
 mod submit;
@@ -46,6 +47,8 @@ pub enum Cmd {
     Dev(demo::DevArgs),
     /// Round-trip a few hundred commands on the embedded broker, print a summary.
     Demo(demo::DemoArgs),
+    /// Measure throughput, latency and memory against a raw rdkafka loop, side by side.
+    Bench(courier::bench::BenchConfig),
 }
 
 #[derive(Debug, Subcommand)]
@@ -90,6 +93,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Dlq { action } => dlq::dlq(action).await,
         Cmd::Dev(args) => demo::dev(args).await,
         Cmd::Demo(args) => demo::demo(args).await,
+        Cmd::Bench(cfg) => bench::bench(cfg).await,
     }
 }
 

@@ -10,6 +10,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+
+use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
@@ -23,7 +26,10 @@ use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
 use crate::kafka::set_default;
 
-const POLL: Duration = Duration::from_millis(100);
+/// Main-queue wait when no partition queue had records: bounds pickup latency.
+const IDLE_POLL: Duration = Duration::from_millis(2);
+/// Records taken from one partition queue before moving to the next.
+const PER_PARTITION_ROUND: usize = 64;
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 /// After the grace period, how long abandoned handlers get to notice their token.
 const ABANDON_WAIT: Duration = Duration::from_secs(6);
@@ -37,7 +43,9 @@ pub(super) struct WorkerContext {
     /// the grace period (shutdown itself is a separate signal, so handlers first
     /// get their grace period).
     stop: CancellationToken,
-    paused: Mutex<bool>,
+    /// Set by an assignment: the consumer thread then gives every assigned partition
+    /// its own queue (it needs the consumer's `Arc`, which callbacks do not get).
+    reassigned: AtomicBool,
     /// Fired when the worker cannot go on (a fenced transactional producer).
     fatal: CancellationToken,
 }
@@ -66,9 +74,8 @@ impl ConsumerContext for WorkerContext {
                 tokens.insert(tp.clone(), self.stop.child_token());
             }
             drop((ledger, tokens));
-            if *self.paused.lock().unwrap_or_else(|p| p.into_inner()) {
-                let _ = consumer.pause(tpl);
-            }
+            let _ = consumer;
+            self.reassigned.store(true, AtomicOrdering::SeqCst);
         }
     }
 
@@ -165,34 +172,95 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
         shared: shared.clone(),
         tokens: Mutex::new(HashMap::new()),
         stop: CancellationToken::new(),
-        paused: Mutex::new(false),
+        reassigned: AtomicBool::new(false),
         fatal: CancellationToken::new(),
     };
-    let consumer: BaseConsumer<WorkerContext> = consumer_config(&shared)?
-        .create_with_context(context)
-        .map_err(|e| WorkerError::Setup(e.into()))?;
+    let consumer: Arc<BaseConsumer<WorkerContext>> = Arc::new(
+        consumer_config(&shared)?.create_with_context(context).map_err(|e| WorkerError::Setup(e.into()))?,
+    );
     consumer
         .subscribe(&[shared.topics.commands.as_str()])
         .map_err(|e| WorkerError::Setup(e.into()))?;
+    let mut queues: Vec<(Tp, PartitionQueue<WorkerContext>)> = Vec::new();
     let mut last_commit = Instant::now();
+    let mut busy = false;
     while !stop.is_cancelled() && !consumer.context().fatal.is_cancelled() {
-        match consumer.poll(POLL) {
+        // The main queue carries rebalances, errors, and records fetched before their
+        // partition got its own queue; polled every round, briefly when idle.
+        match consumer.poll(if busy { Duration::ZERO } else { IDLE_POLL }) {
             Some(Ok(msg)) => admit(&shared, &consumer, &runtime, &msg),
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
-        flow_control(&shared, &consumer);
+        if consumer.context().reassigned.swap(false, AtomicOrdering::SeqCst) {
+            queues = split_queues(&consumer);
+        }
+        busy = take_from_queues(&shared, &consumer, &runtime, &queues);
         if last_commit.elapsed() >= COMMIT_EVERY {
             commit_ready(&shared, &consumer, CommitMode::Async);
             last_commit = Instant::now();
         }
     }
     let fatal = consumer.context().fatal.is_cancelled();
+    drop(queues);
     shutdown(&shared, consumer);
     if fatal {
         return Err(WorkerError::Consumer("transactional producer fenced or failed; see the log".into()));
     }
     Ok(())
+}
+
+/// Gives every assigned partition its own queue, so the worker can stop taking
+/// records (at its in-flight bound) without pausing partitions: librdkafka keeps a
+/// bounded prefetch per partition, and nothing is thrown away and fetched again.
+fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(Tp, PartitionQueue<WorkerContext>)> {
+    let Ok(assignment) = consumer.assignment() else { return Vec::new() };
+    assignment
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let q = consumer.split_partition_queue(e.topic(), e.partition())?;
+            Some(((e.topic().to_string(), e.partition()), q))
+        })
+        .collect()
+}
+
+/// Admits records from the partition queues while the in-flight bound allows, a
+/// fair share per partition per round. Returns whether anything was admitted.
+fn take_from_queues(
+    shared: &Arc<Shared>,
+    consumer: &BaseConsumer<WorkerContext>,
+    runtime: &tokio::runtime::Handle,
+    queues: &[(Tp, PartitionQueue<WorkerContext>)],
+) -> bool {
+    let mut admitted = false;
+    for (_, queue) in queues {
+        for _ in 0..PER_PARTITION_ROUND {
+            if !has_capacity(shared) {
+                return admitted;
+            }
+            match queue.poll(Duration::ZERO) {
+                Some(Ok(msg)) => {
+                    admit(shared, consumer, runtime, &msg);
+                    admitted = true;
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "partition queue error");
+                    break;
+                }
+                None => break,
+            }
+        }
+    }
+    admitted
+}
+
+/// Room for another record: under the in-flight bound, or nothing running at all
+/// (everything admitted waits behind keys parked for a retry, and only consuming
+/// further can bring those retries back).
+fn has_capacity(shared: &Shared) -> bool {
+    let ledger = shared.lock_ledger();
+    ledger.in_flight() < shared.config.max_in_flight || ledger.running_total() == 0
 }
 
 fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError> {
@@ -205,8 +273,12 @@ fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError
     set_default(&mut cfg, "session.timeout.ms", "10000");
     set_default(&mut cfg, "heartbeat.interval.ms", "1000");
     set_default(&mut cfg, "max.poll.interval.ms", "300000");
-    // Bounds memory under any backlog: librdkafka prefetches at most this much.
-    set_default(&mut cfg, "queued.max.messages.kbytes", "16384");
+    // Bounds memory under any backlog: with a queue per partition, librdkafka
+    // prefetches at most this much per assigned partition.
+    set_default(&mut cfg, "queued.max.messages.kbytes", "4096");
+    // A resumed partition fetches again at once, instead of after the default 1 s
+    // back-off, so pausing at the in-flight bound costs no idle time.
+    set_default(&mut cfg, "fetch.queue.backoff.ms", "10");
     set_default(&mut cfg, "client.id", &format!("courier-worker-{}", shared.worker_id));
     Ok(cfg)
 }
@@ -235,35 +307,6 @@ fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: 
     };
     if let Ok(Some(entry)) = admitted {
         runtime.spawn(run_lane(shared.clone(), entry));
-    }
-}
-
-/// Pauses every assigned partition at the in-flight bound; resumes at half of it, or
-/// when nothing at all is running (everything admitted waits behind keys parked for
-/// a retry, and only consuming further can bring those retries back).
-fn flow_control(shared: &Shared, consumer: &BaseConsumer<WorkerContext>) {
-    let (in_flight, running) = {
-        let ledger = shared.lock_ledger();
-        (ledger.in_flight(), ledger.running_total())
-    };
-    let mut paused = consumer.context().paused.lock().unwrap_or_else(|p| p.into_inner());
-    let limit = shared.config.max_in_flight;
-    let change = if !*paused && in_flight >= limit {
-        Some(true)
-    } else if *paused && (in_flight <= limit / 2 || running == 0) {
-        Some(false)
-    } else {
-        None
-    };
-    let Some(pause) = change else { return };
-    let Ok(assignment) = consumer.assignment() else { return };
-    let result = if pause { consumer.pause(&assignment) } else { consumer.resume(&assignment) };
-    match result {
-        Ok(()) => {
-            *paused = pause;
-            tracing::debug!(pause, in_flight, "flow control");
-        }
-        Err(e) => tracing::warn!(error = %e, "pause/resume failed"),
     }
 }
 
@@ -306,11 +349,8 @@ fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<
 }
 
 /// Graceful stop: drain every partition (as a revoke would), then leave the group.
-fn shutdown(shared: &Shared, consumer: BaseConsumer<WorkerContext>) {
+fn shutdown(shared: &Shared, consumer: Arc<BaseConsumer<WorkerContext>>) {
     tracing::info!(in_flight = shared.lock_ledger().in_flight(), "stopping: draining in-flight work");
-    if let Ok(assignment) = consumer.assignment() {
-        let _ = consumer.pause(&assignment);
-    }
     let tps = shared.lock_ledger().assigned();
     consumer.context().drain(&consumer, &tps);
     consumer.unsubscribe();

@@ -1,0 +1,288 @@
+//! The bench scenarios. Each gets fresh topics, so none sees another's records.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{BenchConfig, BenchError};
+use crate::envelope::{header_names, NewCommand, RESULT_TYPE_PREFIX};
+use crate::kafka::{producer_config, KafkaArgs};
+use crate::router::{Context, Handler, HandlerError, Router};
+use crate::topics::{create_topics, TopicSpec};
+use crate::{Client, Ordering, Worker, WorkerConfig};
+
+/// Returns at once: the cost of Courier itself.
+struct Noop;
+
+impl Handler for Noop {
+    type Input = Value;
+    type Output = Value;
+    async fn handle(&self, input: Value, _ctx: Context) -> Result<Value, HandlerError> {
+        Ok(input)
+    }
+}
+
+/// Waits 20 ms: an I/O-bound handler (a database call, an HTTP request).
+struct Slow;
+
+#[derive(Deserialize, JsonSchema)]
+struct SlowInput {}
+
+impl Handler for Slow {
+    type Input = SlowInput;
+    type Output = ();
+    async fn handle(&self, _input: SlowInput, _ctx: Context) -> Result<(), HandlerError> {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        Ok(())
+    }
+}
+
+async fn fresh(cfg: &BenchConfig, name: &str) -> Result<KafkaArgs, BenchError> {
+    let mut args = cfg.kafka.clone();
+    args.prefix = format!("bench-{name}-{}", &crate::envelope::new_id().simple().to_string()[20..]);
+    let spec = TopicSpec { partitions: cfg.partitions, ..TopicSpec::default() };
+    create_topics(&args, &spec).await?;
+    Ok(args)
+}
+
+fn payload(size: usize) -> Value {
+    json!({ "pad": "x".repeat(size.saturating_sub(10)) })
+}
+
+/// Produces `n` commands of `command_type` to the commands topic, waiting for all acks.
+async fn preproduce(args: &KafkaArgs, n: usize, command_type: &str, data: Value, keys: usize, raw: bool) -> Result<(), BenchError> {
+    let mut cfg = producer_config(args)?;
+    cfg.set("linger.ms", "20").set("queue.buffering.max.messages", "1000000");
+    let producer: FutureProducer = cfg.create()?;
+    let topic = args.topics().commands;
+    let mut pending = Vec::with_capacity(10_000);
+    for i in 0..n {
+        let key = format!("k{}", i % keys.max(1));
+        let (_, value, headers) = NewCommand::new(command_type, data.clone()).key(key.clone()).into_command("//bench").encode();
+        let (producer, topic) = (producer.clone(), topic.clone());
+        pending.push(async move {
+            let mut record = FutureRecord::to(&topic).key(&key).payload(&value);
+            if !raw {
+                record = record.headers(headers.to_kafka());
+            }
+            producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
+        });
+        if pending.len() == 10_000 {
+            futures::future::try_join_all(pending.drain(..)).await?;
+        }
+    }
+    futures::future::try_join_all(pending).await?;
+    Ok(())
+}
+
+/// Reads `topic` until `expected` records pass `counts`, and returns the span between
+/// the first and last counted record's timestamps.
+async fn output_span(args: &KafkaArgs, topic: &str, expected: usize, counts: fn(&rdkafka::message::BorrowedMessage<'_>) -> bool) -> Result<Duration, BenchError> {
+    let args = args.clone();
+    let topic = topic.to_string();
+    tokio::task::spawn_blocking(move || {
+        let mut cfg = args.client_config()?;
+        cfg.set("group.id", format!("bench-reader-{}", crate::envelope::new_id()));
+        cfg.set("isolation.level", "read_committed").set("enable.auto.commit", "false");
+        let consumer: BaseConsumer = cfg.create()?;
+        let mut tpl = TopicPartitionList::new();
+        for p in crate::kafka::partitions_of(&consumer, &topic)? {
+            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        let (mut seen, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
+        let mut idle = Instant::now();
+        while seen < expected {
+            if idle.elapsed() > Duration::from_secs(120) {
+                return Err(BenchError::Stalled(format!("{topic}: {seen} of {expected} outputs after 2 min idle")));
+            }
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
+            idle = Instant::now();
+            if counts(&m) {
+                let ts = m.timestamp().to_millis().unwrap_or(0);
+                (first, last) = (first.min(ts), last.max(ts));
+                seen += 1;
+            }
+        }
+        Ok(Duration::from_millis((last - first).max(1) as u64))
+    })
+    .await
+    .map_err(|e| BenchError::Stalled(e.to_string()))?
+}
+
+fn is_final(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+    let Some(headers) = m.headers() else { return false };
+    headers.iter().any(|h| {
+        h.key == header_names::TYPE
+            && h.value.and_then(|v| std::str::from_utf8(v).ok()).is_some_and(|t| {
+                t.strip_prefix(RESULT_TYPE_PREFIX).is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled" | "timed_out"))
+            })
+    })
+}
+
+fn any_record(_: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+    true
+}
+
+/// The ceiling: a minimal consume-then-produce loop, committing like a worker does.
+pub async fn raw(cfg: &BenchConfig) -> Result<f64, BenchError> {
+    let args = fresh(cfg, "raw").await?;
+    preproduce(&args, cfg.messages, "noop", payload(cfg.size), 10_000, true).await?;
+    let (n, loop_args) = (cfg.messages, args.clone());
+    let relay = tokio::task::spawn_blocking(move || -> Result<(), BenchError> {
+        let topics = loop_args.topics();
+        let mut ccfg = loop_args.client_config()?;
+        ccfg.set("group.id", format!("{}-raw", loop_args.prefix)).set("enable.auto.commit", "false");
+        ccfg.set("auto.offset.reset", "earliest").set("queued.max.messages.kbytes", "16384");
+        let consumer: BaseConsumer = ccfg.create()?;
+        consumer.subscribe(&[topics.commands.as_str()])?;
+        let producer: FutureProducer = producer_config(&loop_args)?.create()?;
+        let (mut done, mut last_commit) = (0usize, Instant::now());
+        while done < n {
+            let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) else { continue };
+            let mut record = FutureRecord::to(&topics.results).payload(m.payload().unwrap_or_default());
+            record.key = m.key();
+            while let Err((e, r)) = producer.send_result(record) {
+                let _ = e;
+                producer.poll(Duration::from_millis(10));
+                record = r;
+            }
+            done += 1;
+            if last_commit.elapsed() > Duration::from_millis(500) {
+                let _ = consumer.commit_consumer_state(CommitMode::Async);
+                last_commit = Instant::now();
+            }
+        }
+        producer.flush(Duration::from_secs(30))?;
+        Ok(())
+    });
+    let span = output_span(&args, &args.topics().results, n, any_record).await?;
+    relay.await.map_err(|e| BenchError::Stalled(e.to_string()))??;
+    Ok(n as f64 / span.as_secs_f64())
+}
+
+async fn start_worker(args: &KafkaArgs, router: Router, tune: impl FnOnce(&mut WorkerConfig)) -> Result<CancellationToken, BenchError> {
+    let mut config = WorkerConfig::new(args.bootstrap.clone());
+    config.kafka = args.clone();
+    config.group_id = format!("{}-workers", args.prefix);
+    config.worker_id = Some(format!("bench-{}", std::process::id()));
+    tune(&mut config);
+    let worker = Worker::new(config, router)?;
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = worker.run(token).await {
+            tracing::error!(error = %e, "bench worker failed");
+        }
+    });
+    Ok(stop)
+}
+
+/// Courier with a no-op handler, at-least-once or exactly-once.
+pub async fn through_courier(cfg: &BenchConfig, exactly_once: bool) -> Result<f64, BenchError> {
+    let args = fresh(cfg, if exactly_once { "eos" } else { "courier" }).await?;
+    preproduce(&args, cfg.messages, "noop", payload(cfg.size), 10_000, false).await?;
+    let stop = start_worker(&args, Router::new().route("noop", Noop), |c| c.exactly_once = exactly_once).await?;
+    let span = output_span(&args, &args.topics().results, cfg.messages, is_final).await;
+    stop.cancel();
+    Ok(cfg.messages as f64 / span?.as_secs_f64())
+}
+
+/// A 20 ms handler over 1,000 keys with the given ordering.
+pub async fn slow(cfg: &BenchConfig, ordering: Ordering, n: usize) -> Result<f64, BenchError> {
+    let args = fresh(cfg, "slow").await?;
+    preproduce(&args, n, "slow", json!({}), 1_000, false).await?;
+    let stop = start_worker(&args, Router::new().route("slow", Slow), |c| c.ordering = ordering).await?;
+    let span = output_span(&args, &args.topics().results, n, is_final).await;
+    stop.cancel();
+    Ok(n as f64 / span?.as_secs_f64())
+}
+
+/// End-to-end latency percentiles.
+#[derive(Debug, Clone, Copy)]
+pub struct Latency {
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+}
+
+/// Submit-to-result-seen latency at a fixed rate.
+pub async fn latency(cfg: &BenchConfig, rate: f64) -> Result<Latency, BenchError> {
+    let args = fresh(cfg, "latency").await?;
+    let stop = start_worker(&args, Router::new().route("noop", Noop), |_| {}).await?;
+    let client = Client::new(args.clone())?;
+    client.submit_and_wait(NewCommand::new("noop", json!({"seq": -1})), Duration::from_secs(60)).await?;
+    let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
+    let hist = Arc::new(Mutex::new(hdrhistogram::Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).map_err(|e| BenchError::Stalled(e.to_string()))?));
+    let mut events = client.subscribe(crate::client::StartAt::Now).await?;
+    let (sent_r, hist_r) = (sent.clone(), hist.clone());
+    let reader = tokio::spawn(async move {
+        while let Some(ev) = events.next().await {
+            let Some(seq) = ev.data.result.as_ref().and_then(|r| r.get("seq")).and_then(Value::as_i64) else { continue };
+            if let Some(t) = sent_r.lock().unwrap_or_else(|p| p.into_inner()).remove(&seq) {
+                let _ = hist_r.lock().unwrap_or_else(|p| p.into_inner()).record(t.elapsed().as_micros() as u64);
+            }
+        }
+    });
+    let tick = Duration::from_millis(10);
+    let per_tick = (rate * tick.as_secs_f64()).max(1.0) as i64;
+    let mut interval = tokio::time::interval(tick);
+    let (started, mut seq) = (Instant::now(), 0i64);
+    while started.elapsed() < cfg.latency_for {
+        interval.tick().await;
+        for _ in 0..per_tick {
+            sent.lock().unwrap_or_else(|p| p.into_inner()).insert(seq, Instant::now());
+            let (c, cmd) = (client.clone(), NewCommand::new("noop", json!({"seq": seq})).key(format!("k{}", seq % 10_000)));
+            tokio::spawn(async move { c.submit(cmd).await });
+            seq += 1;
+        }
+    }
+    let drain_until = Instant::now() + Duration::from_secs(30);
+    while !sent.lock().unwrap_or_else(|p| p.into_inner()).is_empty() && Instant::now() < drain_until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    reader.abort();
+    stop.cancel();
+    let h = hist.lock().unwrap_or_else(|p| p.into_inner());
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Latency { p50_ms: ms(0.5), p99_ms: ms(0.99), p999_ms: ms(0.999) })
+}
+
+/// Peak RSS of a `courier worker` process facing a backlog of slow commands: it
+/// admits up to its in-flight bound, pauses, and must not grow with the backlog.
+pub async fn backlog_rss(cfg: &BenchConfig) -> Result<f64, BenchError> {
+    let args = fresh(cfg, "backlog").await?;
+    preproduce(&args, cfg.backlog, "sleep", json!({"ms": 200, "steps": 1}), 100_000, false).await?;
+    let bin = match &cfg.worker_bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().map_err(BenchError::Process)?,
+    };
+    let mut child = std::process::Command::new(bin)
+        .args(["worker", "--bootstrap", &args.bootstrap, "--prefix", &args.prefix])
+        .args(["--group-id", &format!("{}-workers", args.prefix)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(BenchError::Process)?;
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let _ = child.kill();
+    let _ = child.wait();
+    let kb = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<f64>().ok())
+        .ok_or_else(|| BenchError::Stalled("could not read the worker's peak RSS from /proc".into()))?;
+    Ok(kb / 1024.0)
+}
