@@ -4,6 +4,11 @@
 
 mod cli;
 
+/// glibc's allocator serialises Courier's many small, cross-thread allocations on arena
+/// locks (a third of worker CPU in profiles); mimalloc does not.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 
 #[tokio::main]

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchConfig, BenchError};
-use crate::envelope::{header_names, NewCommand, RESULT_TYPE_PREFIX};
+use crate::envelope::{header_names, NewCommand, State};
 use crate::kafka::{producer_config, KafkaArgs};
 use crate::router::{Context, Handler, HandlerError, Router};
 use crate::topics::{create_topics, TopicSpec};
@@ -124,9 +124,7 @@ fn is_final(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
     let Some(headers) = m.headers() else { return false };
     headers.iter().any(|h| {
         h.key == header_names::TYPE
-            && h.value.and_then(|v| std::str::from_utf8(v).ok()).is_some_and(|t| {
-                t.strip_prefix(RESULT_TYPE_PREFIX).is_some_and(|s| matches!(s, "completed" | "failed" | "cancelled" | "timed_out"))
-            })
+            && h.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(State::from_event_type).is_some_and(State::is_final)
     })
 }
 

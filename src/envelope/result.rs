@@ -46,7 +46,8 @@ impl State {
         format!("{RESULT_TYPE_PREFIX}{}", self.as_str())
     }
 
-    fn from_event_type(t: &str) -> Option<State> {
+    /// The state named by a CloudEvents type such as `courier.command.completed`.
+    pub fn from_event_type(t: &str) -> Option<State> {
         let s = t.strip_prefix(RESULT_TYPE_PREFIX)?;
         serde_json::from_value(Value::String(s.to_string())).ok()
     }

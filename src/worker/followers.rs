@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envelope::{CancelRequest, HeaderMap, ResultEvent};
+use crate::envelope::{header_names, CancelRequest, HeaderMap, State};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 
 /// A bounded set of recent ids; the oldest are forgotten first.
@@ -144,13 +144,16 @@ pub fn on_control(
     }
 }
 
-/// Records the ids of commands that have a final event.
+/// Records the ids of commands that have a final event. Reads headers only (type and
+/// subject): every worker reads every result, so this stays cheap.
 pub fn on_result(finished: Arc<RecentIds>) -> impl FnMut(Option<&[u8]>, Option<&[u8]>, &HeaderMap) + Send + 'static {
-    move |key, value, headers| {
-        if let Ok(ev) = ResultEvent::decode(key, value, headers) {
-            if ev.state().is_final() {
-                finished.insert(ev.command_id());
-            }
+    move |_key, _value, headers| {
+        let final_type = headers.get_str(header_names::TYPE).ok().flatten().and_then(State::from_event_type).is_some_and(State::is_final);
+        if !final_type {
+            return;
+        }
+        if let Some(id) = headers.get_str(header_names::SUBJECT).ok().flatten().and_then(|s| Uuid::parse_str(s).ok()) {
+            finished.insert(id);
         }
     }
 }
