@@ -276,6 +276,9 @@ fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError
     // Bounds memory under any backlog: with a queue per partition, librdkafka
     // prefetches at most this much per assigned partition.
     set_default(&mut cfg, "queued.max.messages.kbytes", "4096");
+    // ... and at most this many records per partition (librdkafka's default, 100,000
+    // per partition, is what actually bounds split queues, and is far too many).
+    set_default(&mut cfg, "queued.min.messages", "2000");
     // A resumed partition fetches again at once, instead of after the default 1 s
     // back-off, so pausing at the in-flight bound costs no idle time.
     set_default(&mut cfg, "fetch.queue.backoff.ms", "10");
