@@ -20,5 +20,5 @@ if [[ -z "${COURIER_BOOTSTRAP:-}" ]]; then
 fi
 echo "test.sh: using Kafka at $COURIER_BOOTSTRAP" >&2
 
-cargo test --release --all-targets
+cargo test --release --all-targets --no-fail-fast
 cargo test --release --doc

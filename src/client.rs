@@ -18,7 +18,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{oneshot, OnceCell};
 use uuid::Uuid;
 
-use crate::envelope::{HeaderMap, NewCommand, ResultEvent};
+use crate::envelope::{Command, HeaderMap, NewCommand, OperationSnapshot, ResultEvent};
 use crate::kafka::{set_default, KafkaArgs, KafkaSetupError};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::topics::Topics;
@@ -84,7 +84,12 @@ impl Client {
 
     /// Sends a command and returns its id once the broker has acknowledged it.
     pub async fn submit(&self, command: NewCommand) -> Result<Uuid, ClientError> {
-        let cmd = command.into_command(&self.source);
+        self.submit_command(command.into_command(&self.source)).await
+    }
+
+    /// Sends a command whose id was stamped beforehand: the HTTP gateway records an
+    /// operation under that id before the command exists, so the id must not change.
+    pub async fn submit_command(&self, cmd: Command) -> Result<Uuid, ClientError> {
         let (key, value, headers) = cmd.encode();
         let out = Outgoing { topic: self.topics.commands.clone(), key, value, headers, partition: None };
         self.publisher.send_once(&out).await?;
@@ -152,6 +157,31 @@ impl Client {
         }
     }
 
+    /// Waits for the final state of any command, even one submitted before this
+    /// process started: the compacted status topic keeps the latest snapshot of every
+    /// operation, so reading it from the beginning finds one that already ended, and
+    /// following it on finds one that ends later.
+    pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<OperationSnapshot, ClientError> {
+        let consumer = self.consumer_at(&self.topics.status, StartAt::Beginning).await?;
+        let key = id.to_string();
+        let found = async {
+            loop {
+                match consumer.recv().await {
+                    Ok(msg) if msg.key() == Some(key.as_bytes()) => {
+                        if let Ok(Some(s)) = OperationSnapshot::decode(msg.payload()) {
+                            if s.state.is_final() {
+                                return s;
+                            }
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "status consumer error"),
+                }
+            }
+        };
+        tokio::time::timeout(timeout, found).await.map_err(|_| ClientError::Timeout { id, timeout })
+    }
+
     /// A stream of every result event (all states), from `start`.
     pub async fn subscribe(&self, start: StartAt) -> Result<Pin<Box<dyn Stream<Item = ResultEvent> + Send>>, ClientError> {
         let consumer = self.results_consumer(start).await?;
@@ -189,12 +219,17 @@ impl Client {
     /// A consumer assigned to every partition of the results topic, positioned at
     /// `start` before this returns (no group, no commits: readers are independent).
     async fn results_consumer(&self, start: StartAt) -> Result<StreamConsumer, ClientError> {
+        self.consumer_at(&self.topics.results, start).await
+    }
+
+    /// Like [`Client::results_consumer`], for any topic.
+    async fn consumer_at(&self, topic: &str, start: StartAt) -> Result<StreamConsumer, ClientError> {
         let mut cfg = self.args.client_config()?;
         cfg.set("group.id", format!("courier-client-{}", crate::envelope::new_id()));
         cfg.set("enable.auto.commit", "false");
         set_default(&mut cfg, "isolation.level", "read_committed");
         let consumer: StreamConsumer = cfg.create()?;
-        let topic = self.topics.results.clone();
+        let topic = topic.to_string();
         let consumer = tokio::task::spawn_blocking(move || position(consumer, &topic, start))
             .await
             .map_err(|_| ClientError::ListenerGone)??;

@@ -95,20 +95,34 @@ pub fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::Consu
     }
 }
 
-/// The partition ids of a topic; `MissingTopic` when it does not exist.
+/// The partition ids of a topic; `MissingTopic` when it does not exist. Retries for
+/// a few seconds first: a topic created a moment ago may not be in every broker's
+/// metadata yet.
 pub fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaSetupError> {
-    let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10))?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .filter(|t| t.name() == topic && t.error().is_none())
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    if partitions.is_empty() {
-        return Err(KafkaSetupError::MissingTopic(topic.to_string()));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10));
+        let partitions: Vec<i32> = match &metadata {
+            Ok(md) => md
+                .topics()
+                .iter()
+                .filter(|t| t.name() == topic && t.error().is_none())
+                .flat_map(|t| t.partitions().iter().filter(|p| p.error().is_none()).map(|p| p.id()))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        if !partitions.is_empty() {
+            return Ok(partitions);
+        }
+        if std::time::Instant::now() >= deadline {
+            return match metadata {
+                Err(e) => Err(e.into()),
+                Ok(_) => Err(KafkaSetupError::MissingTopic(topic.to_string())),
+            };
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
     }
-    Ok(partitions)
 }

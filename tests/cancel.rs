@@ -71,7 +71,7 @@ async fn a_finished_command_is_not_run_again() {
         common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
     }
     assert_eq!(common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(20)), 0);
-    let seen = common::collect_results(&t, Duration::from_secs(10), |s| !s.is_empty());
+    let seen = common::read_all_results(&t);
     let finals = seen.iter().filter(|s| s.event.command_id() == id && s.event.state().is_final()).count();
     assert_eq!(finals, 1, "duplicates were acknowledged without running");
     assert_eq!(common::scrape(port, "courier_duplicates_total"), Some(3.0), "and counted");
@@ -81,6 +81,6 @@ async fn a_finished_command_is_not_run_again() {
     let late = common::WorkerProc::spawn_in_group(&t, "dupe-2", "another-group", &[]);
     assert!(late.wait_for_log("partitions assigned", Duration::from_secs(60)));
     assert_eq!(common::wait_for_zero_lag(&t, "another-group", &t.topics.commands, Duration::from_secs(30)), 0);
-    let seen = common::collect_results(&t, Duration::from_secs(10), |s| !s.is_empty());
+    let seen = common::read_all_results(&t);
     assert_eq!(seen.iter().filter(|s| s.event.command_id() == id && s.event.state().is_final()).count(), 1);
 }

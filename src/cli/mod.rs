@@ -3,6 +3,7 @@
 mod bench;
 mod demo;
 mod dlq;
+mod gateway;
 mod submit;
 
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ pub enum Cmd {
     Demo(demo::DemoArgs),
     /// Measure throughput, latency and memory against a raw rdkafka loop, side by side.
     Bench(courier::bench::BenchConfig),
+    /// HTTP API: POST commands, poll operations (AIP-151), RunPod-style /v2 routes.
+    Gateway(courier::gateway::GatewayConfig),
 }
 
 #[derive(Debug, Subcommand)]
@@ -74,6 +77,7 @@ pub fn init_tracing(format: &str) {
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    shutdown_signal();
     match cli.command {
         Cmd::Topics { action: TopicsCmd::Create { kafka, spec } } => {
             require_bootstrap(&kafka)?;
@@ -94,6 +98,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Dev(args) => demo::dev(args).await,
         Cmd::Demo(args) => demo::demo(args).await,
         Cmd::Bench(cfg) => bench::bench(cfg).await,
+        Cmd::Gateway(cfg) => gateway::gateway(cfg).await,
     }
 }
 
@@ -106,25 +111,35 @@ fn require_bootstrap(kafka: &KafkaArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A token that fires on SIGINT or SIGTERM.
+static SHUTDOWN: std::sync::OnceLock<CancellationToken> = std::sync::OnceLock::new();
+
+/// A token that fires on SIGINT or SIGTERM. The handlers are installed by the first
+/// call, which `run` makes before anything else, so a signal during start-up is
+/// never the default (abrupt) termination.
 pub fn shutdown_signal() -> CancellationToken {
+    SHUTDOWN.get_or_init(install_signal_handlers).clone()
+}
+
+fn install_signal_handlers() -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
+    #[cfg(unix)]
+    let term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate());
     tokio::spawn(async move {
-        let ctrl_c = tokio::signal::ctrl_c();
         #[cfg(unix)]
-        {
-            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return,
-            };
-            tokio::select! {
-                _ = ctrl_c => {}
-                _ = term.recv() => {}
+        match term {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
             }
         }
         #[cfg(not(unix))]
-        let _ = ctrl_c.await;
+        let _ = tokio::signal::ctrl_c().await;
         tracing::info!("shutdown signal received");
         fire.cancel();
     });

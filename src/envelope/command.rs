@@ -42,6 +42,9 @@ pub struct Command {
     pub reply_partition: Option<i32>,
     /// `ce_batchid`: the batch this command was submitted in, if any.
     pub batch_id: Option<String>,
+    /// `ce_courierrequesthash`: hash of the HTTP request that created it, carried into
+    /// every status snapshot so idempotency checks survive compaction.
+    pub request_hash: Option<String>,
 }
 
 /// The headers of a command record, as documented in the AsyncAPI contract.
@@ -91,6 +94,9 @@ pub struct CommandHeaders {
     /// Batch the command belongs to (set by the HTTP gateway's batch endpoint).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_batchid: Option<String>,
+    /// Hash of the HTTP request that created the command (set by the gateway).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_courierrequesthash: Option<String>,
     /// Spring Kafka reply topic (ReplyingKafkaTemplate).
     #[serde(default, rename = "kafka_replyTopic", skip_serializing_if = "Option::is_none")]
     pub kafka_reply_topic: Option<String>,
@@ -139,6 +145,7 @@ impl Command {
             correlation_id: headers.get(h::SPRING_CORRELATION_ID).map(<[u8]>::to_vec),
             reply_partition: spring_reply_partition(headers),
             batch_id: optional_string(headers, h::BATCH_ID)?,
+            request_hash: optional_string(headers, h::REQUEST_HASH)?,
         })
     }
 
@@ -161,6 +168,7 @@ impl Command {
             (h::IDEMPOTENCY_KEY, self.idempotency_key.clone()),
             (h::TRACEPARENT, self.traceparent.clone()),
             (h::BATCH_ID, self.batch_id.clone()),
+            (h::REQUEST_HASH, self.request_hash.clone()),
         ];
         for (name, value) in optional {
             if let Some(v) = value {
@@ -241,6 +249,7 @@ impl NewCommand {
             correlation_id: None,
             reply_partition: None,
             batch_id: self.batch_id,
+            request_hash: None,
         }
     }
 }

@@ -68,7 +68,7 @@ impl OperationSnapshot {
     pub fn decode(value: Option<&[u8]>) -> Result<Option<Self>, DecodeError> {
         match value {
             None => Ok(None),
-            Some(v) if v.is_empty() => Ok(None),
+            Some([]) => Ok(None),
             Some(v) => serde_json::from_slice(v).map(Some).map_err(|e| DecodeError::NotJson(e.to_string())),
         }
     }

@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracing::{info_span, Instrument};
 
 use super::ledger::Entry;
-use super::outcome::{dead_letter, publish_final, retry_or_fail, Processed};
+use super::outcome::{dead_letter, publish_final, retry_or_fail, Final, Processed};
 use super::{Record, Shared};
 use crate::envelope::{Command, DecodeError, ErrorInfo, OperationSnapshot, Progress, State, Timing};
 use crate::publish::Outgoing;
@@ -74,11 +74,11 @@ async fn process(shared: &Shared, record: &Record) -> Processed {
     let timing = Timing { queued_ms, execution_ms: 0, attempts: command.attempt };
     if shared.cancelled.contains(&command.id) {
         let err = ErrorInfo { code: "cancelled".into(), message: "cancelled before it ran".into(), retryable: false };
-        return publish_final(shared, record, &command, State::Cancelled, None, Some(err), timing, &record.stop).await;
+        return publish_final(shared, record, &command, Final::error(State::Cancelled, err, timing), &record.stop).await;
     }
     if command.deadline.is_some_and(|d| d <= Utc::now()) {
         let err = ErrorInfo { code: "deadline_exceeded".into(), message: "deadline passed before pickup".into(), retryable: false };
-        return publish_final(shared, record, &command, State::TimedOut, None, Some(err), timing, &record.stop).await;
+        return publish_final(shared, record, &command, Final::error(State::TimedOut, err, timing), &record.stop).await;
     }
     run_handler(shared, record, &command, route, timing).await
 }
@@ -123,12 +123,12 @@ async fn run_handler(shared: &Shared, record: &Record, command: &Command, route:
         .get_or_create(&vec![("command_type".into(), command.command_type.clone())])
         .observe(started.elapsed().as_secs_f64());
     match ran {
-        Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, State::Completed, Some(value), None, timing, stop).await,
+        Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, Final::completed(value, timing), stop).await,
         Ran::Returned(Ok(Err(e))) if e.code == "invalid_payload" => {
             dead_letter(shared, record, "schema_violation", &e.message, Some(command), None).await
         }
         Ran::Returned(Ok(Err(e))) if e.retryable => retry_or_fail(shared, record, command, e).await,
-        Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, State::Failed, None, Some(e.into_info()), timing, stop).await,
+        Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing), stop).await,
         Ran::Returned(Err(join)) => {
             let msg = format!("handler panicked: {}", panic_message(join));
             tracing::error!(message = %msg);
@@ -136,11 +136,11 @@ async fn run_handler(shared: &Shared, record: &Record, command: &Command, route:
         }
         Ran::DeadlinePassed => {
             let err = HandlerError::permanent("deadline_exceeded", "handler was still running at the deadline");
-            publish_final(shared, record, command, State::TimedOut, None, Some(err.into_info()), timing, stop).await
+            publish_final(shared, record, command, Final::error(State::TimedOut, err.into_info(), timing), stop).await
         }
         Ran::Cancelled => {
             let err = HandlerError::permanent("cancelled", "cancelled while running");
-            publish_final(shared, record, command, State::Cancelled, None, Some(err.into_info()), timing, stop).await
+            publish_final(shared, record, command, Final::error(State::Cancelled, err.into_info(), timing), stop).await
         }
         Ran::Stopped => Processed::Abandoned,
     }

@@ -229,7 +229,7 @@ impl Shared {
             updated: chrono::Utc::now(),
             callback_url: command.callback_url.clone(),
             idempotency_key: command.idempotency_key.clone(),
-            request_hash: None,
+            request_hash: command.request_hash.clone(),
             batch_id: command.batch_id.clone(),
             worker: Some(self.worker_id.clone()),
         };
@@ -345,15 +345,17 @@ async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle
     let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone());
     let on_result = followers::on_result(shared.finished.clone());
     let (s1, s2) = (stop.clone(), stop.clone());
-    tokio::task::spawn_blocking(move || -> Result<(), KafkaSetupError> {
+    let tiers = shared.config.retry.tier_topics(&shared.topics);
+    tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
+        for topic in [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers) {
+            require_topic(&kafka, topic)?;
+        }
         followers::follow(&kafka, &topics.control, followers::From::Beginning, catch_up, s1, on_control)?;
-        followers::follow(&kafka, &topics.results, followers::From::Tail(tail), catch_up, s2, on_result)
+        followers::follow(&kafka, &topics.results, followers::From::Tail(tail), catch_up, s2, on_result)?;
+        Ok(())
     })
     .await
     .map_err(|e| WorkerError::Consumer(e.to_string()))??;
-    for tier in shared.config.retry.tier_topics(&shared.topics) {
-        require_topic(&shared.config.kafka, &tier)?;
-    }
     let (relay_shared, relay_rt, relay_stop) = (shared.clone(), runtime.clone(), stop.clone());
     std::thread::Builder::new()
         .name("courier-retry-relay".into())
@@ -369,11 +371,9 @@ async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle
 
 /// Fails fast, with the fix in the message, when a topic is missing.
 fn require_topic(kafka: &KafkaArgs, topic: &str) -> Result<(), WorkerError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    let consumer: BaseConsumer = kafka.client_config()?.create().map_err(KafkaSetupError::from)?;
-    let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).map_err(KafkaSetupError::from)?;
-    let ok = md.topics().iter().any(|t| t.name() == topic && t.error().is_none() && !t.partitions().is_empty());
-    if ok { Ok(()) } else { Err(WorkerError::Setup(KafkaSetupError::MissingTopic(topic.to_string()))) }
+    let consumer: rdkafka::consumer::BaseConsumer = kafka.client_config()?.create().map_err(KafkaSetupError::from)?;
+    crate::kafka::partitions_of(&consumer, topic)?;
+    Ok(())
 }
 
 fn default_worker_id() -> String {

@@ -24,17 +24,27 @@ pub(super) enum Processed {
     Abandoned,
 }
 
+/// How a command ended.
+pub(super) struct Final {
+    pub state: State,
+    pub result: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub timing: Timing,
+}
+
+impl Final {
+    pub fn completed(result: Value, timing: Timing) -> Self {
+        Final { state: State::Completed, result: Some(result), error: None, timing }
+    }
+
+    pub fn error(state: State, error: ErrorInfo, timing: Timing) -> Self {
+        Final { state, result: None, error: Some(error), timing }
+    }
+}
+
 /// Publishes the final event (and its copy to `reply_to`) and waits for both acks.
-pub(super) async fn publish_final(
-    shared: &Shared,
-    record: &Record,
-    command: &Command,
-    state: State,
-    result: Option<Value>,
-    error: Option<ErrorInfo>,
-    timing: Timing,
-    stop: &CancellationToken,
-) -> Processed {
+pub(super) async fn publish_final(shared: &Shared, record: &Record, command: &Command, end: Final, stop: &CancellationToken) -> Processed {
+    let Final { state, result, error, timing } = end;
     let event = shared.event(command, state, result, error, timing);
     let status = shared.snapshot_record(command, &event.data);
     let (key, value, headers) = event.encode();
@@ -121,7 +131,7 @@ pub(super) async fn dead_letter(
     let Some(command) = failed_for else { return Processed::Finished };
     let err = error.unwrap_or(ErrorInfo { code: reason.to_string(), message: message.to_string(), retryable: false });
     let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
-    publish_final(shared, record, &command, State::Failed, None, Some(err), timing, &record.stop).await
+    publish_final(shared, record, &command, Final::error(State::Failed, err, timing), &record.stop).await
 }
 
 /// The parts of an undecodable command that a `failed` event needs.

@@ -224,6 +224,26 @@ pub fn collect_results(t: &TestTopics, timeout: Duration, mut done: impl FnMut(&
     all
 }
 
+/// Everything on the results topic now: reads up to the end offsets seen at the call.
+pub fn read_all_results(t: &TestTopics) -> Vec<Seen> {
+    let reader = TopicReader::new(t, &t.topics.results);
+    let mut ends: HashMap<i32, i64> = HashMap::new();
+    for p in 0..t.partitions {
+        let (_, high) = reader.consumer.fetch_watermarks(&t.topics.results, p, Duration::from_secs(10)).expect("watermarks");
+        ends.insert(p, high);
+    }
+    let done = |seen: &[Seen]| {
+        ends.iter().all(|(p, end)| *end == 0 || seen.iter().any(|s| s.partition == *p && s.offset + 1 >= *end))
+    };
+    let until = Instant::now() + Duration::from_secs(30);
+    let mut all = Vec::new();
+    while !done(&all) {
+        assert!(Instant::now() < until, "could not read the results topic to its end");
+        all.extend(reader.poll_results(Duration::from_millis(200)));
+    }
+    all
+}
+
 /// Final events grouped by command id.
 pub fn finals_by_command(seen: &[Seen]) -> HashMap<uuid::Uuid, Vec<&Seen>> {
     let mut map: HashMap<uuid::Uuid, Vec<&Seen>> = HashMap::new();

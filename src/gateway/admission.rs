@@ -1,0 +1,217 @@
+//! Deciding, before anything is published, whether a request can become a command.
+//!
+//! Everything a worker would reject later is rejected here instead, as a `400` the
+//! caller sees at once: a body that is not JSON, an unknown command type, a payload
+//! that does not match the type's JSON Schema (compiled once, at start, from the
+//! router's handler types), a deadline that does not parse, a callback URL the
+//! [`UrlPolicy`] refuses. A rejected request leaves no trace on any topic.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::{ApiError, GatewayError};
+use crate::envelope::NewCommand;
+use crate::router::Router;
+use crate::urlpolicy::UrlPolicy;
+
+/// Most schema violations reported for one payload.
+const MAX_REPORTED_VIOLATIONS: usize = 10;
+
+/// One command as the HTTP API accepts it: the body of `POST /v1/commands`, and each
+/// element of a batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandRequest {
+    #[serde(rename = "type")]
+    pub command_type: String,
+    #[serde(default)]
+    pub payload: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<String>,
+    /// Relative to arrival, e.g. `30s`, `5m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deadline_in: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+}
+
+impl CommandRequest {
+    /// Parses a request body: `malformed_json` if it is not JSON at all,
+    /// `invalid_request` if it is JSON of the wrong shape.
+    pub fn from_body(body: &[u8]) -> Result<Self, ApiError> {
+        parse_body(body)
+    }
+
+    pub fn from_value(value: Value) -> Result<Self, ApiError> {
+        serde_json::from_value(value).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+    }
+
+    /// Hex SHA-256 of the request in canonical form (sorted keys, no whitespace, absent
+    /// and `null` optional fields alike): two bodies that mean the same hash the same.
+    pub fn request_hash(&self) -> String {
+        let mut text = String::new();
+        write_canonical(&serde_json::to_value(self).unwrap_or(Value::Null), &mut text);
+        Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+/// Parses a JSON request body: `malformed_json` if it is not JSON at all,
+/// `invalid_request` if it is JSON of the wrong shape.
+pub fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}")))?;
+    serde_json::from_value(value).map_err(|e| ApiError::bad_request("invalid_request", e.to_string()))
+}
+
+/// JSON with object keys sorted at every level, whatever order the map keeps them in.
+fn write_canonical(value: &Value, out: &mut String) {
+    match value {
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                write_canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// The command types this gateway accepts, with their compiled payload schemas.
+pub struct Checker {
+    schemas: HashMap<String, jsonschema::Validator>,
+    urls: UrlPolicy,
+}
+
+impl Checker {
+    /// Compiles every route's input schema; a schema that does not compile is a
+    /// startup error, not a surprise on the first request.
+    pub fn new(router: &Router, urls: UrlPolicy) -> Result<Self, GatewayError> {
+        let mut schemas = HashMap::new();
+        for (command_type, route) in router.routes() {
+            let schema = route.input_schema.as_value();
+            let validator = jsonschema::validator_for(schema)
+                .map_err(|e| GatewayError::Schema { command_type: command_type.to_string(), reason: e.to_string() })?;
+            schemas.insert(command_type.to_string(), validator);
+        }
+        if schemas.is_empty() {
+            return Err(GatewayError::Config("the router has no command types to serve".into()));
+        }
+        Ok(Checker { schemas, urls })
+    }
+
+    pub fn knows(&self, command_type: &str) -> bool {
+        self.schemas.contains_key(command_type)
+    }
+
+    /// The command a valid request asks for.
+    pub fn check(&self, req: &CommandRequest) -> Result<NewCommand, ApiError> {
+        let Some(schema) = self.schemas.get(&req.command_type) else {
+            let mut known: Vec<&String> = self.schemas.keys().collect();
+            known.sort();
+            return Err(ApiError::bad_request("unknown_type", format!("unknown command type {:?}", req.command_type))
+                .with_details(json!({ "known_types": known })));
+        };
+        let violations: Vec<Value> = schema
+            .iter_errors(&req.payload)
+            .take(MAX_REPORTED_VIOLATIONS)
+            .map(|e| json!({ "path": e.instance_path().to_string(), "message": e.to_string() }))
+            .collect();
+        if let Some(first) = violations.first() {
+            let message = format!("payload does not match the schema of {:?}: {}", req.command_type, first["message"].as_str().unwrap_or(""));
+            return Err(ApiError::bad_request("invalid_payload", message).with_details(Value::Array(violations)));
+        }
+        let mut cmd = NewCommand::new(req.command_type.clone(), req.payload.clone());
+        if let Some(key) = &req.key {
+            if key.is_empty() {
+                return Err(ApiError::bad_request("invalid_request", "key must not be empty"));
+            }
+            cmd = cmd.key(key.clone());
+        }
+        cmd.deadline = deadline(req)?;
+        if let Some(url) = &req.callback_url {
+            self.urls.check(url).map_err(|e| ApiError::bad_request("invalid_callback_url", e.to_string()))?;
+            cmd = cmd.callback_url(url.clone());
+        }
+        Ok(cmd)
+    }
+}
+
+fn deadline(req: &CommandRequest) -> Result<Option<chrono::DateTime<chrono::Utc>>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("invalid_deadline", m);
+    match (&req.deadline, &req.deadline_in) {
+        (Some(_), Some(_)) => Err(bad("give deadline or deadline_in, not both".into())),
+        (Some(at), None) => chrono::DateTime::parse_from_rfc3339(at)
+            .map(|t| Some(t.with_timezone(&chrono::Utc)))
+            .map_err(|e| bad(format!("deadline {at:?} is not RFC 3339: {e}"))),
+        (None, Some(within)) => {
+            let d = crate::duration::parse_duration(within).map_err(bad)?;
+            let d = chrono::Duration::from_std(d).map_err(|e| bad(format!("deadline_in {within:?}: {e}")))?;
+            Ok(Some(chrono::Utc::now() + d))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checker() -> Checker {
+        Checker::new(&crate::demo::example_router(), UrlPolicy::default()).unwrap()
+    }
+
+    fn code(body: &str) -> &'static str {
+        match CommandRequest::from_body(body.as_bytes()).and_then(|r| checker().check(&r)) {
+            Ok(_) => "ok",
+            Err(e) => e.code,
+        }
+    }
+
+    #[test]
+    fn every_kind_of_bad_request_has_its_code() {
+        assert_eq!(code(r#"{"type":"sleep","payload":{"ms":5}}"#), "ok");
+        assert_eq!(code(r#"{"type":"sleep","payload":{"ms":5"#), "malformed_json");
+        assert_eq!(code(r#"{"payload":{}}"#), "invalid_request");
+        assert_eq!(code(r#"{"type":"echo","surprise":1}"#), "invalid_request");
+        assert_eq!(code(r#"{"type":"nope"}"#), "unknown_type");
+        assert_eq!(code(r#"{"type":"sleep","payload":{"ms":"soon"}}"#), "invalid_payload");
+        assert_eq!(code(r#"{"type":"sleep","payload":{"ms":-1}}"#), "invalid_payload");
+        assert_eq!(code(r#"{"type":"echo","deadline":"tomorrow"}"#), "invalid_deadline");
+        assert_eq!(code(r#"{"type":"echo","deadline_in":"5 days"}"#), "invalid_deadline");
+        assert_eq!(code(r#"{"type":"echo","callback_url":"http://169.254.169.254/"}"#), "invalid_callback_url");
+    }
+
+    #[test]
+    fn the_hash_ignores_key_order_and_spelled_out_nulls() {
+        let a = CommandRequest::from_body(br#"{"type":"echo","payload":{"a":1,"b":[1,{"y":2,"x":1}]}}"#).unwrap();
+        let b = CommandRequest::from_body(br#"{"payload":{"b":[1,{"x":1,"y":2}],"a":1},"key":null,"type":"echo"}"#).unwrap();
+        let c = CommandRequest::from_body(br#"{"type":"echo","payload":{"a":2}}"#).unwrap();
+        assert_eq!(a.request_hash(), b.request_hash());
+        assert_ne!(a.request_hash(), c.request_hash());
+        assert_eq!(a.request_hash().len(), 64);
+    }
+}

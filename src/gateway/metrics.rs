@@ -1,0 +1,88 @@
+//! The gateway's own Prometheus registry, served at `/metrics` on the API's port.
+//!
+//! Its own registry rather than the worker's ([`crate::metrics`]) because a gateway
+//! usually runs as its own process and its instruments are about HTTP, not handlers.
+//! Requests are counted per route *template* (`/v1/operations/{name}`), labelled by
+//! each route itself, so ids never become label values.
+
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::MethodRouter;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+type Labels = Vec<(String, String)>;
+
+/// The gateway's instruments.
+pub struct GatewayMetrics {
+    registry: Registry,
+    /// HTTP requests by route template, method and status.
+    pub requests: Family<Labels, Counter>,
+    /// Commands sent (idempotent replays excluded).
+    pub submitted: Counter,
+    /// Requests answered from the idempotency index.
+    pub replays: Counter,
+    /// Operations held in memory.
+    pub operations: Gauge,
+    /// Idempotency keys held in memory.
+    pub idempotency_keys: Gauge,
+}
+
+impl GatewayMetrics {
+    pub fn new() -> Arc<Self> {
+        let mut registry = Registry::with_prefix("courier_gateway");
+        let requests = Family::<Labels, Counter>::default();
+        let submitted = Counter::default();
+        let replays = Counter::default();
+        let operations = Gauge::default();
+        let idempotency_keys = Gauge::default();
+        registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
+        registry.register("commands_submitted", "Commands sent to the commands topic", submitted.clone());
+        registry.register("idempotent_replays", "Requests answered by replaying an earlier answer", replays.clone());
+        registry.register("operations_tracked", "Operations held in memory", operations.clone());
+        registry.register("idempotency_keys", "Idempotency keys held in memory", idempotency_keys.clone());
+        Arc::new(GatewayMetrics { registry, requests, submitted, replays, operations, idempotency_keys })
+    }
+
+    /// The registry in OpenMetrics text format, as a response.
+    pub fn response(&self) -> Response {
+        let mut body = String::new();
+        if encode(&mut body, &self.registry).is_err() {
+            body.clear();
+        }
+        ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+    }
+
+    fn count(&self, route: &str, method: &str, status: u16) {
+        self.requests
+            .get_or_create(&vec![
+                ("route".into(), route.into()),
+                ("method".into(), method.into()),
+                ("status".into(), status.to_string()),
+            ])
+            .inc();
+    }
+}
+
+/// Wraps one route so its requests are counted under `route`.
+pub fn counted<S>(metrics: &Arc<GatewayMetrics>, route: &'static str, inner: MethodRouter<S>) -> MethodRouter<S>
+where
+    S: Clone + Send + Sync + 'static,
+{
+    let metrics = metrics.clone();
+    inner.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let metrics = metrics.clone();
+        async move {
+            let method = req.method().as_str().to_string();
+            let response = next.run(req).await;
+            metrics.count(route, &method, response.status().as_u16());
+            response
+        }
+    }))
+}

@@ -1,0 +1,171 @@
+//! The HTTP operations gateway: `POST` a command, get `202 Accepted` and an operation
+//! to poll, in the shape of Google's long-running operations (AIP-151), with a
+//! RunPod-style `/v2` surface beside it.
+//!
+//! The gateway keeps no state of its own. Every operation lives on the compacted
+//! status topic (key = command id): the gateway writes a `queued` snapshot there
+//! before it sends the command (`submit`), workers write the later ones, and every
+//! gateway reads the topic from the beginning at start and follows it (`follow`)
+//! into an in-memory `store`. So several gateways can serve the same operations,
+//! and a restarted one (or one started later) knows everything, including which
+//! idempotency keys it has already answered.
+//!
+//! A request goes top to bottom through: `admission` (parse, type, schema,
+//! deadline, callback URL: anything wrong is a `400` and nothing is published) ->
+//! `idempotency` (replay, `422`, or claim the key) -> `submit` (snapshot, then
+//! command) -> `operation` (the AIP-151 answer).
+
+mod admission;
+mod batches;
+mod error;
+mod follow;
+mod idempotency;
+mod metrics;
+mod operation;
+mod routes;
+mod runpod;
+mod store;
+mod submit;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+pub use admission::CommandRequest;
+pub use error::{ApiError, GatewayError};
+pub use operation::{rpc_code, Operation, RpcStatus};
+
+use crate::duration::parse_duration;
+use crate::kafka::KafkaArgs;
+use crate::publish::Publisher;
+use crate::router::Router;
+use crate::urlpolicy::UrlPolicy;
+use crate::Client;
+
+/// How to run a gateway; every flag is also an environment variable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewayConfig {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// Address the HTTP API (and its /metrics) listens on.
+    #[arg(long, env = "COURIER_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// How long finished operations stay answerable after they end.
+    #[arg(long, env = "COURIER_GATEWAY_RETENTION", default_value = "24h", value_parser = parse_duration)]
+    pub retention: Duration,
+    /// How long an Idempotency-Key is remembered after its request (at least 24h
+    /// is what clients following Stripe's convention expect).
+    #[arg(long, env = "COURIER_GATEWAY_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub idempotency_ttl: Duration,
+    /// Largest request body accepted; larger ones get `413`.
+    #[arg(long, env = "COURIER_GATEWAY_MAX_BODY_BYTES", default_value_t = 1_000_000)]
+    pub max_body_bytes: usize,
+    /// Longest `?wait=` a long poll may ask for; longer asks are cut to this.
+    #[arg(long, env = "COURIER_GATEWAY_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
+    pub max_wait: Duration,
+    #[command(flatten)]
+    pub url_policy: UrlPolicy,
+}
+
+impl GatewayConfig {
+    /// The defaults of every flag, for embedding a gateway in a program or a test.
+    pub fn new(kafka: KafkaArgs) -> Self {
+        GatewayConfig {
+            kafka,
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            retention: Duration::from_secs(24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            max_body_bytes: 1_000_000,
+            max_wait: Duration::from_secs(60),
+            url_policy: UrlPolicy::default(),
+        }
+    }
+
+    fn validate(&self) -> Result<(), GatewayError> {
+        let bad = |m: &str| Err(GatewayError::Config(m.to_string()));
+        if self.kafka.bootstrap.trim().is_empty() {
+            return bad("no Kafka bootstrap servers (--bootstrap or COURIER_BOOTSTRAP)");
+        }
+        if self.retention.is_zero() || self.idempotency_ttl.is_zero() {
+            return bad("--retention and --idempotency-ttl must be positive");
+        }
+        if self.max_body_bytes < 64 {
+            return bad("--max-body-bytes must be at least 64");
+        }
+        Ok(())
+    }
+}
+
+/// What every request handler shares.
+pub(crate) struct App {
+    store: Arc<store::Store>,
+    checker: admission::Checker,
+    submitter: submit::Submitter,
+    metrics: Arc<metrics::GatewayMetrics>,
+    max_wait: Duration,
+    max_body_bytes: usize,
+    /// Fires on shutdown; long polls end early on it.
+    shutdown: CancellationToken,
+}
+
+/// A gateway that has read the status topic to its end and is ready to serve.
+pub struct Gateway {
+    app: Arc<App>,
+}
+
+impl Gateway {
+    /// Compiles the router's payload schemas, reads the status topic to its end, and
+    /// keeps following it until `shutdown` fires. Returns only once caught up, so a
+    /// gateway never answers from a partial view.
+    pub async fn start(config: &GatewayConfig, router: &Router, shutdown: CancellationToken) -> Result<Self, GatewayError> {
+        config.validate()?;
+        let checker = admission::Checker::new(router, config.url_policy.clone())?;
+        let store = Arc::new(store::Store::new(config.retention, config.idempotency_ttl));
+        let source = format!("//courier/gateway/{}", std::process::id());
+        let client = Client::new(config.kafka.clone())?.with_source(source.clone());
+        let status_topic = client.topics().status.clone();
+        follow::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()).await?;
+        let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source);
+        tokio::spawn(evict_periodically(store.clone(), config.retention.min(config.idempotency_ttl), shutdown.clone()));
+        let app = App {
+            store,
+            checker,
+            submitter,
+            metrics: metrics::GatewayMetrics::new(),
+            max_wait: config.max_wait,
+            max_body_bytes: config.max_body_bytes,
+            shutdown,
+        };
+        Ok(Gateway { app: Arc::new(app) })
+    }
+
+    /// The HTTP API as an axum router, to serve or to nest in a larger app.
+    pub fn router(&self) -> axum::Router {
+        routes::api(self.app.clone())
+    }
+
+    /// Serves on `listener` until the shutdown token fires, then finishes the
+    /// requests in progress (long polls return early) and returns.
+    pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), GatewayError> {
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "gateway listening");
+        let shutdown = self.app.shutdown.clone();
+        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+/// Forgets expired operations and keys, a few times per retention period (at most
+/// once a minute, at least once a second).
+async fn evict_periodically(store: Arc<store::Store>, shortest: Duration, stop: CancellationToken) {
+    let every = (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => store.evict(chrono::Utc::now()),
+            _ = stop.cancelled() => return,
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The `/v1` API: commands in, operations out.
+//!
+//! | route | answer |
+//! |---|---|
+//! | `POST /v1/commands` | `202` + `Location` + the operation |
+//! | `GET /v1/operations/{id}[?wait=30s]` | the operation (long-polls until done) |
+//! | `POST /v1/operations/{id}:cancel` | the operation; it ends `CANCELLED` |
+//! | `GET /v1/operations?state=&type=&page_size=&page_token=` | newest first, paged |
+//!
+//! The `:cancel` suffix is Google's custom-method syntax. A path segment cannot be
+//! split by the router, so `{name}` takes the whole segment and the handler splits
+//! it on the colon.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::admission::CommandRequest;
+use super::metrics::counted;
+use super::operation::Operation;
+use super::store::Filter;
+use super::submit::{Accepted, Validated};
+use super::{batches, runpod, ApiError, App};
+
+/// The longest `Idempotency-Key` accepted (Stripe's limit).
+const MAX_KEY_LEN: usize = 255;
+const DEFAULT_PAGE_SIZE: usize = 50;
+const MAX_PAGE_SIZE: usize = 1000;
+
+/// Every route of the gateway, with its shared state.
+pub fn api(app: Arc<App>) -> Router {
+    let m = &app.metrics;
+    Router::new()
+        .route("/v1/commands", counted(m, "/v1/commands", post(create_command)))
+        .route("/v1/operations", counted(m, "/v1/operations", get(list_operations)))
+        .route("/v1/operations/{name}", counted(m, "/v1/operations/{name}", get(get_operation).post(post_operation)))
+        .merge(batches::routes(m))
+        .merge(runpod::routes(m))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { ApiError::not_found("route") })
+        .layer(DefaultBodyLimit::max(app.max_body_bytes))
+        .with_state(app)
+}
+
+/// Validates one request and accepts it (or replays its first answer).
+pub(super) async fn accept(app: &App, req: &CommandRequest, headers: &HeaderMap) -> Result<Accepted, ApiError> {
+    let command = app.checker.check(req)?;
+    let key = idempotency_key(headers)?;
+    let accepted = app.submitter.accept(Validated { command, request_hash: req.request_hash() }, key).await?;
+    if accepted.replayed {
+        app.metrics.replays.inc();
+    } else {
+        app.metrics.submitted.inc();
+    }
+    Ok(accepted)
+}
+
+async fn create_command(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req = CommandRequest::from_body(&body?)?;
+    let accepted = accept(&app, &req, &headers).await?;
+    let id = accepted.snapshot.command_id;
+    let mut response =
+        (StatusCode::ACCEPTED, [(header::LOCATION, format!("/v1/operations/{id}"))], Json(Operation::from_snapshot(&accepted.snapshot)))
+            .into_response();
+    if accepted.replayed {
+        response.headers_mut().insert("idempotent-replayed", header::HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+#[derive(Debug, Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+}
+
+async fn get_operation(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    query: Result<Query<WaitQuery>, QueryRejection>,
+) -> Result<Json<Operation>, ApiError> {
+    let id = operation_id(&name)?;
+    let wait = match query?.0.wait {
+        None => None,
+        Some(w) => Some(crate::duration::parse_duration(&w).map_err(|e| ApiError::bad_request("invalid_wait", e))?),
+    };
+    let snapshot = match wait {
+        Some(w) => app.store.wait_done(&id, w.min(app.max_wait), &app.shutdown).await,
+        None => app.store.get(&id),
+    };
+    snapshot.map(|s| Json(Operation::from_snapshot(&s))).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))
+}
+
+/// `POST /v1/operations/{id}:cancel`, the only custom method.
+async fn post_operation(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Operation>, ApiError> {
+    let Some((id, "cancel")) = name.split_once(':') else {
+        return Err(ApiError::not_found(format!("method {name:?}")));
+    };
+    let id = operation_id(id)?;
+    let snapshot = cancel(&app, id).await?;
+    Ok(Json(Operation::from_snapshot(&snapshot)))
+}
+
+/// Sends a cancel unless the operation is already done; returns it as it is now.
+pub(super) async fn cancel(app: &App, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
+    let snapshot = app.store.get(&id).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))?;
+    if !snapshot.state.is_final() {
+        app.submitter.cancel(id).await?;
+    }
+    Ok(snapshot)
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    state: Option<String>,
+    #[serde(rename = "type")]
+    command_type: Option<String>,
+    page_size: Option<usize>,
+    page_token: Option<String>,
+}
+
+async fn list_operations(
+    State(app): State<Arc<App>>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<OperationList>, ApiError> {
+    let q = query?.0;
+    let state = q.state.filter(|s| !s.is_empty());
+    if let Some(s) = &state {
+        if !Filter::valid_state(s) {
+            return Err(ApiError::bad_request("invalid_state", format!("unknown state {s:?}")));
+        }
+    }
+    let filter = Filter { state, command_type: q.command_type.filter(|t| !t.is_empty()) };
+    let after = q.page_token.filter(|t| !t.is_empty()).map(|t| decode_page_token(&t)).transpose()?;
+    let size = match q.page_size {
+        None | Some(0) => DEFAULT_PAGE_SIZE,
+        Some(n) => n.min(MAX_PAGE_SIZE),
+    };
+    let (page, next) = app.store.list(&filter, after, size);
+    let operations = page.iter().map(Operation::from_snapshot).collect();
+    let next_page_token = next.map(encode_page_token).unwrap_or_default();
+    Ok(Json(OperationList { operations, next_page_token }))
+}
+
+/// A page of operations (AIP-158: an empty `next_page_token` means the last page).
+#[derive(Debug, Serialize)]
+struct OperationList {
+    operations: Vec<Operation>,
+    next_page_token: String,
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let (operations, keys) = app.store.sizes();
+    app.metrics.operations.set(operations as i64);
+    app.metrics.idempotency_keys.set(keys as i64);
+    app.metrics.response()
+}
+
+/// An operation id from a path segment; anything unparseable names nothing: `404`.
+pub(super) fn operation_id(text: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(text).map_err(|_| ApiError::not_found(format!("operations/{text}")))
+}
+
+/// The `Idempotency-Key` header, if sent: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else { return Ok(None) };
+    let bad = || ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 255 visible ASCII characters");
+    let key = value.to_str().map_err(|_| bad())?;
+    if key.is_empty() || key.len() > MAX_KEY_LEN || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(key.to_string()))
+}
+
+/// Page tokens are opaque to clients; inside, the id the next page starts after.
+fn encode_page_token(after: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after.as_bytes())
+}
+
+fn decode_page_token(token: &str) -> Result<Uuid, ApiError> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| Uuid::from_slice(&bytes).ok())
+        .ok_or_else(|| ApiError::bad_request("invalid_page_token", "page_token was not issued by this API"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_tokens_round_trip_and_garbage_is_refused() {
+        let id = crate::envelope::new_id();
+        assert_eq!(decode_page_token(&encode_page_token(id)).unwrap(), id);
+        assert_eq!(decode_page_token("nope!").unwrap_err().code, "invalid_page_token");
+    }
+
+    #[test]
+    fn idempotency_keys_are_checked() {
+        let mut h = HeaderMap::new();
+        assert_eq!(idempotency_key(&h).unwrap(), None);
+        h.insert("idempotency-key", "order-42".parse().unwrap());
+        assert_eq!(idempotency_key(&h).unwrap().as_deref(), Some("order-42"));
+        h.insert("idempotency-key", "has space".parse().unwrap());
+        assert!(idempotency_key(&h).is_err());
+    }
+}
