@@ -22,3 +22,7 @@ echo "test.sh: using Kafka at $COURIER_BOOTSTRAP" >&2
 
 cargo test --release --all-targets --no-fail-fast
 cargo test --release --doc
+
+# The contract: the checked-in AsyncAPI document must pass the official parser.
+echo "test.sh: validating asyncapi/asyncapi.yaml with @asyncapi/parser" >&2
+(cd contract/validate && npm ci --no-audit --no-fund --silent && node validate.mjs ../../asyncapi/asyncapi.yaml)

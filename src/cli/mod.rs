@@ -1,5 +1,6 @@
 //! Subcommands and their flags.
 
+mod asyncapi;
 mod bench;
 mod demo;
 mod dlq;
@@ -48,6 +49,8 @@ pub enum Cmd {
     Dev(demo::DevArgs),
     /// Round-trip a few hundred commands on the embedded broker, print a summary.
     Demo(demo::DemoArgs),
+    /// Write the AsyncAPI 3.0 document for the built-in handlers.
+    Asyncapi(asyncapi::AsyncapiArgs),
     /// Measure throughput, latency and memory against a raw rdkafka loop, side by side.
     Bench(courier::bench::BenchConfig),
     /// HTTP API: POST commands, poll operations (AIP-151), RunPod-style /v2 routes.
@@ -98,6 +101,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Dev(args) => demo::dev(args).await,
         Cmd::Demo(args) => demo::demo(args).await,
         Cmd::Bench(cfg) => bench::bench(cfg).await,
+        Cmd::Asyncapi(args) => asyncapi::write(args),
         Cmd::Gateway(cfg) => gateway::gateway(cfg).await,
     }
 }

@@ -1,0 +1,26 @@
+//! `courier asyncapi`: writes the contract for the built-in handlers.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use courier::contract::{asyncapi_document, to_yaml, ContractInfo};
+
+#[derive(Debug, clap::Args)]
+pub struct AsyncapiArgs {
+    /// Write here instead of stdout (e.g. asyncapi/asyncapi.yaml).
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Topic prefix used in channel addresses.
+    #[arg(long, default_value = "courier")]
+    pub prefix: String,
+}
+
+pub fn write(args: AsyncapiArgs) -> anyhow::Result<ExitCode> {
+    let info = ContractInfo { prefix: args.prefix, ..ContractInfo::default() };
+    let yaml = to_yaml(&asyncapi_document(&courier::demo::example_router(), &info));
+    match args.out {
+        Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
+        None => print!("{yaml}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
