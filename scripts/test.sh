@@ -20,6 +20,12 @@ if [[ -z "${COURIER_BOOTSTRAP:-}" ]]; then
 fi
 echo "test.sh: using Kafka at $COURIER_BOOTSTRAP" >&2
 
+# Foreign clients for the interop tests: confluent-kafka in a cached venv.
+VENV="${COURIER_CACHE:-$HOME/.cache/courier}/venv"
+if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
+"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
+export COURIER_PYTHON="$VENV/bin/python"
+
 cargo test --release --all-targets --no-fail-fast
 cargo test --release --doc
 
