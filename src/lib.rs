@@ -56,6 +56,7 @@ pub mod retry;
 pub mod router;
 pub mod topics;
 pub mod urlpolicy;
+pub mod webhooks;
 pub mod worker;
 
 pub use client::{Client, ClientError};
