@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::headers::{header_names as h, DecodeError, HeaderMap};
-use super::{new_id, rfc3339, CONTENT_TYPE, ENVELOPE_VERSION, SPEC_VERSION};
+use super::{event_headers, new_id};
 
 /// CloudEvents type of a cancel request on the control topic.
 pub const CANCEL_TYPE: &str = "courier.control.cancel";
@@ -29,16 +29,7 @@ impl CancelRequest {
 
     /// (key, value, headers) for the control topic.
     pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
-        let mut headers = HeaderMap::new();
-        headers
-            .insert(h::SPEC_VERSION, SPEC_VERSION)
-            .insert(h::ID, new_id().to_string())
-            .insert(h::SOURCE, source)
-            .insert(h::TYPE, CANCEL_TYPE)
-            .insert(h::TIME, rfc3339(self.requested_at))
-            .insert(h::SUBJECT, self.command_id.to_string())
-            .insert(h::CONTENT_TYPE, CONTENT_TYPE)
-            .insert(h::VERSION, ENVELOPE_VERSION);
+        let headers = event_headers(new_id(), source, CANCEL_TYPE, self.requested_at, self.command_id);
         let value = serde_json::to_vec(self).unwrap_or_default();
         (self.command_id.to_string(), value, headers)
     }

@@ -43,6 +43,29 @@ pub const CONTENT_TYPE: &str = "application/json";
 /// Prefix of result event types: `courier.command.completed` and so on.
 pub const RESULT_TYPE_PREFIX: &str = "courier.command.";
 
+/// The CloudEvents attributes every event Courier writes carries (result events,
+/// cancel requests, status snapshots): one builder, so they cannot drift apart.
+pub(crate) fn event_headers(
+    id: uuid::Uuid,
+    source: &str,
+    event_type: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    subject: uuid::Uuid,
+) -> HeaderMap {
+    use headers::header_names as h;
+    let mut headers = HeaderMap::new();
+    headers
+        .insert(h::SPEC_VERSION, SPEC_VERSION)
+        .insert(h::ID, id.to_string())
+        .insert(h::SOURCE, source)
+        .insert(h::TYPE, event_type)
+        .insert(h::TIME, rfc3339(time))
+        .insert(h::SUBJECT, subject.to_string())
+        .insert(h::CONTENT_TYPE, CONTENT_TYPE)
+        .insert(h::VERSION, ENVELOPE_VERSION);
+    headers
+}
+
 /// A fresh time-ordered id (UUIDv7) for commands and events.
 pub fn new_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()

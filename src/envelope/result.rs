@@ -6,9 +6,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::command::rfc3339;
 use super::headers::{header_names as h, DecodeError, HeaderMap};
-use super::{new_id, CONTENT_TYPE, ENVELOPE_VERSION, RESULT_TYPE_PREFIX, SPEC_VERSION};
+use super::{event_headers, new_id, RESULT_TYPE_PREFIX};
 
 /// The life cycle of a command. The last four are final: exactly one of them ends every
 /// command that was not dead-lettered.
@@ -147,16 +146,7 @@ impl ResultEvent {
 
     /// Encodes this event as (key, value, headers) for the results topic.
     pub fn encode(&self) -> (String, Vec<u8>, HeaderMap) {
-        let mut headers = HeaderMap::new();
-        headers
-            .insert(h::SPEC_VERSION, SPEC_VERSION)
-            .insert(h::ID, self.id.to_string())
-            .insert(h::SOURCE, self.source.as_str())
-            .insert(h::TYPE, self.data.state.event_type())
-            .insert(h::TIME, rfc3339(self.time))
-            .insert(h::SUBJECT, self.data.command_id.to_string())
-            .insert(h::CONTENT_TYPE, CONTENT_TYPE)
-            .insert(h::VERSION, ENVELOPE_VERSION);
+        let mut headers = event_headers(self.id, &self.source, &self.data.state.event_type(), self.time, self.data.command_id);
         if let Some(tp) = &self.traceparent {
             headers.insert(h::TRACEPARENT, tp.as_str());
         }

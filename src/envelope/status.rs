@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::headers::{header_names as h, DecodeError, HeaderMap};
-use super::{new_id, rfc3339, ErrorInfo, Progress, State, Timing, CONTENT_TYPE, ENVELOPE_VERSION, SPEC_VERSION};
+use super::headers::{DecodeError, HeaderMap};
+use super::{event_headers, new_id, ErrorInfo, Progress, State, Timing};
 
 /// CloudEvents type of a status snapshot.
 pub const SNAPSHOT_TYPE: &str = "courier.operation.snapshot";
@@ -51,16 +51,7 @@ pub struct OperationSnapshot {
 impl OperationSnapshot {
     /// (key, value, headers) for the status topic.
     pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
-        let mut headers = HeaderMap::new();
-        headers
-            .insert(h::SPEC_VERSION, SPEC_VERSION)
-            .insert(h::ID, new_id().to_string())
-            .insert(h::SOURCE, source)
-            .insert(h::TYPE, SNAPSHOT_TYPE)
-            .insert(h::TIME, rfc3339(self.updated))
-            .insert(h::SUBJECT, self.command_id.to_string())
-            .insert(h::CONTENT_TYPE, CONTENT_TYPE)
-            .insert(h::VERSION, ENVELOPE_VERSION);
+        let headers = event_headers(new_id(), source, SNAPSHOT_TYPE, self.updated, self.command_id);
         (self.command_id.to_string(), serde_json::to_vec(self).unwrap_or_default(), headers)
     }
 
