@@ -1,0 +1,137 @@
+//! The document's messages: one per command type, one per result state (plus a typed
+//! `completed` per command type), the cancel request, the status snapshot and the
+//! dead letter. Headers are `allOf` the envelope's header schema and a `const` on
+//! `ce_type`, so a record validates against exactly the message its type names.
+
+use serde_json::{json, Value};
+
+use super::examples;
+use super::schemas::SchemaSet;
+use crate::envelope::{State, CANCEL_TYPE, SNAPSHOT_TYPE};
+
+const BINDING: &str = "0.5.0";
+
+/// The `$ref`s a message is built from, all pointing into `components/schemas`.
+pub struct Refs {
+    pub command_headers: Value,
+    pub redelivery_headers: Value,
+    pub result_headers: Value,
+    pub event_headers: Value,
+    pub dead_letter_headers: Value,
+    pub result_data: Value,
+}
+
+fn kafka_key(description: &str) -> Value {
+    json!({ "kafka": { "key": { "type": "string", "description": description }, "bindingVersion": BINDING } })
+}
+
+/// `allOf` the header schemas, with `ce_type` pinned to one value.
+fn typed_headers(headers: &[&Value], ce_type: &str) -> Value {
+    let mut all: Vec<Value> = headers.iter().map(|h| (*h).clone()).collect();
+    all.push(json!({ "type": "object", "required": ["ce_type"], "properties": { "ce_type": { "const": ce_type } } }));
+    json!({ "allOf": all })
+}
+
+/// A command of one type: the route's input schema as payload.
+pub fn command(command_type: &str, description: &str, refs: &Refs, input: Value, schemas: &SchemaSet) -> Value {
+    json!({
+        "name": command_type,
+        "title": format!("Command {command_type}"),
+        "summary": if description.is_empty() { format!("Runs the {command_type} handler.") } else { description.to_string() },
+        "description": "Sent by callers; also seen again, with redelivery headers, when a retry tier relay or `courier dlq replay` sends it back.",
+        "contentType": "application/json",
+        "headers": typed_headers(&[&refs.command_headers, &refs.redelivery_headers], command_type),
+        "payload": input,
+        "correlationId": { "location": "$message.header#/ce_id" },
+        "bindings": kafka_key("The command key; commands sharing it run one at a time, in order. Defaults to the command id."),
+        "examples": [examples::command(command_type, &input, schemas)],
+    })
+}
+
+fn result_summary(state: State) -> &'static str {
+    match state {
+        State::Started => "A worker began running the command (once per attempt).",
+        State::Progress => "The handler reported how far it got; advisory, may be dropped.",
+        State::Completed => "Final: the handler succeeded; `result` holds its output.",
+        State::Failed => "Final: the handler failed for good, or the command was dead-lettered; `error` says why.",
+        State::Cancelled => "Final: a cancel request stopped the command.",
+        State::TimedOut => "Final: the deadline passed before or while it ran.",
+        State::Queued => "Accepted, not yet picked up (status snapshots only).",
+    }
+}
+
+/// A result event in one state, for any command type.
+pub fn result(state: State, refs: &Refs) -> Value {
+    json!({
+        "name": state.event_type(),
+        "title": format!("Result: {}", state.as_str()),
+        "summary": result_summary(state),
+        "contentType": "application/json",
+        "headers": typed_headers(&[&refs.result_headers], &state.event_type()),
+        "payload": refs.result_data,
+        "correlationId": { "location": "$message.header#/ce_subject" },
+        "bindings": kafka_key("The key of the command it is about."),
+        "examples": [examples::result(state, "primes", None, &SchemaSet::default())],
+    })
+}
+
+/// The `completed` event of one command type: `result` is that route's output schema.
+pub fn completed(command_type: &str, refs: &Refs, output: Value, schemas: &SchemaSet) -> Value {
+    let typed = json!({
+        "type": "object",
+        "required": ["result"],
+        "properties": { "command_type": { "const": command_type }, "result": output },
+    });
+    json!({
+        "name": State::Completed.event_type(),
+        "title": format!("Result: {command_type} completed"),
+        "summary": format!("Final: the {command_type} handler succeeded; `result` holds its output."),
+        "contentType": "application/json",
+        "headers": typed_headers(&[&refs.result_headers], &State::Completed.event_type()),
+        "payload": { "allOf": [refs.result_data, typed] },
+        "correlationId": { "location": "$message.header#/ce_subject" },
+        "bindings": kafka_key("The key of the command it is about."),
+        "examples": [examples::result(State::Completed, command_type, Some(&output), schemas)],
+    })
+}
+
+pub fn cancel(refs: &Refs, payload: Value) -> Value {
+    json!({
+        "name": CANCEL_TYPE,
+        "title": "Cancel request",
+        "summary": "Cancel a command: skipped if still queued, its cancellation token fired if running.",
+        "contentType": "application/json",
+        "headers": typed_headers(&[&refs.event_headers], CANCEL_TYPE),
+        "payload": payload,
+        "correlationId": { "location": "$message.header#/ce_subject" },
+        "bindings": kafka_key("The command id."),
+        "examples": [examples::cancel()],
+    })
+}
+
+pub fn snapshot(refs: &Refs, payload: Value) -> Value {
+    json!({
+        "name": SNAPSHOT_TYPE,
+        "title": "Operation snapshot",
+        "summary": "The latest state of one command; a null value (tombstone) deletes it.",
+        "contentType": "application/json",
+        "headers": typed_headers(&[&refs.event_headers], SNAPSHOT_TYPE),
+        "payload": payload,
+        "correlationId": { "location": "$message.header#/ce_subject" },
+        "bindings": kafka_key("The command id."),
+        "examples": [examples::snapshot()],
+    })
+}
+
+pub fn dead_letter(refs: &Refs, payload: Value, prefix: &str) -> Value {
+    json!({
+        "name": "courier.deadletter",
+        "title": "Dead letter",
+        "summary": "A record that could not be processed, kept with the reason.",
+        "description": "The original record, key, value and headers untouched (for a readable command, the command headers), plus courier_dlq_* headers saying where it was consumed and why it failed. Reasons: not_utf8, not_json, bad_headers, unsupported_version, too_large, unknown_type, schema_violation, handler_panic, retries_exhausted.",
+        "headers": { "allOf": [refs.dead_letter_headers, refs.redelivery_headers] },
+        "payload": payload,
+        "bindings": kafka_key("The original record's key."),
+        "examples": [examples::dead_letter(prefix)],
+    })
+}
