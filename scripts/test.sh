@@ -20,10 +20,16 @@ if [[ -z "${COURIER_BOOTSTRAP:-}" ]]; then
 fi
 echo "test.sh: using Kafka at $COURIER_BOOTSTRAP" >&2
 
-# Foreign clients for the interop tests: confluent-kafka in a cached venv.
+# Foreign clients for the interop tests (tests/interop.rs): confluent-kafka in a cached
+# venv, (re)installed only when requirements.txt differs from what the venv last got.
+# The Java (Spring Kafka) caller is built by the test itself with Maven (~/.m2 cache).
 VENV="${COURIER_CACHE:-$HOME/.cache/courier}/venv"
+REQS=tests/interop/python/requirements.txt
 if [[ ! -x "$VENV/bin/python" ]]; then python3 -m venv "$VENV"; fi
-"$VENV/bin/pip" install -q --disable-pip-version-check -r tests/interop/python/requirements.txt
+if ! cmp -s "$REQS" "$VENV/courier-requirements.txt"; then
+  "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REQS"
+  cp "$REQS" "$VENV/courier-requirements.txt"
+fi
 export COURIER_PYTHON="$VENV/bin/python"
 
 cargo test --release --all-targets --no-fail-fast

@@ -117,6 +117,13 @@ impl Command {
         headers.get_str(h::ID).ok().flatten().and_then(|s| Uuid::parse_str(s).ok())
     }
 
+    /// Reads just Spring's pinned reply partition, so a failure report about a record
+    /// that cannot be decoded whole still reaches a `ReplyingKafkaTemplate` waiting on
+    /// one partition.
+    pub fn peek_reply_partition(headers: &HeaderMap) -> Option<i32> {
+        spring_reply_partition(headers)
+    }
+
     /// Decodes a command from one record. Never panics on any input.
     pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>, headers: &HeaderMap) -> Result<Self, DecodeError> {
         check_version(headers)?;
@@ -137,7 +144,9 @@ impl Command {
             key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
             data,
             deadline: optional_time(headers, h::DEADLINE)?,
-            reply_to: optional_string(headers, h::REPLY_TO)?.or(optional_string(headers, h::SPRING_REPLY_TOPIC)?),
+            reply_to: optional_string(headers, h::REPLY_TO)?
+                .filter(|t| !t.is_empty())
+                .or(optional_string(headers, h::SPRING_REPLY_TOPIC)?.filter(|t| !t.is_empty())),
             callback_url: optional_string(headers, h::CALLBACK_URL)?,
             idempotency_key: optional_string(headers, h::IDEMPOTENCY_KEY)?,
             attempt: optional_attempt(headers)?,

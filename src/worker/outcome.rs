@@ -136,11 +136,12 @@ pub(super) async fn dead_letter(
 
 /// The parts of an undecodable command that a `failed` event needs.
 fn partial_command(id: Uuid, record: &Record) -> Command {
-    let header = |name: &'static str| record.headers.get_str(name).ok().flatten().map(str::to_string);
+    let header = |name: &'static str| record.headers.get_str(name).ok().flatten().filter(|v| !v.is_empty()).map(str::to_string);
     let mut cmd = NewCommand::new(header(header_names::TYPE).unwrap_or_default(), Value::Null).into_command("");
     cmd.id = id;
     cmd.key = record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
     cmd.correlation_id = record.headers.get(header_names::SPRING_CORRELATION_ID).map(<[u8]>::to_vec);
     cmd.reply_to = header(header_names::REPLY_TO).or_else(|| header(header_names::SPRING_REPLY_TOPIC));
+    cmd.reply_partition = Command::peek_reply_partition(&record.headers);
     cmd
 }
