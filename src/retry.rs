@@ -102,7 +102,9 @@ pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord
     }
 }
 
-fn not_before(headers: &HeaderMap) -> DateTime<Utc> {
+/// When a tier record may go on: its `courier_not_before` header (now, if missing or
+/// unreadable, so a damaged record is never stuck).
+pub fn not_before(headers: &HeaderMap) -> DateTime<Utc> {
     headers
         .get_str(retry_headers::NOT_BEFORE)
         .ok()
@@ -132,42 +134,90 @@ pub fn run_relay(
     let names = policy.tier_topics(&topics);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
-    let mut held: HashMap<(String, i32), VecDeque<OwnedMessage>> = HashMap::new();
+    let mut hold = TierHold::default();
     while !stop.is_cancelled() {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let tp = (m.topic().to_string(), m.partition());
-            let queue = held.entry(tp.clone()).or_default();
-            if queue.is_empty() {
-                pause(&consumer, &tp, true);
-            }
-            queue.push_back(m.detach());
+            hold.hold(&consumer, m.detach());
         }
-        let assigned = consumer.assignment().map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect::<Vec<_>>()).unwrap_or_default();
-        held.retain(|tp, _| assigned.contains(tp));
-        for (tp, queue) in held.iter_mut() {
+        hold.keep_assigned(&assignment(&consumer));
+        let went_on = hold.release_due(&consumer, |head, headers| {
+            let out = back_to_commands(&topics, head, headers);
+            if runtime.block_on(publisher.send_acked(&out, &stop)).is_err() {
+                return false;
+            }
+            let mut tpl = TopicPartitionList::new();
+            let _ = tpl.add_partition_offset(head.topic(), head.partition(), Offset::Offset(head.offset() + 1));
+            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+                tracing::warn!(error = %e, "retry relay commit failed");
+            }
+            true
+        });
+        if !went_on {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Tier records waiting to be due, per tier partition, in offset order.
+///
+/// A tier is FIFO with (nearly) the same delay for every record, so only each
+/// partition's head needs watching: while anything of a partition is held, that
+/// partition is paused, which keeps memory to what was already fetched and lets every
+/// other partition go on. Shared by the command retry relay above and the webhook
+/// dispatcher's retry tiers; what "going on" means is the caller's.
+#[derive(Default)]
+pub struct TierHold {
+    held: HashMap<(String, i32), VecDeque<OwnedMessage>>,
+}
+
+impl TierHold {
+    /// Holds a polled tier record behind the earlier ones of its partition.
+    pub fn hold(&mut self, consumer: &BaseConsumer, m: OwnedMessage) {
+        let tp = (m.topic().to_string(), m.partition());
+        let queue = self.held.entry(tp.clone()).or_default();
+        if queue.is_empty() {
+            pause(consumer, &tp, true);
+        }
+        queue.push_back(m);
+    }
+
+    /// Drops what is held for partitions no longer assigned: their next owner reads
+    /// those records again from the committed offset.
+    pub fn keep_assigned(&mut self, assigned: &[(String, i32)]) {
+        self.held.retain(|tp, _| assigned.contains(tp));
+    }
+
+    /// Hands every due head, in order, to `go_on`, which returns false to stop the
+    /// caller (shutting down); a head is released only once `go_on` took it. An
+    /// emptied partition is resumed. Returns false when `go_on` did.
+    pub fn release_due(&mut self, consumer: &BaseConsumer, mut go_on: impl FnMut(&OwnedMessage, HeaderMap) -> bool) -> bool {
+        for (tp, queue) in self.held.iter_mut() {
             while let Some(head) = queue.front() {
                 let headers = HeaderMap::from_kafka(head.headers());
                 if not_before(&headers) > Utc::now() {
                     break;
                 }
-                let out = back_to_commands(&topics, head, headers);
-                if runtime.block_on(publisher.send_acked(&out, &stop)).is_err() {
-                    return Ok(());
-                }
-                let mut tpl = TopicPartitionList::new();
-                let _ = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(head.offset() + 1));
-                if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                    tracing::warn!(error = %e, "retry relay commit failed");
+                if !go_on(head, headers) {
+                    return false;
                 }
                 queue.pop_front();
             }
             if queue.is_empty() {
-                pause(&consumer, tp, false);
+                pause(consumer, tp, false);
             }
         }
-        held.retain(|_, q| !q.is_empty());
+        self.held.retain(|_, q| !q.is_empty());
+        true
     }
-    Ok(())
+}
+
+/// The partitions a consumer holds now.
+pub fn assignment(consumer: &BaseConsumer) -> Vec<(String, i32)> {
+    consumer
+        .assignment()
+        .map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+        .unwrap_or_default()
 }
 
 fn pause(consumer: &BaseConsumer, tp: &(String, i32), on: bool) {
@@ -175,7 +225,7 @@ fn pause(consumer: &BaseConsumer, tp: &(String, i32), on: bool) {
     tpl.add_partition(&tp.0, tp.1);
     let r = if on { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
     if let Err(e) = r {
-        tracing::debug!(error = %e, "retry relay pause/resume");
+        tracing::debug!(error = %e, "tier pause/resume");
     }
 }
 
@@ -217,5 +267,31 @@ mod tests {
         let again = retry_record(&t, &RetryPolicy::default(), &failed, 2, "boom");
         assert_eq!(again.headers.get(retry_headers::FIRST_FAILURE), first.headers.get(retry_headers::FIRST_FAILURE));
         assert_eq!(again.topic, "c.commands.retry.10s");
+    }
+
+    #[test]
+    fn hold_releases_due_heads_in_order_and_keeps_the_rest() {
+        let consumer: BaseConsumer =
+            rdkafka::ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1").set("group.id", "t").create().unwrap();
+        let record = |partition: i32, offset: i64, due_in_secs: i64| {
+            let mut headers = HeaderMap::new();
+            headers.insert(retry_headers::NOT_BEFORE, rfc3339(Utc::now() + chrono::Duration::seconds(due_in_secs)));
+            OwnedMessage::new(None, None, "tier".into(), rdkafka::Timestamp::NotAvailable, partition, offset, Some(headers.to_kafka()))
+        };
+        let mut hold = TierHold::default();
+        for (offset, due) in [(1, -1), (2, -1), (3, 60), (4, -1)] {
+            hold.hold(&consumer, record(0, offset, due));
+        }
+        let mut released = Vec::new();
+        assert!(hold.release_due(&consumer, |m, _| {
+            released.push(m.offset());
+            true
+        }));
+        assert_eq!(released, vec![1, 2], "the head not yet due holds back the due record behind it");
+        hold.hold(&consumer, record(1, 7, -1));
+        assert!(!hold.release_due(&consumer, |_, _| false), "a refusal stops the caller");
+        assert!(!hold.release_due(&consumer, |_, _| false), "and the refused head is still held");
+        hold.keep_assigned(&[]);
+        assert!(hold.release_due(&consumer, |_, _| panic!("nothing is held for unassigned partitions")));
     }
 }

@@ -6,6 +6,7 @@ mod demo;
 mod dlq;
 mod gateway;
 mod submit;
+mod webhooks;
 
 use std::process::ExitCode;
 
@@ -55,6 +56,11 @@ pub enum Cmd {
     Bench(courier::bench::BenchConfig),
     /// HTTP API: POST commands, poll operations (AIP-151), RunPod-style /v2 routes.
     Gateway(courier::gateway::GatewayConfig),
+    /// Webhook dispatcher: POST final results to callback URLs; replay given-up ones.
+    Webhooks {
+        #[command(subcommand)]
+        action: webhooks::WebhooksCmd,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -103,6 +109,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Bench(cfg) => bench::bench(cfg).await,
         Cmd::Asyncapi(args) => asyncapi::write(args),
         Cmd::Gateway(cfg) => gateway::gateway(cfg).await,
+        Cmd::Webhooks { action } => webhooks::webhooks(action).await,
     }
 }
 

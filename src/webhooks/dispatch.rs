@@ -1,0 +1,190 @@
+//! The dispatcher's consumer thread: results and retry tiers in, delivery tasks out,
+//! offsets committed behind them.
+//!
+//! One consumer in the dispatchers' group reads `<prefix>.results` and every webhook
+//! tier topic. A result record is handed to a delivery task at once (non-final events
+//! are passed over on their headers alone); a tier record is held until due
+//! ([`TierHold`]), then handed over the same way. Tasks run concurrently, up to
+//! `max_in_flight`, so one slow endpoint never holds up the others; when all slots
+//! are taken the thread waits for one (that is the backpressure).
+//!
+//! Completion is out of order, so commits use the worker's [`Ledger`] (every record
+//! in a free lane): the committed offset of a partition is its lowest unfinished
+//! record. On shutdown the thread stops reading, gives running deliveries the grace
+//! period, commits what finished, and leaves; anything unfinished is read again by
+//! the next owner.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{outcome, Context, WebhookError};
+use crate::envelope::{header_names, HeaderMap, State};
+use crate::kafka::KafkaSetupError;
+use crate::publish::PublishError;
+use crate::retry::{assignment, TierHold};
+use crate::worker::ledger::{Lane, Ledger};
+
+const COMMIT_EVERY: Duration = Duration::from_millis(500);
+const CHECK_ASSIGNMENT_EVERY: Duration = Duration::from_millis(250);
+
+/// The group consumer, subscribed to results and the tiers.
+pub(super) fn consumer(ctx: &Context) -> Result<BaseConsumer, WebhookError> {
+    let mut cfg = ctx.config.kafka.client_config()?;
+    cfg.set("group.id", &ctx.config.group_id);
+    cfg.set("enable.auto.commit", "false");
+    cfg.set("auto.offset.reset", "earliest");
+    cfg.set("queued.max.messages.kbytes", "4096");
+    crate::kafka::set_default(&mut cfg, "isolation.level", "read_committed");
+    let consumer: BaseConsumer = cfg.create().map_err(KafkaSetupError::from)?;
+    let mut topics = vec![ctx.topics.results.clone()];
+    topics.extend(ctx.schedule.tier_topics(&ctx.topics));
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).map_err(KafkaSetupError::from)?;
+    Ok(consumer)
+}
+
+/// Hands records to delivery tasks and keeps their offsets.
+struct Tasks {
+    ctx: Arc<Context>,
+    ledger: Arc<Mutex<Ledger<()>>>,
+    slots: Arc<Semaphore>,
+    runtime: tokio::runtime::Handle,
+    /// Fires when the shutdown grace is over: unfinished tasks stop publishing.
+    abandon: CancellationToken,
+}
+
+fn lock(ledger: &Mutex<Ledger<()>>) -> MutexGuard<'_, Ledger<()>> {
+    ledger.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Tasks {
+    fn start(&self, m: OwnedMessage) {
+        let tp = (m.topic().to_string(), m.partition());
+        let from_results = m.topic() == self.ctx.topics.results;
+        let entry = {
+            let mut ledger = lock(&self.ledger);
+            if !ledger.is_assigned(&tp) {
+                ledger.assign(tp.clone());
+            }
+            match ledger.admit(tp, m.offset(), Lane::Free, None, ()) {
+                Ok(Some(entry)) => entry,
+                _ => return,
+            }
+        };
+        let (tp, epoch) = (entry.tp.clone(), entry.epoch);
+        let finish = {
+            let ledger = self.ledger.clone();
+            move || {
+                lock(&ledger).finish(&entry.tp, entry.offset, entry.epoch, &Lane::Free, None);
+            }
+        };
+        if from_results && !is_final(&m) {
+            finish();
+            return;
+        }
+        let Ok(slot) = self.runtime.block_on(self.slots.clone().acquire_owned()) else { return };
+        let (ctx, abandon, ledger) = (self.ctx.clone(), self.abandon.clone(), self.ledger.clone());
+        self.runtime.spawn(async move {
+            ctx.metrics.in_flight.inc();
+            let done = if from_results {
+                outcome::on_result(&ctx, &m, &abandon).await
+            } else {
+                outcome::on_tier(&ctx, &m, &abandon).await
+            };
+            ctx.metrics.in_flight.dec();
+            match done {
+                Err(PublishError::Abandoned { .. }) => lock(&ledger).abandon(&tp, epoch),
+                Err(e) => {
+                    // Unpublishable (a topic deleted under us): not retried forever, so
+                    // the partition is not wedged; the error is the record of it.
+                    tracing::error!(error = %e, "webhook delivery records could not be published");
+                    finish();
+                }
+                Ok(()) => finish(),
+            }
+            drop(slot);
+        });
+    }
+
+    fn running(&self) -> usize {
+        lock(&self.ledger).running_total()
+    }
+}
+
+/// Result events that are not final need no webhook: decided on the type header.
+fn is_final(m: &OwnedMessage) -> bool {
+    let headers = HeaderMap::from_kafka(m.headers());
+    headers.get_str(header_names::TYPE).ok().flatten().and_then(State::from_event_type).is_some_and(State::is_final)
+}
+
+/// Runs the consumer loop on the current thread until `stop`, then drains.
+pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
+    let grace = ctx.config.shutdown_grace;
+    let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
+    let tasks = Tasks { ctx, ledger: Arc::default(), slots, runtime, abandon: CancellationToken::new() };
+    let mut hold = TierHold::default();
+    let (mut last_commit, mut last_check) = (Instant::now(), Instant::now());
+    while !stop.is_cancelled() {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) if m.topic() == tasks.ctx.topics.results => tasks.start(m.detach()),
+            Some(Ok(m)) => hold.hold(&consumer, m.detach()),
+            Some(Err(e)) => tracing::warn!(error = %e, "webhook consumer error"),
+            None => {}
+        }
+        hold.release_due(&consumer, |head, _| {
+            tasks.start(head.clone());
+            true
+        });
+        if last_check.elapsed() >= CHECK_ASSIGNMENT_EVERY {
+            follow_assignment(&consumer, &tasks.ledger, &mut hold);
+            last_check = Instant::now();
+        }
+        if last_commit.elapsed() >= COMMIT_EVERY {
+            commit(&consumer, &tasks.ledger, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    }
+    let until = Instant::now() + grace;
+    while tasks.running() > 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tasks.abandon.cancel();
+    commit(&consumer, &tasks.ledger, CommitMode::Sync);
+    tracing::info!(unfinished = tasks.running(), "webhook dispatcher stopped");
+}
+
+/// Forgets partitions this consumer no longer holds (their stragglers are ignored by
+/// the ledger's epochs; what is held for them is dropped, to be read by the new owner).
+fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold) {
+    let now = assignment(consumer);
+    let mut ledger = lock(ledger);
+    let gone: Vec<_> = ledger.assigned().into_iter().filter(|tp| !now.contains(tp)).collect();
+    if !gone.is_empty() {
+        ledger.release(&gone);
+    }
+    hold.keep_assigned(&now);
+}
+
+fn commit(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, mode: CommitMode) {
+    let points = lock(ledger).take_commits(None);
+    if points.is_empty() {
+        return;
+    }
+    let mut tpl = TopicPartitionList::new();
+    for ((topic, partition), offset) in &points {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    }
+    if let Err(e) = consumer.commit(&tpl, mode) {
+        tracing::warn!(error = %e, "webhook offset commit failed; will retry");
+        let mut ledger = lock(ledger);
+        for (tp, _) in &points {
+            ledger.uncommit(tp);
+        }
+    }
+}
