@@ -42,6 +42,7 @@ use crate::kafka::KafkaArgs;
 use crate::publish::Publisher;
 use crate::router::Router;
 use crate::urlpolicy::UrlPolicy;
+use crate::webhooks::{deliveries_router, DeliveryLog};
 use crate::Client;
 
 /// How to run a gateway; every flag is also an environment variable.
@@ -65,6 +66,10 @@ pub struct GatewayConfig {
     /// Longest `?wait=` a long poll may ask for; longer asks are cut to this.
     #[arg(long, env = "COURIER_GATEWAY_MAX_WAIT", default_value = "60s", value_parser = parse_duration)]
     pub max_wait: Duration,
+    /// Operations whose recent webhook attempts `GET /v1/operations/{id}/deliveries`
+    /// can show (read from the delivery log topic the dispatchers write).
+    #[arg(long, env = "COURIER_GATEWAY_DELIVERY_LOG_CAPACITY", default_value_t = 100_000)]
+    pub delivery_log_capacity: usize,
     #[command(flatten)]
     pub url_policy: UrlPolicy,
 }
@@ -79,6 +84,7 @@ impl GatewayConfig {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             max_body_bytes: 1_000_000,
             max_wait: Duration::from_secs(60),
+            delivery_log_capacity: 100_000,
             url_policy: UrlPolicy::default(),
         }
     }
@@ -113,6 +119,7 @@ pub(crate) struct App {
 /// A gateway that has read the status topic to its end and is ready to serve.
 pub struct Gateway {
     app: Arc<App>,
+    deliveries: Arc<DeliveryLog>,
 }
 
 impl Gateway {
@@ -126,7 +133,12 @@ impl Gateway {
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
         let status_topic = client.topics().status.clone();
-        follow::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()).await?;
+        let (followed, deliveries) = tokio::join!(
+            follow::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()),
+            DeliveryLog::follow(&config.kafka, config.delivery_log_capacity, 50, shutdown.clone()),
+        );
+        followed?;
+        let deliveries = deliveries?;
         let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source);
         tokio::spawn(evict_periodically(store.clone(), config.retention.min(config.idempotency_ttl), shutdown.clone()));
         let app = App {
@@ -138,12 +150,12 @@ impl Gateway {
             max_body_bytes: config.max_body_bytes,
             shutdown,
         };
-        Ok(Gateway { app: Arc::new(app) })
+        Ok(Gateway { app: Arc::new(app), deliveries })
     }
 
     /// The HTTP API as an axum router, to serve or to nest in a larger app.
     pub fn router(&self) -> axum::Router {
-        routes::api(self.app.clone())
+        routes::api(self.app.clone()).merge(deliveries_router(self.deliveries.clone()))
     }
 
     /// Serves on `listener` until the shutdown token fires, then finishes the
