@@ -48,6 +48,7 @@ pub mod demo;
 pub mod dlq;
 pub mod duration;
 pub mod envelope;
+pub mod follow;
 pub mod gateway;
 pub mod kafka;
 pub mod metrics;

@@ -48,7 +48,7 @@ async fn run(config: WebhookConfig) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
     let dispatcher = match Dispatcher::start(config, shutdown.clone()).await {
         Ok(d) => d,
-        Err(WebhookError::Stopped) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),
+        Err(WebhookError::Follow(courier::follow::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),
         Err(e) => return Err(e).context("starting the webhook dispatcher"),
     };
     eprintln!("webhook dispatcher listening on {}", dispatcher.local_addr());

@@ -26,8 +26,8 @@ pub enum GatewayError {
     Schema { command_type: String, reason: String },
     #[error("invalid gateway configuration: {0}")]
     Config(String),
-    #[error("stopped before the status topic was read to its end")]
-    Stopped,
+    #[error(transparent)]
+    Follow(#[from] crate::follow::FollowError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     #[error("reading the webhook delivery log: {0}")]

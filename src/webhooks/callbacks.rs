@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::follow::follow;
+use crate::follow::follow;
 use super::WebhookError;
 use crate::envelope::OperationSnapshot;
 use crate::kafka::KafkaArgs;

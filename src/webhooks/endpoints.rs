@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::follow::follow;
+use crate::follow::follow;
 use super::WebhookError;
 use crate::envelope::{event_headers, new_id};
 use crate::kafka::KafkaArgs;

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::follow::follow;
+use crate::follow::follow;
 use super::WebhookError;
 use crate::envelope::{event_headers, header_names, new_id, HeaderMap};
 use crate::kafka::KafkaArgs;

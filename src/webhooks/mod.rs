@@ -31,7 +31,6 @@ pub mod callbacks;
 mod dispatch;
 pub mod deliver;
 pub mod endpoints;
-mod follow;
 pub mod log;
 pub mod metrics;
 mod outcome;
@@ -66,8 +65,8 @@ pub enum WebhookError {
     Config(String),
     #[error("listening on {addr}: {source}")]
     Listen { addr: SocketAddr, source: std::io::Error },
-    #[error("stopped before it was ready")]
-    Stopped,
+    #[error(transparent)]
+    Follow(#[from] crate::follow::FollowError),
 }
 
 /// Dispatcher settings, from flags or env vars.

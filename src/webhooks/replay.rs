@@ -10,7 +10,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::follow::follow;
+use crate::follow::follow;
 use super::schedule::Delivery;
 use super::WebhookError;
 use crate::dlq::DeadLetter;
