@@ -495,3 +495,56 @@ async fn given_up_deliveries_are_dead_lettered_and_replay_delivers_them() {
     assert_eq!(acked.get(&calls[0].id), Some(&1), "the same webhook-id, acknowledged once");
     assert_eq!(calls.len(), 4);
 }
+
+fn spawn_dispatcher(t: &common::TestTopics, group: &str) -> DispatcherProc {
+    DispatcherProc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["webhooks", "run", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
+            .args(["--group-id", group, "--webhook-schedule", "300ms", "--listen", "127.0.0.1:0", "--allow-loopback"])
+            .env("COURIER_WEBHOOK_SECRETS", NEW_SECRET)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn courier webhooks run"),
+    )
+}
+
+/// At-least-once across a crash: a dispatcher SIGKILLed mid-run loses no delivery;
+/// its successor redelivers what was not committed, with the same `webhook-id`s.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dispatcher_killed_mid_run_loses_no_delivery() {
+    const N: usize = 400;
+    let t = topics("webhooks-crash", &ms(&[300])).await;
+    let worker = common::WorkerProc::spawn(&t, "wh-crash", &[]);
+    let receiver = Receiver::start(vec![secret(NEW_SECRET)]).await;
+    let group = format!("{}-webhooks", t.kafka.prefix);
+    let first = spawn_dispatcher(&t, &group);
+    assert!(worker.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", worker.log_text());
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let commands = (0..N).map(|i| NewCommand::new("echo", json!({"i": i})).callback_url(receiver.url("many"))).collect();
+    let ids = client.submit_batch(commands).await.unwrap();
+
+    eventually("some deliveries before the crash", Duration::from_secs(60), || (receiver.calls("many").len() >= N / 4).then_some(())).await;
+    drop(first); // SIGKILL: no drain, no final commit
+    let before = receiver.acknowledged("many").len();
+    let _second = spawn_dispatcher(&t, &group);
+    let acked = eventually("every command's webhook", Duration::from_secs(90), || {
+        let acked = receiver.acknowledged("many");
+        (acked.len() == N).then_some(acked)
+    })
+    .await;
+    let results = records(&t, &t.topics.results, None).await;
+    let event_ids: std::collections::HashSet<String> = results
+        .iter()
+        .filter(|(.., h)| h.get_str(header_names::TYPE).ok().flatten() == Some("courier.command.completed"))
+        .filter_map(|(.., h)| h.get_str(header_names::ID).ok().flatten().map(str::to_string))
+        .collect();
+    assert_eq!(event_ids.len(), N, "one completed event per command");
+    assert!(acked.keys().all(|id| event_ids.contains(id)), "every webhook-id is a final event's id");
+    let bodies: std::collections::HashSet<String> =
+        receiver.calls("many").iter().filter_map(|c| c.body["subject"].as_str().map(str::to_string)).collect();
+    assert!(ids.iter().all(|id| bodies.contains(&id.to_string())), "every command was called back");
+    assert!(receiver.calls("many").iter().all(|c| c.verified));
+    let duplicates: usize = acked.values().map(|n| n - 1).sum();
+    eprintln!("{N} deliveries; {before} acknowledged before the kill; {duplicates} redelivered after it");
+}

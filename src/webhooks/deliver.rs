@@ -10,9 +10,14 @@
 //!   environment is used, connecting and the whole exchange are time-limited, and at
 //!   most `max_response_bytes` of the answer are read.
 //!
-//! A client is built per attempt because the pinning is per host and per attempt;
-//! webhook traffic is light enough that connection reuse is not worth weakening it.
+//! Clients are kept per host *and* vetted address set ([`Clients`]): building one
+//! loads the TLS trust store, far too slow to do per attempt, and keying on the
+//! addresses keeps the pinning exact: a host whose DNS answer changes gets a new
+//! client, pinned to the new (vetted) addresses, never a connection to the old ones.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::urlpolicy::UrlPolicy;
@@ -62,24 +67,66 @@ pub struct Response {
     pub latency: Duration,
 }
 
-/// POSTs `body` to `url` with `headers`, within `policy` and `limits`.
-pub async fn post(policy: &UrlPolicy, limits: &HttpLimits, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Response {
+/// HTTP clients by host and pinned addresses; see the module docs.
+pub struct Clients {
+    limits: HttpLimits,
+    cache: Mutex<HashMap<(String, Vec<SocketAddr>), reqwest::Client>>,
+}
+
+/// More distinct (host, addresses) pairs than this and the cache starts over: a
+/// bound on memory when callers use many hosts, at the price of rebuilding clients.
+const MAX_CLIENTS: usize = 1024;
+
+impl Clients {
+    pub fn new(limits: HttpLimits) -> Self {
+        Clients { limits, cache: Mutex::default() }
+    }
+
+    fn client(&self, url: &url::Url, addrs: &[SocketAddr]) -> Result<reqwest::Client, reqwest::Error> {
+        let host = match url.host() {
+            Some(url::Host::Domain(host)) => Some(host.to_string()),
+            _ => None,
+        };
+        let mut sorted = addrs.to_vec();
+        sorted.sort();
+        let key = (host.clone().unwrap_or_default(), sorted);
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = cache.get(&key) {
+            return Ok(client.clone());
+        }
+        let mut builder = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(self.limits.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(8)
+            .user_agent(concat!("courier-webhooks/", env!("CARGO_PKG_VERSION")));
+        if let Some(host) = &host {
+            builder = builder.resolve_to_addrs(host, addrs);
+        }
+        let client = builder.build()?;
+        if cache.len() >= MAX_CLIENTS {
+            cache.clear();
+        }
+        cache.insert(key, client.clone());
+        Ok(client)
+    }
+
+    pub fn limits(&self) -> &HttpLimits {
+        &self.limits
+    }
+}
+
+/// POSTs `body` to `url` with `headers`, within `policy` and the clients' limits.
+pub async fn post(clients: &Clients, policy: &UrlPolicy, url: &str, headers: &[(&str, String)], body: Vec<u8>) -> Response {
     let started = Instant::now();
+    let limits = clients.limits();
     let done = |outcome, status, error: Option<String>| Response { outcome, status, error, latency: started.elapsed() };
     let (parsed, addrs) = match policy.check_resolved(url).await {
         Ok(vetted) => vetted,
         Err(e) => return done(Outcome::Refused, None, Some(e.to_string())),
     };
-    let mut builder = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .connect_timeout(limits.connect_timeout)
-        .pool_max_idle_per_host(0)
-        .user_agent(concat!("courier-webhooks/", env!("CARGO_PKG_VERSION")));
-    if let Some(url::Host::Domain(host)) = parsed.host() {
-        builder = builder.resolve_to_addrs(host, &addrs);
-    }
-    let client = match builder.build() {
+    let client = match clients.client(&parsed, &addrs) {
         Ok(c) => c,
         Err(e) => return done(Outcome::Failed, None, Some(format!("http client: {e}"))),
     };
@@ -154,10 +201,11 @@ mod tests {
         let addr = receiver().await;
         let limits = HttpLimits { connect_timeout: Duration::from_secs(1), response_timeout: Duration::from_millis(500), max_response_bytes: 1024 };
         let policy = UrlPolicy::allowing_loopback();
+        let clients = std::sync::Arc::new(Clients::new(limits));
         let call = |path: &str| {
-            let (policy, limits) = (policy.clone(), limits.clone());
+            let (policy, clients) = (policy.clone(), clients.clone());
             let url = format!("http://localhost:{}{path}", addr.port());
-            async move { post(&policy, &limits, &url, &[("content-type", "application/json".into())], b"{}".to_vec()).await }
+            async move { post(&clients, &policy, &url, &[("content-type", "application/json".into())], b"{}".to_vec()).await }
         };
         assert_eq!(call("/ok").await.outcome, Outcome::Delivered);
         assert_eq!(call("/huge").await.outcome, Outcome::Delivered, "a huge answer is cut short, not waited for");
@@ -168,7 +216,7 @@ mod tests {
         let slow = call("/slow").await;
         assert_eq!(slow.outcome, Outcome::Failed);
         assert!(slow.latency < Duration::from_secs(2), "{slow:?}");
-        let refused = post(&UrlPolicy::default(), &limits, &format!("http://127.0.0.1:{}/ok", addr.port()), &[], vec![]).await;
+        let refused = post(&clients, &UrlPolicy::default(), &format!("http://127.0.0.1:{}/ok", addr.port()), &[], vec![]).await;
         assert_eq!((refused.outcome, refused.status), (Outcome::Refused, None));
     }
 }

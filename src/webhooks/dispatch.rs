@@ -40,6 +40,10 @@ pub(super) fn consumer(ctx: &Context) -> Result<BaseConsumer, WebhookError> {
     cfg.set("enable.auto.commit", "false");
     cfg.set("auto.offset.reset", "earliest");
     cfg.set("queued.max.messages.kbytes", "4096");
+    // A dispatcher that dies is noticed in seconds, not librdkafka's default 45 s: its
+    // partitions' deliveries wait that long for a new owner.
+    crate::kafka::set_default(&mut cfg, "session.timeout.ms", "10000");
+    crate::kafka::set_default(&mut cfg, "heartbeat.interval.ms", "1000");
     crate::kafka::set_default(&mut cfg, "isolation.level", "read_committed");
     let consumer: BaseConsumer = cfg.create().map_err(KafkaSetupError::from)?;
     let mut topics = vec![ctx.topics.results.clone()];
@@ -180,6 +184,7 @@ fn commit(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, mode: CommitMode)
     for ((topic, partition), offset) in &points {
         let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
     }
+    tracing::debug!(?points, "committing webhook offsets");
     if let Err(e) = consumer.commit(&tpl, mode) {
         tracing::warn!(error = %e, "webhook offset commit failed; will retry");
         let mut ledger = lock(ledger);

@@ -188,7 +188,7 @@ pub(crate) struct Context {
     config: WebhookConfig,
     topics: Topics,
     schedule: schedule::Schedule,
-    limits: deliver::HttpLimits,
+    clients: deliver::Clients,
     publisher: Publisher,
     callbacks: Arc<callbacks::Callbacks>,
     endpoints: Arc<endpoints::Endpoints>,
@@ -232,7 +232,8 @@ impl Dispatcher {
         };
         let source = format!("//courier/webhooks/{}", std::process::id());
         let publisher = Publisher::new(&config.kafka)?;
-        let ctx = Arc::new(Context { config, topics, schedule, limits, publisher, callbacks, endpoints, metrics: metrics.clone(), source });
+        let clients = deliver::Clients::new(limits);
+        let ctx = Arc::new(Context { config, topics, schedule, clients, publisher, callbacks, endpoints, metrics: metrics.clone(), source });
         let consumer = dispatch::consumer(&ctx)?;
         let runtime = tokio::runtime::Handle::current();
         tracing::info!(group = %ctx.config.group_id, topic = %ctx.topics.results, %addr, "webhook dispatcher starting");

@@ -122,7 +122,7 @@ async fn send(ctx: &Context, d: &Delivery) -> Response {
     if let (Profile::Ouro, Some(token)) = (profile, &ctx.config.ouro_token) {
         headers.push((OURO_TOKEN_HEADER, token.clone()));
     }
-    post(&ctx.config.url_policy, &ctx.limits, &d.url, &headers, body).await
+    post(&ctx.clients, &ctx.config.url_policy, &d.url, &headers, body).await
 }
 
 /// Decides what follows an answer, queuing endpoint state changes into `outs`.
