@@ -36,6 +36,8 @@ pub enum ClientError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("result listener stopped")]
     ListenerGone,
+    #[error(transparent)]
+    Follow(#[from] crate::follow::FollowError),
 }
 
 /// Where a subscription starts reading.
@@ -180,6 +182,26 @@ impl Client {
             }
         };
         tokio::time::timeout(timeout, found).await.map_err(|_| ClientError::Timeout { id, timeout })
+    }
+
+    /// The latest snapshot of a command now, whatever its state (`None` if the status
+    /// topic has none): what `courier status` prints. Reads the compacted status topic
+    /// to its end, so it costs a scan; use [`Client::wait`] to follow one command.
+    pub async fn status(&self, id: Uuid) -> Result<Option<OperationSnapshot>, ClientError> {
+        let latest: Arc<Mutex<Option<OperationSnapshot>>> = Arc::default();
+        let sink = latest.clone();
+        let key = id.to_string();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let _stop_reader = stop.clone().drop_guard();
+        crate::follow::follow(&self.args, &self.topics.status, stop, move |seen| {
+            if seen.key == Some(key.as_bytes()) {
+                let snapshot = OperationSnapshot::decode(seen.value).ok().flatten();
+                *sink.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+            }
+        })
+        .await?;
+        let found = latest.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok(found)
     }
 
     /// A stream of every result event (all states), from `start`.

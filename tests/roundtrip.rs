@@ -76,3 +76,36 @@ async fn progress_and_started_precede_the_final_event() {
     assert!(snapshots.iter().any(|s| s.state == State::Started));
     assert!(snapshots.iter().any(|s| s.progress.as_ref().is_some_and(|p| p.percent == 50.0)));
 }
+
+/// `courier status` prints the latest snapshot; `--wait` follows a running command
+/// to its end; an id never seen exits 1, a wait that runs out exits 2.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_command_reports_snapshots() {
+    let t = common::fresh_topics("status", 2).await;
+    let _worker = common::WorkerProc::spawn(&t, "st-1", &[]);
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let courier = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+        cmd.arg("status").args(["--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix]).args(args);
+        cmd.output().expect("run courier status")
+    };
+    let done = client.submit_and_wait(NewCommand::new("primes", json!({"n": 100})), Duration::from_secs(60)).await.unwrap();
+    let id = done.command_id().to_string();
+    let out = courier(&[&id]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!((snapshot["state"].as_str(), snapshot["result"]["primes"].as_u64()), (Some("completed"), Some(25)));
+
+    let slow = client.submit(NewCommand::new("sleep", json!({"ms": 1500}))).await.unwrap().to_string();
+    let out = courier(&["--wait", "200ms", &slow]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = courier(&["--wait", "60s", &slow]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let snapshot: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(snapshot["state"], "completed");
+
+    let out = courier(&[&courier::envelope::new_id().to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let out = courier(&["not-a-uuid"]);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid"), "{out:?}");
+}

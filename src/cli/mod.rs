@@ -39,6 +39,8 @@ pub enum Cmd {
     Submit(submit::SubmitArgs),
     /// Print result events as JSON lines.
     Watch(submit::WatchArgs),
+    /// Print a command's latest operation snapshot (state, progress, result or error).
+    Status(submit::StatusArgs),
     /// Cancel a command (queued: skipped; running: its token fires).
     Cancel(dlq::CancelArgs),
     /// Inspect and replay dead letters.
@@ -102,6 +104,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Cmd::Submit(args) => submit::submit(args).await,
         Cmd::Watch(args) => submit::watch(args).await,
+        Cmd::Status(args) => submit::status(args).await,
         Cmd::Cancel(args) => dlq::cancel(args).await,
         Cmd::Dlq { action } => dlq::dlq(action).await,
         Cmd::Dev(args) => demo::dev(args).await,

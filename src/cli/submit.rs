@@ -71,6 +71,45 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     Ok(if event.state() == State::Completed { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
+#[derive(Debug, clap::Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
+    /// The command id (UUID).
+    pub id: uuid::Uuid,
+    /// Wait up to this long for the command to finish, then print its final snapshot.
+    #[arg(long, value_parser = parse_duration)]
+    pub wait: Option<Duration>,
+}
+
+/// Prints the operation snapshot as JSON; exit code 0 when found, 1 when the status
+/// topic has no record of the id, 2 when `--wait` ran out first.
+pub async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    super::require_bootstrap(&args.kafka)?;
+    let client = Client::new(args.kafka).context("creating client")?;
+    let snapshot = match args.wait {
+        Some(timeout) => match client.wait(args.id, timeout).await {
+            Ok(s) => Some(s),
+            Err(courier::ClientError::Timeout { .. }) => {
+                eprintln!("command {} did not finish within {timeout:?}", args.id);
+                return Ok(ExitCode::from(2));
+            }
+            Err(e) => return Err(e).context("waiting on the status topic"),
+        },
+        None => client.status(args.id).await.context("reading the status topic")?,
+    };
+    match snapshot {
+        Some(s) => {
+            println!("{}", serde_json::to_string(&s).context("encoding the snapshot")?);
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("no status recorded for command {}", args.id);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
 pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
     super::require_bootstrap(&args.kafka)?;
     let client = Client::new(args.kafka).context("creating client")?;
