@@ -12,7 +12,9 @@ fn tiers() -> Vec<Duration> {
     vec![Duration::from_millis(200), Duration::from_millis(500)]
 }
 
-const RETRY_FLAGS: [&str; 4] = ["--retry-tiers", "200ms,500ms", "--max-attempts", "4"];
+// `started` on every attempt (the default skips it for handlers faster than 100 ms),
+// so attempts can be counted.
+const RETRY_FLAGS: [&str; 6] = ["--retry-tiers", "200ms,500ms", "--max-attempts", "4", "--started-after", "0s"];
 
 #[tokio::test(flavor = "multi_thread")]
 async fn retry_keeps_key_order_and_lets_other_keys_pass() {

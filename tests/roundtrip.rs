@@ -75,6 +75,18 @@ async fn progress_and_started_precede_the_final_event() {
     assert_eq!(last.worker.as_deref(), Some("pg-1"));
     assert!(snapshots.iter().any(|s| s.state == State::Started));
     assert!(snapshots.iter().any(|s| s.progress.as_ref().is_some_and(|p| p.percent == 50.0)));
+
+    // `started` comes once a handler has run for --started-after (100 ms by default):
+    // a fast command gets only its final event, a slow one without progress gets both.
+    let fast = client.submit_and_wait(NewCommand::new("echo", json!({"x": 1})), Duration::from_secs(60)).await.unwrap();
+    let slow = client.submit_and_wait(NewCommand::new("sleep", json!({"ms": 400, "steps": 1})), Duration::from_secs(60)).await.unwrap();
+    let (fast, slow) = (fast.command_id(), slow.command_id());
+    let seen = common::collect_results(&t, Duration::from_secs(30), |s| {
+        s.iter().any(|e| e.event.command_id() == slow && e.event.state().is_final())
+    });
+    let states = |id| seen.iter().filter(|s| s.event.command_id() == id).map(|s| s.event.state()).collect::<Vec<_>>();
+    assert_eq!(states(fast), vec![State::Completed]);
+    assert_eq!(states(slow), vec![State::Started, State::Completed]);
 }
 
 /// `courier status` prints the latest snapshot; `--wait` follows a running command

@@ -4,6 +4,7 @@
 //! the same lane (same key, under key ordering) runs in the same task, so ordering
 //! needs no extra hand-off. How each outcome is published lives in [`super::outcome`].
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,7 @@ use tracing::{info_span, Instrument};
 use super::ledger::Entry;
 use super::outcome::{dead_letter, publish_final, retry_or_fail, Final, Processed};
 use super::{Record, Shared};
-use crate::envelope::{Command, DecodeError, ErrorInfo, OperationSnapshot, Progress, State, Timing};
+use crate::envelope::{Command, DecodeError, ErrorInfo, Progress, State, Timing};
 use crate::publish::Outgoing;
 use crate::router::{Context, HandlerError, ProgressSink, Route};
 
@@ -50,7 +51,7 @@ pub(super) async fn run_lane(shared: Arc<Shared>, mut entry: Entry<Record>) {
     }
 }
 
-async fn process(shared: &Shared, record: &Record) -> Processed {
+async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
     let limit = shared.config.max_message_bytes;
     if let Some(size) = record.value.as_ref().map(Vec::len).filter(|n| *n > limit) {
         let reason = DecodeError::TooLarge { size, limit };
@@ -80,15 +81,16 @@ async fn process(shared: &Shared, record: &Record) -> Processed {
         let err = ErrorInfo { code: "deadline_exceeded".into(), message: "deadline passed before pickup".into(), retryable: false };
         return publish_final(shared, record, &command, Final::error(State::TimedOut, err, timing), &record.stop).await;
     }
-    run_handler(shared, record, &command, route, timing).await
+    run_handler(shared, record, &Arc::new(command), route, timing).await
 }
 
-async fn run_handler(shared: &Shared, record: &Record, command: &Command, route: Route, mut timing: Timing) -> Processed {
+async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Command>, route: Route, mut timing: Timing) -> Processed {
     let stop = &record.stop;
-    let started_event = shared.event(command, State::Started, None, None, timing.clone());
-    shared.sink.advise(shared.snapshot_record(command, &started_event.data));
-    let (key, value, headers) = started_event.encode();
-    shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
+    let announce = Arc::new(Announce { shared: shared.clone(), command: command.clone(), queued_ms: timing.queued_ms, sent: AtomicBool::new(false) });
+    let started_after = shared.config.started_after;
+    if started_after.is_zero() {
+        announce.send();
+    }
     let started = Instant::now();
     let handler_token = stop.child_token();
     let cancel = shared.register_running(command.id);
@@ -99,14 +101,21 @@ async fn run_handler(shared: &Shared, record: &Record, command: &Command, route:
         command.attempt,
         command.deadline,
         handler_token.clone(),
-        progress_sink(shared, command),
+        progress_sink(announce.clone()),
     );
     let mut task = tokio::spawn(route.call(command.data.clone(), ctx).in_current_span());
-    let ran = tokio::select! {
-        joined = &mut task => Ran::Returned(joined),
-        _ = deadline_sleep(command) => Ran::DeadlinePassed,
-        _ = cancel.cancelled() => Ran::Cancelled,
-        _ = stop.cancelled() => Ran::Stopped,
+    let announce_at = tokio::time::sleep(started_after);
+    tokio::pin!(announce_at);
+    let deadline = deadline_sleep(command);
+    tokio::pin!(deadline);
+    let ran = loop {
+        tokio::select! {
+            joined = &mut task => break Ran::Returned(joined),
+            _ = &mut deadline => break Ran::DeadlinePassed,
+            _ = cancel.cancelled() => break Ran::Cancelled,
+            _ = stop.cancelled() => break Ran::Stopped,
+            _ = &mut announce_at, if !announce.is_sent() => announce.send(),
+        }
     };
     if !matches!(ran, Ran::Returned(_)) {
         handler_token.cancel();
@@ -171,25 +180,45 @@ fn panic_message(err: tokio::task::JoinError) -> String {
     }
 }
 
-fn progress_sink(shared: &Shared, command: &Command) -> ProgressSink {
-    let sink = shared.sink.clone();
-    let topic = shared.topics.results.clone();
-    let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
-    let template = shared.event(command, State::Progress, None, None, timing);
-    let status = shared.snapshot_record(command, &template.data);
-    let snapshot = OperationSnapshot::decode(Some(&status.value)).ok().flatten();
-    Arc::new(move |p: Progress| {
-        let mut ev = template.clone();
-        ev.id = crate::envelope::new_id();
-        ev.time = Utc::now();
-        ev.data.progress = Some(p.clone());
-        let (key, value, headers) = ev.encode();
-        sink.advise(Outgoing { topic: topic.clone(), key, value, headers, partition: None });
-        if let Some(mut s) = snapshot.clone() {
-            s.progress = Some(p);
-            s.updated = Utc::now();
-            let value = serde_json::to_vec(&s).unwrap_or_default();
-            sink.advise(Outgoing { value, ..status.clone() });
+/// A command's `started` event and snapshot, sent at most once: when the handler has
+/// run for `--started-after`, or just before its first progress report (so the order
+/// started, progress..., final always holds).
+struct Announce {
+    shared: Arc<Shared>,
+    command: Arc<Command>,
+    queued_ms: u64,
+    sent: AtomicBool,
+}
+
+impl Announce {
+    fn is_sent(&self) -> bool {
+        self.sent.load(AtomicOrdering::Acquire)
+    }
+
+    fn send(&self) {
+        if self.sent.swap(true, AtomicOrdering::AcqRel) {
+            return;
         }
+        let (shared, command) = (&self.shared, &self.command);
+        let timing = Timing { queued_ms: self.queued_ms, execution_ms: 0, attempts: command.attempt };
+        let event = shared.event(command, State::Started, None, None, timing);
+        shared.sink.advise(shared.snapshot_record(command, &event.data));
+        let (key, value, headers) = event.encode();
+        shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
+    }
+}
+
+/// Progress reports become `progress` events and snapshots, built only when a handler
+/// reports (most never do).
+fn progress_sink(announce: Arc<Announce>) -> ProgressSink {
+    Arc::new(move |p: Progress| {
+        announce.send();
+        let (shared, command) = (&announce.shared, &announce.command);
+        let timing = Timing { queued_ms: announce.queued_ms, execution_ms: 0, attempts: command.attempt };
+        let mut event = shared.event(command, State::Progress, None, None, timing);
+        event.data.progress = Some(p);
+        shared.sink.advise(shared.snapshot_record(command, &event.data));
+        let (key, value, headers) = event.encode();
+        shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
     })
 }

@@ -104,6 +104,12 @@ pub struct WorkerConfig {
     /// Recent finished command ids remembered to skip duplicates.
     #[arg(long, env = "COURIER_DEDUPE_CAPACITY", default_value_t = 200_000)]
     pub dedupe_capacity: usize,
+    /// A `started` event (and `started` snapshot) is sent once a handler has run this
+    /// long, or before its first progress report; commands that finish sooner get
+    /// only their final event, which halves the records a fast command costs (Celery
+    /// does not track "started" by default at all). `0s` sends it for every command.
+    #[arg(long, env = "COURIER_STARTED_AFTER", value_parser = parse_duration, default_value = "100ms")]
+    pub started_after: Duration,
 }
 
 impl WorkerConfig {
@@ -121,6 +127,7 @@ impl WorkerConfig {
             retry: RetryPolicy::default(),
             exactly_once: false,
             dedupe_capacity: 200_000,
+            started_after: Duration::from_millis(100),
         }
     }
 
