@@ -21,6 +21,12 @@ pub struct DevArgs {
     /// Submit an example command this often.
     #[arg(long, value_parser = parse_duration, default_value = "1s")]
     pub every: Duration,
+    /// Serve the HTTP gateway (`/v1/commands`, `/v1/operations/...`) here.
+    #[arg(long, env = "COURIER_GATEWAY_LISTEN", default_value = "127.0.0.1:8080")]
+    pub gateway_listen: std::net::SocketAddr,
+    /// Do not start the HTTP gateway.
+    #[arg(long)]
+    pub no_gateway: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -129,6 +135,14 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
         if embedded.is_mock() { "embedded mock cluster" } else { "external cluster" });
     println!("  try, from another terminal:");
     println!("  courier submit --bootstrap {} --wait primes '{{\"n\": 100000}}'", embedded.args.bootstrap);
+    if !args.no_gateway {
+        match serve_gateway(&embedded.args, args.gateway_listen, stop.clone()).await {
+            Ok(addr) => println!(
+                "  curl -si {addr}/v1/commands -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
+            ),
+            Err(e) => println!("  (HTTP gateway not started: {e:#})"),
+        }
+    }
     println!("  Ctrl-C stops.\n");
     let shutdown = super::shutdown_signal();
     let mut tick = tokio::time::interval(args.every);
@@ -159,4 +173,19 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     stop.cancel();
     let _ = worker.await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The HTTP gateway over the dev cluster, serving the example command types.
+async fn serve_gateway(kafka: &KafkaArgs, listen: std::net::SocketAddr, stop: CancellationToken) -> anyhow::Result<std::net::SocketAddr> {
+    let mut config = courier::gateway::GatewayConfig::new(kafka.clone());
+    config.listen = listen;
+    let gateway = courier::gateway::Gateway::start(&config, &example_router(), stop).await.context("starting the gateway")?;
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let addr = listener.local_addr().context("gateway address")?;
+    tokio::spawn(async move {
+        if let Err(e) = gateway.serve(listener).await {
+            tracing::error!(error = %e, "gateway failed");
+        }
+    });
+    Ok(addr)
 }
