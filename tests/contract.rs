@@ -322,7 +322,46 @@ async fn real_records_from_the_broker_validate() {
             count(typed);
         }
     }
-    let rest = [(&t.topics.status, "status.snapshot"), (&t.topics.control, "control.cancel"), (&t.topics.dlq, "dlq.record")];
+    // Webhook records: one delivery acknowledged, one answered 410 (the URL is disabled).
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = receiver.local_addr().unwrap().port();
+    let app = axum::Router::new()
+        .route("/ok", axum::routing::post(|| async { "ok" }))
+        .route("/gone", axum::routing::post(|| async { axum::http::StatusCode::GONE }));
+    tokio::spawn(async move { axum::serve(receiver, app).await });
+    let secret: courier::webhooks::Secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".parse().unwrap();
+    let mut hooks = courier::webhooks::WebhookConfig::new(t.kafka.clone(), vec![secret]);
+    hooks.group_id = format!("{}-webhooks", t.kafka.prefix);
+    hooks.listen = "127.0.0.1:0".parse().unwrap();
+    hooks.url_policy = courier::urlpolicy::UrlPolicy::allowing_loopback();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let dispatcher = courier::webhooks::Dispatcher::start(hooks, stop.clone()).await.expect("dispatcher");
+    let mut hooked = Vec::new();
+    for path in ["ok", "gone"] {
+        let cmd = NewCommand::new("echo", json!({"hook": path})).callback_url(format!("http://127.0.0.1:{port}/{path}"));
+        hooked.push(client.submit_and_wait(cmd, wait).await.unwrap().command_id());
+    }
+    let until = Instant::now() + Duration::from_secs(30);
+    while hooked.iter().any(|id| dispatcher.delivery_log().attempts(id).is_empty()) {
+        assert!(Instant::now() < until, "no webhook attempts logged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.cancel();
+    for (_, _, _, value, headers) in read_to_end(&t, &t.topics.webhooks_log) {
+        let name = match header(&headers, "ce_type").as_str() {
+            courier::webhooks::log::ATTEMPT_TYPE => "webhooks.attempt",
+            other => panic!("unexpected record type {other} on the webhook log"),
+        };
+        check_record(&doc, name, &headers, value.as_deref()).unwrap();
+        count(name.to_string());
+    }
+
+    let rest = [
+        (&t.topics.status, "status.snapshot"),
+        (&t.topics.control, "control.cancel"),
+        (&t.topics.dlq, "dlq.record"),
+        (&t.topics.webhooks_endpoints, "webhooks.endpoint"),
+    ];
     for (topic, name) in rest {
         for (_, _, _, value, headers) in read_to_end(&t, topic) {
             check_record(&doc, name, &headers, value.as_deref()).unwrap();
@@ -336,7 +375,7 @@ async fn real_records_from_the_broker_validate() {
         "retry:command.fail", "result.started", "result.progress", "result.completed", "result.failed",
         "result.cancelled", "result.timed_out", "result.completed.echo", "result.completed.sleep",
         "result.completed.primes", "status.snapshot", "control.cancel", "dlq.record:unknown_type",
-        "dlq.record:retries_exhausted",
+        "dlq.record:retries_exhausted", "webhooks.attempt", "webhooks.endpoint",
     ];
     for kind in expected {
         assert!(counted.get(kind).copied().unwrap_or(0) > 0, "no {kind} record was seen: {counted:?}");

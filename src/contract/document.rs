@@ -65,6 +65,36 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         "description": "The original record value, byte for byte (it may not be JSON at all)."
     }));
     messages.insert("dlq.record".into(), messages::dead_letter(&refs, original, &info.prefix));
+    let attempt = schemas.add::<crate::webhooks::log::Attempt>("WebhookAttempt");
+    messages.insert("webhooks.attempt".into(), messages::webhook(
+        crate::webhooks::log::ATTEMPT_TYPE,
+        "Webhook delivery attempt",
+        "One attempt to POST a final result to its callback URL (or a delivery not attempted, and why), written by `courier webhooks run`. Backs GET /v1/operations/{id}/deliveries.",
+        "The command id.",
+        &refs,
+        attempt,
+        super::examples::webhook_attempt(),
+    ));
+    let exhausted = schemas.add::<crate::webhooks::log::Exhausted>("WebhookExhausted");
+    messages.insert("webhooks.exhausted".into(), messages::webhook(
+        crate::webhooks::log::EXHAUSTED_TYPE,
+        "Webhook endpoint exhausted",
+        "A callback URL failed without a success for longer than --webhook-disable-after and is now disabled.",
+        "The callback URL.",
+        &refs,
+        exhausted,
+        super::examples::webhook_exhausted(),
+    ));
+    let endpoint = schemas.add::<crate::webhooks::endpoints::EndpointState>("WebhookEndpoint");
+    messages.insert("webhooks.endpoint".into(), messages::webhook(
+        crate::webhooks::endpoints::ENDPOINT_TYPE,
+        "Webhook endpoint state",
+        "Whether a callback URL is disabled (410 Gone, or exhausted) and since when it has been failing; every dispatcher honours it.",
+        "The callback URL.",
+        &refs,
+        endpoint,
+        super::examples::webhook_endpoint(),
+    ));
 
     json!({
         "asyncapi": "3.0.0",
@@ -109,6 +139,8 @@ fn channels(info: &ContractInfo, names: &Names) -> Value {
         "retry": retry_channel(info, &names.commands),
         "deadLetters": channel(info, &format!("{p}.commands.dlq"), "Records that could not be processed, with the reason.", &one("dlq.record"), Kept::AsDeadLetters),
         "control": channel(info, &format!("{p}.control"), "Cancel requests, keyed by command id, read by every worker from the start.", &one("control.cancel"), Kept::ForRetention),
+        "webhookLog": channel(info, &format!("{p}.webhooks.log"), "Every webhook delivery attempt (keyed by command id) and every endpoint disabled for failing too long (keyed by URL).", &["webhooks.attempt".to_string(), "webhooks.exhausted".to_string()], Kept::ForRetention),
+        "webhookEndpoints": channel(info, &format!("{p}.webhooks.endpoints"), "Latest state per callback URL (compacted), keyed by URL.", &one("webhooks.endpoint"), Kept::Compacted),
     })
 }
 
@@ -206,6 +238,20 @@ fn operations(names: &Names) -> Value {
             "summary": "Rebuild every operation's latest state by reading the compacted status topic.",
             "messages": channel_message_refs("status", &["status.snapshot".into()]),
             "bindings": any_group,
+        },
+        "readWebhookLog": {
+            "action": "receive",
+            "channel": { "$ref": "#/channels/webhookLog" },
+            "summary": "Follow webhook delivery attempts; alert on courier.webhook.exhausted.",
+            "messages": channel_message_refs("webhookLog", &["webhooks.attempt".into(), "webhooks.exhausted".into()]),
+            "bindings": any_group.clone(),
+        },
+        "readWebhookEndpoints": {
+            "action": "receive",
+            "channel": { "$ref": "#/channels/webhookEndpoints" },
+            "summary": "Which callback URLs are disabled, and why.",
+            "messages": channel_message_refs("webhookEndpoints", &["webhooks.endpoint".into()]),
+            "bindings": any_group.clone(),
         },
         "readDeadLetters": {
             "action": "receive",

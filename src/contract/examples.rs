@@ -24,6 +24,7 @@ const TIME: &str = "2026-01-15T09:30:00.000Z";
 const KEY: &str = "customer-42";
 const CLIENT: &str = "//billing-service";
 const WORKER: &str = "//courier/worker/host-1";
+const WEBHOOKS: &str = "//courier/webhooks/host-1";
 
 fn time() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(TIME).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
@@ -173,4 +174,54 @@ fn sample(schema: &Value, schemas: &SchemaSet, depth: u8) -> Value {
             Value::Object(fields.collect())
         }
     }
+}
+
+/// A failed delivery attempt as the webhook delivery log records it.
+pub fn webhook_attempt() -> Value {
+    let attempt = crate::webhooks::log::Attempt {
+        command_id: COMMAND_ID,
+        event_id: EVENT_ID,
+        url: "https://hooks.example.com/courier".into(),
+        attempt: 2,
+        outcome: "failed".into(),
+        status: Some(503),
+        error: Some("HTTP 503 Service Unavailable".into()),
+        latency_ms: 41,
+        time: time(),
+        next: Some("retry in 5m 12s".into()),
+    };
+    let mut record = attempt.record("courier.webhooks.log", WEBHOOKS);
+    record.headers.set(h::ID, EVENT_ID.to_string());
+    example("failed_attempt", &record.headers, &record.value)
+}
+
+/// The event written when an endpoint is disabled after failing too long.
+pub fn webhook_exhausted() -> Value {
+    let exhausted = crate::webhooks::log::Exhausted {
+        url: "https://hooks.example.com/courier".into(),
+        failing_since: time() - chrono::Duration::hours(120),
+        disabled_at: time(),
+        command_id: COMMAND_ID,
+        last_error: Some("HTTP 503 Service Unavailable".into()),
+    };
+    let mut record = exhausted.record("courier.webhooks.log", WEBHOOKS);
+    record.headers.set(h::ID, EVENT_ID.to_string());
+    example("exhausted", &record.headers, &record.value)
+}
+
+/// An endpoint disabled by a `410 Gone`, as the compacted endpoints topic keeps it.
+pub fn webhook_endpoint() -> Value {
+    let state = crate::webhooks::endpoints::EndpointState {
+        url: "https://hooks.example.com/courier".into(),
+        disabled: Some(crate::webhooks::endpoints::Disabled {
+            reason: "gone".into(),
+            detail: "410 Gone: endpoint disabled".into(),
+            at: time(),
+        }),
+        failing_since: None,
+        updated: time(),
+    };
+    let mut record = state.record("courier.webhooks.endpoints", WEBHOOKS);
+    record.headers.set(h::ID, EVENT_ID.to_string()).set(h::SUBJECT, COMMAND_ID.to_string());
+    example("gone", &record.headers, &record.value)
 }

@@ -50,7 +50,7 @@ pub fn command(command_type: &str, description: &str, refs: &Refs, input: Value,
 
 fn result_summary(state: State) -> &'static str {
     match state {
-        State::Started => "A worker began running the command (once per attempt).",
+        State::Started => "A worker is running the command: sent once per attempt when the handler has run `--started-after` (default 100 ms) or first reports progress; commands that finish sooner get only their final event.",
         State::Progress => "The handler reported how far it got; advisory, may be dropped.",
         State::Completed => "Final: the handler succeeded; `result` holds its output.",
         State::Failed => "Final: the handler failed for good, or the command was dead-lettered; `error` says why.",
@@ -133,5 +133,20 @@ pub fn dead_letter(refs: &Refs, payload: Value, prefix: &str) -> Value {
         "payload": payload,
         "bindings": kafka_key("The original record's key."),
         "examples": [examples::dead_letter(prefix)],
+    })
+}
+
+/// A record of the webhook delivery log or endpoints topic: the common event headers,
+/// a JSON value, keyed as `key` says.
+pub fn webhook(ce_type: &str, title: &str, summary: &str, key: &str, refs: &Refs, payload: Value, example: Value) -> Value {
+    json!({
+        "name": ce_type,
+        "title": title,
+        "summary": summary,
+        "contentType": "application/json",
+        "headers": typed_headers(&[&refs.event_headers], ce_type),
+        "payload": payload,
+        "bindings": kafka_key(key),
+        "examples": [example],
     })
 }

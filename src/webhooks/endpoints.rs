@@ -25,7 +25,7 @@ use crate::publish::Outgoing;
 pub const ENDPOINT_TYPE: &str = "courier.webhook.endpoint";
 
 /// Why deliveries to a URL stopped.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Disabled {
     /// `gone` (the receiver answered 410) or `exhausted` (failing for too long).
     pub reason: String,
@@ -34,7 +34,7 @@ pub struct Disabled {
 }
 
 /// The latest state of one callback URL.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct EndpointState {
     pub url: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

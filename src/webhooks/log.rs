@@ -34,7 +34,7 @@ pub const ATTEMPT_TYPE: &str = "courier.webhook.attempt";
 pub const EXHAUSTED_TYPE: &str = "courier.webhook.exhausted";
 
 /// One delivery attempt (or a delivery not attempted, and why).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attempt {
     pub command_id: Uuid,
     /// The result event's id: the `webhook-id` header, the same on every attempt.
@@ -71,7 +71,7 @@ impl Attempt {
 }
 
 /// An endpoint was disabled after failing continuously for longer than allowed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Exhausted {
     pub url: String,
     pub failing_since: DateTime<Utc>,
