@@ -95,6 +95,16 @@ pub fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::Consu
     }
 }
 
+/// Fails fast, with the fix in the message (`MissingTopic`), when any of `topics` does
+/// not exist: one metadata client for all of them. Blocking.
+pub fn require_topics<'a>(kafka: &KafkaArgs, topics: impl IntoIterator<Item = &'a String>) -> Result<(), KafkaSetupError> {
+    let consumer: rdkafka::consumer::BaseConsumer = kafka.client_config()?.create()?;
+    for topic in topics {
+        partitions_of(&consumer, topic)?;
+    }
+    Ok(())
+}
+
 /// The partition ids of a topic; `MissingTopic` when it does not exist. Retries for
 /// a few seconds first: a topic created a moment ago may not be in every broker's
 /// metadata yet.

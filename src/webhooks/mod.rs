@@ -271,15 +271,9 @@ impl Dispatcher {
 /// Fails fast, with the fix in the message, when a topic is missing.
 async fn require_topics(kafka: &KafkaArgs, names: Vec<String>) -> Result<(), WebhookError> {
     let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || -> Result<(), KafkaSetupError> {
-        let consumer: rdkafka::consumer::BaseConsumer = kafka.client_config()?.create()?;
-        for name in &names {
-            crate::kafka::partitions_of(&consumer, name)?;
-        }
-        Ok(())
-    })
-    .await
-    .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
+    tokio::task::spawn_blocking(move || crate::kafka::require_topics(&kafka, &names))
+        .await
+        .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
     Ok(())
 }
 

@@ -354,9 +354,7 @@ async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle
     let (s1, s2) = (stop.clone(), stop.clone());
     let tiers = shared.config.retry.tier_topics(&shared.topics);
     tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
-        for topic in [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers) {
-            require_topic(&kafka, topic)?;
-        }
+        crate::kafka::require_topics(&kafka, [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers))?;
         followers::follow(&kafka, &topics.control, followers::From::Beginning, catch_up, s1, on_control)?;
         followers::follow(&kafka, &topics.results, followers::From::Tail(tail), catch_up, s2, on_result)?;
         Ok(())
@@ -373,13 +371,6 @@ async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle
             }
         })
         .map_err(|e| WorkerError::Consumer(e.to_string()))?;
-    Ok(())
-}
-
-/// Fails fast, with the fix in the message, when a topic is missing.
-fn require_topic(kafka: &KafkaArgs, topic: &str) -> Result<(), WorkerError> {
-    let consumer: rdkafka::consumer::BaseConsumer = kafka.client_config()?.create().map_err(KafkaSetupError::from)?;
-    crate::kafka::partitions_of(&consumer, topic)?;
     Ok(())
 }
 
