@@ -15,6 +15,25 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
 
+/// `content-type` of a scrape answer.
+pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A registry in OpenMetrics text format, as every `/metrics` here answers (the
+/// worker's, the gateway's and the webhook dispatcher's registries alike). Empty if
+/// encoding fails, which only a broken metric could cause.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    if encode(&mut out, registry).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// The HTTP answer to a scrape of `registry`.
+pub fn scrape(registry: &Registry) -> ([(&'static str, &'static str); 1], String) {
+    ([("content-type", OPENMETRICS_CONTENT_TYPE)], render(registry))
+}
+
 /// The worker's instruments.
 pub struct Metrics {
     registry: Registry,
@@ -67,11 +86,7 @@ impl Metrics {
 
     /// The registry in OpenMetrics text format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+        render(&self.registry)
     }
 
     /// Counts one final outcome.
@@ -96,9 +111,7 @@ pub async fn serve(
         "/metrics",
         get(move || {
             let m = metrics.clone();
-            async move {
-                ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.render())
-            }
+            async move { scrape(&m.registry) }
         }),
     );
     tokio::spawn(async move {

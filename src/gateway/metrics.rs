@@ -11,7 +11,6 @@ use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::MethodRouter;
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -52,11 +51,7 @@ impl GatewayMetrics {
 
     /// The registry in OpenMetrics text format, as a response.
     pub fn response(&self) -> Response {
-        let mut body = String::new();
-        if encode(&mut body, &self.registry).is_err() {
-            body.clear();
-        }
-        ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], body).into_response()
+        crate::metrics::scrape(&self.registry).into_response()
     }
 
     fn count(&self, route: &str, method: &str, status: u16) {

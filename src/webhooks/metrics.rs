@@ -1,7 +1,6 @@
 //! The dispatcher's own instruments, in their own registry (a dispatcher usually runs
 //! as its own process, beside workers and gateways, each with its `/metrics`).
 
-use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -51,12 +50,8 @@ impl WebhookMetrics {
         self.dead_letters.get_or_create(&vec![("reason".into(), reason.into())]).inc();
     }
 
-    /// The registry in OpenMetrics text format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        if encode(&mut out, &self.registry).is_err() {
-            out.clear();
-        }
-        out
+    /// The HTTP answer to a scrape.
+    pub fn scrape(&self) -> ([(&'static str, &'static str); 1], String) {
+        crate::metrics::scrape(&self.registry)
     }
 }

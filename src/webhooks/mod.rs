@@ -289,7 +289,7 @@ async fn serve(
     let bound = listener.local_addr().map_err(|source| WebhookError::Listen { addr, source })?;
     let render = move || {
         let metrics = metrics.clone();
-        async move { ([("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render()) }
+        async move { metrics.scrape() }
     };
     let app = axum::Router::new().route("/metrics", get(render)).merge(deliveries_router(log));
     tokio::spawn(async move {
