@@ -30,8 +30,6 @@ pub enum GatewayError {
     Follow(#[from] crate::follow::FollowError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
-    #[error("reading the webhook delivery log: {0}")]
-    DeliveryLog(#[from] crate::webhooks::WebhookError),
 }
 
 /// A refused request: an HTTP status and a stable, machine-readable code.

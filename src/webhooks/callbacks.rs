@@ -18,8 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::follow::follow;
-use super::WebhookError;
+use crate::follow::{follow, FollowError};
 use crate::envelope::OperationSnapshot;
 use crate::kafka::KafkaArgs;
 
@@ -49,7 +48,7 @@ impl Callbacks {
     }
 
     /// Follows the status topic into a new table; returns once it has read to the end.
-    pub async fn follow(kafka: &KafkaArgs, capacity: usize, stop: CancellationToken) -> Result<Arc<Self>, WebhookError> {
+    pub async fn follow(kafka: &KafkaArgs, capacity: usize, stop: CancellationToken) -> Result<Arc<Self>, FollowError> {
         let callbacks = Arc::new(Callbacks::new(capacity));
         let sink = callbacks.clone();
         follow(kafka, &kafka.topics().status, stop, move |seen| match OperationSnapshot::decode(seen.value) {

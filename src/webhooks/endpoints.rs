@@ -15,8 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::follow::follow;
-use super::WebhookError;
+use crate::follow::{follow, FollowError};
 use crate::envelope::{event_headers, new_id};
 use crate::kafka::KafkaArgs;
 use crate::publish::Outgoing;
@@ -67,7 +66,7 @@ pub struct Endpoints {
 
 impl Endpoints {
     /// Follows the endpoints topic into a new table; returns once it has read to the end.
-    pub async fn follow(kafka: &KafkaArgs, stop: CancellationToken) -> Result<Arc<Self>, WebhookError> {
+    pub async fn follow(kafka: &KafkaArgs, stop: CancellationToken) -> Result<Arc<Self>, FollowError> {
         let endpoints = Arc::new(Endpoints::default());
         let sink = endpoints.clone();
         follow(kafka, &kafka.topics().webhooks_endpoints, stop, move |seen| {

@@ -21,8 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::follow::follow;
-use super::WebhookError;
+use crate::follow::{follow, FollowError};
 use crate::envelope::{event_headers, header_names, new_id, HeaderMap};
 use crate::kafka::KafkaArgs;
 use crate::publish::Outgoing;
@@ -111,7 +110,7 @@ impl DeliveryLog {
     }
 
     /// Follows the log topic into a new view; returns once it has read to the end.
-    pub async fn follow(kafka: &KafkaArgs, operations: usize, per_operation: usize, stop: CancellationToken) -> Result<Arc<Self>, WebhookError> {
+    pub async fn follow(kafka: &KafkaArgs, operations: usize, per_operation: usize, stop: CancellationToken) -> Result<Arc<Self>, FollowError> {
         let log = Arc::new(DeliveryLog::new(operations, per_operation));
         let sink = log.clone();
         follow(kafka, &kafka.topics().webhooks_log, stop, move |seen| {
