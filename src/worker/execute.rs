@@ -196,12 +196,17 @@ impl Announce {
     }
 
     fn send(&self) {
-        if self.sent.swap(true, AtomicOrdering::AcqRel) {
-            return;
+        if !self.sent.swap(true, AtomicOrdering::AcqRel) {
+            self.publish(State::Started, None);
         }
+    }
+
+    /// A `started` or `progress` event and its snapshot, both advisory.
+    fn publish(&self, state: State, progress: Option<Progress>) {
         let (shared, command) = (&self.shared, &self.command);
         let timing = Timing { queued_ms: self.queued_ms, execution_ms: 0, attempts: command.attempt };
-        let event = shared.event(command, State::Started, None, None, timing);
+        let mut event = shared.event(command, state, None, None, timing);
+        event.data.progress = progress;
         shared.sink.advise(shared.snapshot_record(command, &event.data));
         let (key, value, headers) = event.encode();
         shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
@@ -213,12 +218,6 @@ impl Announce {
 fn progress_sink(announce: Arc<Announce>) -> ProgressSink {
     Arc::new(move |p: Progress| {
         announce.send();
-        let (shared, command) = (&announce.shared, &announce.command);
-        let timing = Timing { queued_ms: announce.queued_ms, execution_ms: 0, attempts: command.attempt };
-        let mut event = shared.event(command, State::Progress, None, None, timing);
-        event.data.progress = Some(p);
-        shared.sink.advise(shared.snapshot_record(command, &event.data));
-        let (key, value, headers) = event.encode();
-        shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
+        announce.publish(State::Progress, Some(p));
     })
 }
