@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::headers::{header_names as h, DecodeError, HeaderMap};
-use super::{event_headers, new_id};
+use super::json_event;
 
 /// CloudEvents type of a cancel request on the control topic.
 pub const CANCEL_TYPE: &str = "courier.control.cancel";
@@ -29,8 +29,7 @@ impl CancelRequest {
 
     /// (key, value, headers) for the control topic.
     pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
-        let headers = event_headers(new_id(), source, CANCEL_TYPE, self.requested_at, self.command_id);
-        let value = serde_json::to_vec(self).unwrap_or_default();
+        let (value, headers) = json_event(source, CANCEL_TYPE, self.requested_at, self.command_id, self);
         (self.command_id.to_string(), value, headers)
     }
 
@@ -50,7 +49,7 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let req = CancelRequest::new(new_id(), Some("user asked".into()));
+        let req = CancelRequest::new(crate::envelope::new_id(), Some("user asked".into()));
         let (key, value, headers) = req.encode("//test");
         assert_eq!(key, req.command_id.to_string());
         assert_eq!(CancelRequest::decode(Some(&value), &headers).unwrap(), req);

@@ -66,6 +66,18 @@ pub(crate) fn event_headers(
     headers
 }
 
+/// A new event (fresh `ce_id`) whose value is `data` as JSON: the value and headers
+/// of cancel requests, status snapshots and the webhook dispatcher's records.
+pub(crate) fn json_event(
+    source: &str,
+    event_type: &str,
+    time: chrono::DateTime<chrono::Utc>,
+    subject: uuid::Uuid,
+    data: &impl serde::Serialize,
+) -> (Vec<u8>, HeaderMap) {
+    (serde_json::to_vec(data).unwrap_or_default(), event_headers(new_id(), source, event_type, time, subject))
+}
+
 /// A fresh time-ordered id (UUIDv7) for commands and events.
 pub fn new_id() -> uuid::Uuid {
     uuid::Uuid::now_v7()

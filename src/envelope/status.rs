@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::headers::{DecodeError, HeaderMap};
-use super::{event_headers, new_id, ErrorInfo, Progress, State, Timing};
+use super::{json_event, ErrorInfo, Progress, State, Timing};
 
 /// CloudEvents type of a status snapshot.
 pub const SNAPSHOT_TYPE: &str = "courier.operation.snapshot";
@@ -51,8 +51,8 @@ pub struct OperationSnapshot {
 impl OperationSnapshot {
     /// (key, value, headers) for the status topic.
     pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
-        let headers = event_headers(new_id(), source, SNAPSHOT_TYPE, self.updated, self.command_id);
-        (self.command_id.to_string(), serde_json::to_vec(self).unwrap_or_default(), headers)
+        let (value, headers) = json_event(source, SNAPSHOT_TYPE, self.updated, self.command_id, self);
+        (self.command_id.to_string(), value, headers)
     }
 
     /// Decodes a snapshot; `Ok(None)` for a tombstone (a deleted operation).

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::follow::{follow, FollowError};
-use crate::envelope::{event_headers, new_id};
+use crate::envelope::{json_event, new_id};
 use crate::kafka::KafkaArgs;
 use crate::publish::Outgoing;
 
@@ -52,8 +52,7 @@ impl EndpointState {
     /// The compacted-topic record, keyed by URL.
     pub fn record(&self, topic: &str, source: &str) -> Outgoing {
         // The subject must be an id; the URL is the key, so a fresh one will do.
-        let headers = event_headers(new_id(), source, ENDPOINT_TYPE, self.updated, new_id());
-        let value = serde_json::to_vec(self).unwrap_or_default();
+        let (value, headers) = json_event(source, ENDPOINT_TYPE, self.updated, new_id(), self);
         Outgoing { topic: topic.to_string(), key: self.url.clone(), value, headers, partition: None }
     }
 }

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::follow::{follow, FollowError};
-use crate::envelope::{event_headers, header_names, new_id, HeaderMap};
+use crate::envelope::{header_names, json_event, HeaderMap};
 use crate::kafka::KafkaArgs;
 use crate::publish::Outgoing;
 
@@ -58,8 +58,7 @@ pub struct Attempt {
 impl Attempt {
     /// The log record, keyed by command id.
     pub fn record(&self, topic: &str, source: &str) -> Outgoing {
-        let headers = event_headers(new_id(), source, ATTEMPT_TYPE, self.time, self.command_id);
-        let value = serde_json::to_vec(self).unwrap_or_default();
+        let (value, headers) = json_event(source, ATTEMPT_TYPE, self.time, self.command_id, self);
         Outgoing { topic: topic.to_string(), key: self.command_id.to_string(), value, headers, partition: None }
     }
 
@@ -84,8 +83,7 @@ pub struct Exhausted {
 impl Exhausted {
     /// The log record, keyed by URL.
     pub fn record(&self, topic: &str, source: &str) -> Outgoing {
-        let headers = event_headers(new_id(), source, EXHAUSTED_TYPE, self.disabled_at, self.command_id);
-        let value = serde_json::to_vec(self).unwrap_or_default();
+        let (value, headers) = json_event(source, EXHAUSTED_TYPE, self.disabled_at, self.command_id, self);
         Outgoing { topic: topic.to_string(), key: self.url.clone(), value, headers, partition: None }
     }
 }
