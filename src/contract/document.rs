@@ -66,7 +66,7 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
     }));
     messages.insert("dlq.record".into(), messages::dead_letter(&refs, original, &info.prefix));
     let attempt = schemas.add::<crate::webhooks::log::Attempt>("WebhookAttempt");
-    messages.insert("webhooks.attempt".into(), messages::webhook(
+    messages.insert("webhooks.attempt".into(), messages::event(
         crate::webhooks::log::ATTEMPT_TYPE,
         "Webhook delivery attempt",
         "One attempt to POST a final result to its callback URL (or a delivery not attempted, and why), written by `courier webhooks run`. Backs GET /v1/operations/{id}/deliveries.",
@@ -76,7 +76,7 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         super::examples::webhook_attempt(),
     ));
     let exhausted = schemas.add::<crate::webhooks::log::Exhausted>("WebhookExhausted");
-    messages.insert("webhooks.exhausted".into(), messages::webhook(
+    messages.insert("webhooks.exhausted".into(), messages::event(
         crate::webhooks::log::EXHAUSTED_TYPE,
         "Webhook endpoint exhausted",
         "A callback URL failed without a success for longer than --webhook-disable-after and is now disabled.",
@@ -86,7 +86,7 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         super::examples::webhook_exhausted(),
     ));
     let endpoint = schemas.add::<crate::webhooks::endpoints::EndpointState>("WebhookEndpoint");
-    messages.insert("webhooks.endpoint".into(), messages::webhook(
+    messages.insert("webhooks.endpoint".into(), messages::event(
         crate::webhooks::endpoints::ENDPOINT_TYPE,
         "Webhook endpoint state",
         "Whether a callback URL is disabled (410 Gone, or exhausted) and since when it has been failing; every dispatcher honours it.",

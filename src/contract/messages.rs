@@ -95,32 +95,36 @@ pub fn completed(command_type: &str, refs: &Refs, output: Value, schemas: &Schem
     })
 }
 
-pub fn cancel(refs: &Refs, payload: Value) -> Value {
+/// A message whose headers are the common event headers with `ce_type` pinned, keyed
+/// as `key` says: the webhook log and endpoint records, and the two below.
+pub fn event(ce_type: &str, title: &str, summary: &str, key: &str, refs: &Refs, payload: Value, example: Value) -> Value {
     json!({
-        "name": CANCEL_TYPE,
-        "title": "Cancel request",
-        "summary": "Cancel a command: skipped if still queued, its cancellation token fired if running.",
+        "name": ce_type,
+        "title": title,
+        "summary": summary,
         "contentType": "application/json",
-        "headers": typed_headers(&[&refs.event_headers], CANCEL_TYPE),
+        "headers": typed_headers(&[&refs.event_headers], ce_type),
         "payload": payload,
-        "correlationId": { "location": "$message.header#/ce_subject" },
-        "bindings": kafka_key("The command id."),
-        "examples": [examples::cancel()],
+        "bindings": kafka_key(key),
+        "examples": [example],
     })
 }
 
+/// [`event`], about one command: correlated with it through `ce_subject`.
+fn command_event(ce_type: &str, title: &str, summary: &str, refs: &Refs, payload: Value, example: Value) -> Value {
+    let mut message = event(ce_type, title, summary, "The command id.", refs, payload, example);
+    message["correlationId"] = json!({ "location": "$message.header#/ce_subject" });
+    message
+}
+
+pub fn cancel(refs: &Refs, payload: Value) -> Value {
+    let summary = "Cancel a command: skipped if still queued, its cancellation token fired if running.";
+    command_event(CANCEL_TYPE, "Cancel request", summary, refs, payload, examples::cancel())
+}
+
 pub fn snapshot(refs: &Refs, payload: Value) -> Value {
-    json!({
-        "name": SNAPSHOT_TYPE,
-        "title": "Operation snapshot",
-        "summary": "The latest state of one command; a null value (tombstone) deletes it.",
-        "contentType": "application/json",
-        "headers": typed_headers(&[&refs.event_headers], SNAPSHOT_TYPE),
-        "payload": payload,
-        "correlationId": { "location": "$message.header#/ce_subject" },
-        "bindings": kafka_key("The command id."),
-        "examples": [examples::snapshot()],
-    })
+    let summary = "The latest state of one command; a null value (tombstone) deletes it.";
+    command_event(SNAPSHOT_TYPE, "Operation snapshot", summary, refs, payload, examples::snapshot())
 }
 
 pub fn dead_letter(refs: &Refs, payload: Value, prefix: &str) -> Value {
@@ -133,20 +137,5 @@ pub fn dead_letter(refs: &Refs, payload: Value, prefix: &str) -> Value {
         "payload": payload,
         "bindings": kafka_key("The original record's key."),
         "examples": [examples::dead_letter(prefix)],
-    })
-}
-
-/// A record of the webhook delivery log or endpoints topic: the common event headers,
-/// a JSON value, keyed as `key` says.
-pub fn webhook(ce_type: &str, title: &str, summary: &str, key: &str, refs: &Refs, payload: Value, example: Value) -> Value {
-    json!({
-        "name": ce_type,
-        "title": title,
-        "summary": summary,
-        "contentType": "application/json",
-        "headers": typed_headers(&[&refs.event_headers], ce_type),
-        "payload": payload,
-        "bindings": kafka_key(key),
-        "examples": [example],
     })
 }
