@@ -20,6 +20,8 @@ mod control;
 mod headers;
 mod result;
 mod status;
+#[cfg(test)]
+pub(crate) use status::test_snapshot;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};

@@ -64,3 +64,27 @@ impl OperationSnapshot {
         }
     }
 }
+
+/// A fresh `echo` snapshot in `state`, for unit tests (gateway, webhooks).
+#[cfg(test)]
+pub(crate) fn test_snapshot(state: State) -> OperationSnapshot {
+    let now = chrono::Utc::now();
+    OperationSnapshot {
+        command_id: super::new_id(),
+        command_type: "echo".into(),
+        state,
+        key: None,
+        attempt: 1,
+        progress: None,
+        result: None,
+        error: None,
+        timing: Timing::default(),
+        created: now,
+        updated: now,
+        callback_url: None,
+        idempotency_key: None,
+        request_hash: None,
+        batch_id: None,
+        worker: None,
+    }
+}

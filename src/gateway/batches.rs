@@ -132,7 +132,7 @@ mod tests {
     use super::*;
 
     fn ops(states: &[OpState]) -> Vec<OperationSnapshot> {
-        states.iter().map(|s| crate::gateway::operation::test_snapshot(*s)).collect()
+        states.iter().map(|s| crate::envelope::test_snapshot(*s)).collect()
     }
 
     #[test]

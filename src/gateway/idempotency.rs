@@ -117,7 +117,7 @@ impl IdempotencyIndex {
 mod tests {
     use super::*;
     use crate::envelope::State;
-    use crate::gateway::operation::test_snapshot;
+    use crate::envelope::test_snapshot;
 
     fn queued(key: &str, hash: Option<&str>) -> OperationSnapshot {
         OperationSnapshot {

@@ -158,33 +158,10 @@ pub fn initial_view(s: &OperationSnapshot) -> OperationSnapshot {
     }
 }
 
-/// A fresh `echo` snapshot in `state`, for the gateway's unit tests.
-#[cfg(test)]
-pub(crate) fn test_snapshot(state: State) -> OperationSnapshot {
-    let now = chrono::Utc::now();
-    OperationSnapshot {
-        command_id: crate::envelope::new_id(),
-        command_type: "echo".into(),
-        state,
-        key: None,
-        attempt: 1,
-        progress: None,
-        result: None,
-        error: None,
-        timing: Timing::default(),
-        created: now,
-        updated: now,
-        callback_url: None,
-        idempotency_key: None,
-        request_hash: None,
-        batch_id: None,
-        worker: None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::test_snapshot;
 
     fn snapshot(state: State, error: Option<ErrorInfo>) -> OperationSnapshot {
         OperationSnapshot {

@@ -226,7 +226,7 @@ impl Store {
 mod tests {
     use super::*;
     use crate::envelope::new_id;
-    use crate::gateway::operation::test_snapshot;
+    use crate::envelope::test_snapshot;
 
     fn snap(id: Uuid, state: State, t: &str) -> OperationSnapshot {
         OperationSnapshot { command_id: id, command_type: t.into(), ..test_snapshot(state) }

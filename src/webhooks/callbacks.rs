@@ -113,27 +113,10 @@ impl Callbacks {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{State, Timing};
+    use crate::envelope::{test_snapshot, State};
 
     fn snapshot(id: Uuid, state: State, url: Option<&str>) -> OperationSnapshot {
-        OperationSnapshot {
-            command_id: id,
-            command_type: "echo".into(),
-            state,
-            key: None,
-            attempt: 1,
-            progress: None,
-            result: None,
-            error: None,
-            timing: Timing::default(),
-            created: chrono::Utc::now(),
-            updated: chrono::Utc::now(),
-            callback_url: url.map(str::to_string),
-            idempotency_key: None,
-            request_hash: None,
-            batch_id: None,
-            worker: None,
-        }
+        OperationSnapshot { command_id: id, callback_url: url.map(str::to_string), ..test_snapshot(state) }
     }
 
     #[tokio::test]
