@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchConfig, BenchError};
-use crate::envelope::{header_names, NewCommand, State};
+use crate::envelope::NewCommand;
 use crate::kafka::{producer_config, KafkaArgs};
 use crate::router::{Context, Handler, HandlerError, Router};
 use crate::topics::{create_topics, TopicSpec};
@@ -121,11 +121,7 @@ async fn output_span(args: &KafkaArgs, topic: &str, expected: usize, counts: fn(
 }
 
 fn is_final(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
-    let Some(headers) = m.headers() else { return false };
-    headers.iter().any(|h| {
-        h.key == header_names::TYPE
-            && h.value.and_then(|v| std::str::from_utf8(v).ok()).and_then(State::from_event_type).is_some_and(State::is_final)
-    })
+    crate::envelope::is_final_record(m.headers())
 }
 
 fn any_record(_: &rdkafka::message::BorrowedMessage<'_>) -> bool {

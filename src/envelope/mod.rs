@@ -27,7 +27,7 @@ pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};
 pub use headers::{header_names, DecodeError, HeaderMap};
 pub use status::{OperationSnapshot, SNAPSHOT_TYPE};
-pub use result::{ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
+pub use result::{is_final_record, ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
 
 /// The CloudEvents spec version Courier writes and accepts.
 pub const SPEC_VERSION: &str = "1.0";

@@ -52,6 +52,18 @@ impl State {
     }
 }
 
+/// Whether a record is a final result event, from its last `ce_type` header, read in
+/// place: for readers that pass over every other record (the webhook dispatcher, the
+/// bench) and should not copy headers to find out.
+pub fn is_final_record<H: rdkafka::message::Headers>(headers: Option<&H>) -> bool {
+    headers
+        .and_then(|all| all.iter().filter(|x| x.key == h::TYPE).last())
+        .and_then(|x| x.value)
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(State::from_event_type)
+        .is_some_and(State::is_final)
+}
+
 /// Why a command failed, in a form a caller can branch on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorInfo {

@@ -24,7 +24,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{outcome, Context, WebhookError};
-use crate::envelope::{header_names, HeaderMap, State};
+use crate::envelope::is_final_record;
 use crate::kafka::KafkaSetupError;
 use crate::publish::PublishError;
 use crate::retry::{assignment, TierHold};
@@ -88,7 +88,8 @@ impl Tasks {
                 lock(&ledger).finish(&entry.tp, entry.offset, entry.epoch, &Lane::Free, None);
             }
         };
-        if from_results && !is_final(&m) {
+        // Result events that are not final need no webhook: decided on the type header.
+        if from_results && !is_final_record(m.headers()) {
             finish();
             return;
         }
@@ -119,12 +120,6 @@ impl Tasks {
     fn running(&self) -> usize {
         lock(&self.ledger).running_total()
     }
-}
-
-/// Result events that are not final need no webhook: decided on the type header.
-fn is_final(m: &OwnedMessage) -> bool {
-    let headers = HeaderMap::from_kafka(m.headers());
-    headers.get_str(header_names::TYPE).ok().flatten().and_then(State::from_event_type).is_some_and(State::is_final)
 }
 
 /// Runs the consumer loop on the current thread until `stop`, then drains.
