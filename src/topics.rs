@@ -64,9 +64,13 @@ pub struct TopicSpec {
     #[arg(long = "retry-tiers", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = "1s,10s,60s")]
     pub retry_tiers: Vec<Duration>,
     /// Webhook retry schedule to create delay topics for (match `courier webhooks`).
-    #[arg(long = "webhook-schedule", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    #[arg(long = "webhook-schedule", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = DEFAULT_WEBHOOK_SCHEDULE)]
     pub webhook_schedule: Vec<Duration>,
 }
+
+/// [`default_webhook_schedule`] as the flags of `topics create`, `webhooks run` and
+/// `webhooks replay` spell their default, so the three cannot disagree.
+pub const DEFAULT_WEBHOOK_SCHEDULE: &str = "5s,5m,30m,2h,5h,10h,10h";
 
 /// Svix's schedule: the delays before each webhook retry.
 pub fn default_webhook_schedule() -> Vec<Duration> {
@@ -146,4 +150,15 @@ pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
     }
     tracing::info!(created = ?created, "topics ready");
     Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_flag_default_is_the_default_schedule() {
+        let parsed: Result<Vec<Duration>, _> = DEFAULT_WEBHOOK_SCHEDULE.split(',').map(crate::duration::parse_duration).collect();
+        assert_eq!(parsed.ok(), Some(default_webhook_schedule()));
+    }
 }

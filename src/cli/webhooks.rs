@@ -32,7 +32,7 @@ pub struct ReplayArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// The dispatchers' schedule: replays go through its first tier.
-    #[arg(long = "webhook-schedule", env = "COURIER_WEBHOOK_SCHEDULE", value_delimiter = ',', value_parser = courier::duration::parse_duration, default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    #[arg(long = "webhook-schedule", env = "COURIER_WEBHOOK_SCHEDULE", value_delimiter = ',', value_parser = courier::duration::parse_duration, default_value = courier::topics::DEFAULT_WEBHOOK_SCHEDULE)]
     pub schedule: Vec<Duration>,
 }
 

@@ -88,7 +88,7 @@ pub struct WebhookConfig {
     #[arg(long = "ouro-webhook-token", env = "COURIER_OURO_WEBHOOK_TOKEN")]
     pub ouro_token: Option<String>,
     /// Delays before each retry (match `courier topics create --webhook-schedule`).
-    #[arg(long = "webhook-schedule", env = "COURIER_WEBHOOK_SCHEDULE", value_delimiter = ',', value_parser = parse_duration, default_value = "5s,5m,30m,2h,5h,10h,10h")]
+    #[arg(long = "webhook-schedule", env = "COURIER_WEBHOOK_SCHEDULE", value_delimiter = ',', value_parser = parse_duration, default_value = crate::topics::DEFAULT_WEBHOOK_SCHEDULE)]
     pub schedule: Vec<Duration>,
     /// No retry is scheduled later than this after the first attempt.
     #[arg(long = "webhook-give-up-after", env = "COURIER_WEBHOOK_GIVE_UP_AFTER", value_parser = parse_duration, default_value = "72h")]
