@@ -71,7 +71,13 @@ impl DecodeError {
 /// (to a dead-letter topic, for instance); ordered and multi-valued because Kafka
 /// headers are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HeaderMap(Vec<(String, Vec<u8>)>);
+pub struct HeaderMap {
+    /// Every name and value back to back, in order: a record's headers cost two
+    /// allocations, not two per header (a worker copies every consumed record's).
+    bytes: Vec<u8>,
+    /// Where each header ends in `bytes`: (end of name, end of value).
+    ends: Vec<(u32, u32)>,
+}
 
 impl HeaderMap {
     pub fn new() -> Self {
@@ -82,28 +88,38 @@ impl HeaderMap {
     pub fn from_kafka<H: Headers>(headers: Option<&H>) -> Self {
         let mut map = HeaderMap::new();
         if let Some(headers) = headers {
+            map.ends.reserve_exact(headers.count());
             for h in headers.iter() {
-                map.0.push((h.key.to_string(), h.value.map(<[u8]>::to_vec).unwrap_or_default()));
+                map.insert(h.key, h.value.unwrap_or_default());
             }
         }
         map
     }
 
     /// Appends a header; Kafka allows repeats, and the last one wins on read.
-    pub fn insert(&mut self, name: impl Into<String>, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.0.push((name.into(), value.into()));
+    pub fn insert(&mut self, name: impl AsRef<str>, value: impl AsRef<[u8]>) -> &mut Self {
+        self.bytes.extend_from_slice(name.as_ref().as_bytes());
+        let name_end = self.bytes.len() as u32;
+        self.bytes.extend_from_slice(value.as_ref());
+        self.ends.push((name_end, self.bytes.len() as u32));
         self
     }
 
     /// Replaces every header of that name with one value.
-    pub fn set(&mut self, name: &str, value: impl Into<Vec<u8>>) -> &mut Self {
-        self.0.retain(|(n, _)| n != name);
-        self.insert(name.to_string(), value)
+    pub fn set(&mut self, name: &str, value: impl AsRef<[u8]>) -> &mut Self {
+        if self.iter().any(|(n, _)| n == name) {
+            let mut kept = HeaderMap::new();
+            for (n, v) in self.iter().filter(|(n, _)| *n != name) {
+                kept.insert(n, v);
+            }
+            *self = kept;
+        }
+        self.insert(name, value)
     }
 
     /// The last value of a header, as raw bytes.
     pub fn get(&self, name: &str) -> Option<&[u8]> {
-        self.0.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.iter().rev().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
     /// The last value of a header as text; `Err` if present but not UTF-8.
@@ -124,13 +140,54 @@ impl HeaderMap {
         }
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
-        self.0.iter().map(|(n, v)| (n.as_str(), v.as_slice()))
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = (&str, &[u8])> {
+        (0..self.ends.len()).map(|i| self.entry(i))
+    }
+
+    fn entry(&self, i: usize) -> (&str, &[u8]) {
+        let start = if i == 0 { 0 } else { self.ends[i - 1].1 as usize };
+        let (name_end, value_end) = (self.ends[i].0 as usize, self.ends[i].1 as usize);
+        // Names only ever come from `&str`, so this cannot fail.
+        let name = std::str::from_utf8(&self.bytes[start..name_end]).unwrap_or_default();
+        (name, &self.bytes[name_end..value_end])
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
     }
 
     pub fn to_kafka(&self) -> OwnedHeaders {
-        self.0.iter().fold(OwnedHeaders::new_with_capacity(self.0.len()), |acc, (k, v)| {
-            acc.insert(Header { key: k, value: Some(v) })
-        })
+        self.iter().fold(OwnedHeaders::new_with_capacity(self.len()), |acc, (k, v)| acc.insert(Header { key: k, value: Some(v) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_keep_order_repeats_and_empty_values() {
+        let mut h = HeaderMap::new();
+        h.insert("a", "1").insert("b", "").insert("a", "2").insert("ü", [0xffu8]);
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("a", &b"1"[..]), ("b", &b""[..]), ("a", &b"2"[..]), ("ü", &[0xffu8][..])]);
+        assert_eq!(h.get("a"), Some(&b"2"[..]), "the last value wins");
+        assert_eq!(h.get("b"), Some(&b""[..]));
+        assert_eq!(h.get("c"), None);
+        assert!(h.get_str("ü").is_err(), "not UTF-8");
+        h.set("a", "3");
+        assert_eq!(h.iter().collect::<Vec<_>>(), vec![("b", &b""[..]), ("ü", &[0xffu8][..]), ("a", &b"3"[..])]);
+        assert_eq!(h.len(), 3);
+    }
+
+    #[test]
+    fn headers_survive_a_trip_through_kafka_headers() {
+        let mut h = HeaderMap::new();
+        h.insert("ce_id", "x").insert("ce_type", "t").insert("ce_id", "y");
+        assert_eq!(HeaderMap::from_kafka(Some(&h.to_kafka())), h);
+        assert!(HeaderMap::from_kafka::<OwnedHeaders>(None).is_empty());
     }
 }

@@ -57,7 +57,7 @@ async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
         let reason = DecodeError::TooLarge { size, limit };
         return dead_letter(shared, record, reason.reason(), &reason.to_string(), None, None).await;
     }
-    let command = match Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers) {
+    let mut command = match Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers) {
         Ok(c) => c,
         Err(e) => return dead_letter(shared, record, e.reason(), &e.to_string(), None, None).await,
     };
@@ -67,7 +67,7 @@ async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
         shared.metrics.duplicates.inc();
         return Processed::Finished;
     }
-    let Some(route) = shared.router.get(&command.command_type).cloned() else {
+    let Some(route) = shared.router.get(&command.command_type) else {
         let msg = format!("no handler for command type {:?}", command.command_type);
         return dead_letter(shared, record, "unknown_type", &msg, Some(&command), None).await;
     };
@@ -81,10 +81,12 @@ async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
         let err = ErrorInfo { code: "deadline_exceeded".into(), message: "deadline passed before pickup".into(), retryable: false };
         return publish_final(shared, record, &command, Final::error(State::TimedOut, err, timing), &record.stop).await;
     }
-    run_handler(shared, record, &Arc::new(command), route, timing).await
+    // The payload moves into the handler; the events about the command never carry it.
+    let data = std::mem::take(&mut command.data);
+    run_handler(shared, record, &Arc::new(command), route, data, timing).await
 }
 
-async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Command>, route: Route, mut timing: Timing) -> Processed {
+async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Command>, route: &Route, data: Value, mut timing: Timing) -> Processed {
     let stop = &record.stop;
     let announce = Arc::new(Announce { shared: shared.clone(), command: command.clone(), queued_ms: timing.queued_ms, sent: AtomicBool::new(false) });
     let started_after = shared.config.started_after;
@@ -103,7 +105,7 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         handler_token.clone(),
         progress_sink(announce.clone()),
     );
-    let mut task = tokio::spawn(route.call(command.data.clone(), ctx).in_current_span());
+    let mut task = tokio::spawn(route.call(data, ctx).in_current_span());
     let announce_at = tokio::time::sleep(started_after);
     tokio::pin!(announce_at);
     let deadline = deadline_sleep(command);
