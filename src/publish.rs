@@ -64,29 +64,50 @@ impl Publisher {
     /// Produces a record and waits for the broker's acknowledgement, retrying
     /// transient failures until `cancel` fires.
     pub async fn send_acked(&self, out: &Outgoing, cancel: &CancellationToken) -> Result<(), PublishError> {
+        self.send_all_acked(std::slice::from_ref(out), cancel).await
+    }
+
+    /// Produces records together and waits until every one is acknowledged, retrying
+    /// transient failures (only the failed records) until `cancel` fires; a record the
+    /// broker can never take fails the call once the others are acknowledged. One wait for
+    /// the lot: a worker's final event and snapshot cost one round trip, not two.
+    pub async fn send_all_acked(&self, outs: &[Outgoing], cancel: &CancellationToken) -> Result<(), PublishError> {
+        let mut pending: Vec<&Outgoing> = outs.iter().collect();
+        let mut permanent = None;
         let mut backoff = Duration::from_millis(100);
         loop {
-            let headers = out.headers.to_kafka();
-            let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
-            record.partition = out.partition;
-            let sent = tokio::select! {
-                r = self.producer.send(record, Timeout::Never) => r,
-                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: out.topic.clone() }),
+            let sends = futures::future::join_all(pending.iter().map(|out| {
+                let headers = out.headers.to_kafka();
+                let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
+                record.partition = out.partition;
+                self.producer.send(record, Timeout::Never)
+            }));
+            let results = tokio::select! {
+                r = sends => r,
+                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: pending[0].topic.clone() }),
             };
-            match sent {
-                Ok(_) => return Ok(()),
-                Err((e, _)) if is_permanent(&e) => {
-                    return Err(PublishError::Kafka { topic: out.topic.clone(), source: e });
-                }
-                Err((e, _)) => {
-                    tracing::warn!(topic = %out.topic, error = %e, ?backoff, "publish failed; retrying");
-                    tokio::select! {
-                        _ = tokio::time::sleep(backoff) => {}
-                        _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: out.topic.clone() }),
+            let mut failed = Vec::new();
+            for (out, result) in pending.iter().zip(results) {
+                match result {
+                    Ok(_) => {}
+                    Err((e, _)) if is_permanent(&e) => {
+                        permanent.get_or_insert(PublishError::Kafka { topic: out.topic.clone(), source: e });
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    Err((e, _)) => {
+                        tracing::warn!(topic = %out.topic, error = %e, ?backoff, "publish failed; retrying");
+                        failed.push(*out);
+                    }
                 }
             }
+            if failed.is_empty() {
+                return permanent.map_or(Ok(()), Err);
+            }
+            pending = failed;
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: pending[0].topic.clone() }),
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 
@@ -118,3 +139,4 @@ fn is_permanent(e: &rdkafka::error::KafkaError) -> bool {
         Some(C::MessageSizeTooLarge | C::InvalidRecord | C::UnknownTopicOrPartition | C::TopicAuthorizationFailed)
     )
 }
+

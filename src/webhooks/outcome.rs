@@ -100,8 +100,7 @@ async fn attempt(ctx: &Context, d: Delivery, origin: Origin<'_>, stop: &Cancella
             }
         };
         outs.push(log_record(ctx, &d, &response, next));
-        let sends = outs.iter().map(|out| ctx.publisher.send_acked(out, stop));
-        futures::future::try_join_all(sends).await.map(|_| ())
+        ctx.publisher.send_all_acked(&outs, stop).await
     }
     .instrument(span)
     .await

@@ -5,11 +5,15 @@
 //! needs no extra hand-off. How each outcome is published lives in [`super::outcome`].
 
 use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use serde_json::Value;
+use futures::FutureExt;
+use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
 use super::ledger::Entry;
@@ -17,7 +21,7 @@ use super::outcome::{dead_letter, publish_final, retry_or_fail, Final, Processed
 use super::{Record, Shared};
 use crate::envelope::{Command, DecodeError, ErrorInfo, Progress, State, Timing};
 use crate::publish::Outgoing;
-use crate::router::{Context, HandlerError, ProgressSink, Route};
+use crate::router::{Context, HandlerError, HandlerFuture, ProgressSink, Route};
 
 /// How long a handler gets to return after its token fires before it is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -105,27 +109,23 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         handler_token.clone(),
         progress_sink(announce.clone()),
     );
-    let mut task = tokio::spawn(route.call(data, ctx).in_current_span());
-    let announce_at = tokio::time::sleep(started_after);
-    tokio::pin!(announce_at);
-    let deadline = deadline_sleep(command);
-    tokio::pin!(deadline);
-    let ran = loop {
-        tokio::select! {
-            joined = &mut task => break Ran::Returned(joined),
-            _ = &mut deadline => break Ran::DeadlinePassed,
-            _ = cancel.cancelled() => break Ran::Cancelled,
-            _ = stop.cancelled() => break Ran::Stopped,
-            _ = &mut announce_at, if !announce.is_sent() => announce.send(),
+    // Polled here, not spawned: a handler that returns at once (validation, a cache
+    // hit, a no-op) then costs no task, timer or waiter. A panic is caught like a
+    // spawned task's would be.
+    let mut handler = AssertUnwindSafe(route.call(data, ctx)).catch_unwind();
+    let ran = match futures::poll!(&mut handler) {
+        Poll::Ready(returned) => Ran::Returned(returned),
+        Poll::Pending => {
+            let ran = wait_for(&mut handler, command, &cancel, stop, &announce, started_after).await;
+            if !matches!(ran, Ran::Returned(_)) {
+                handler_token.cancel();
+                if tokio::time::timeout(CANCEL_GRACE, &mut handler).await.is_err() {
+                    tracing::warn!("handler ignored its cancellation token; dropped after the grace period");
+                }
+            }
+            ran
         }
     };
-    if !matches!(ran, Ran::Returned(_)) {
-        handler_token.cancel();
-        if tokio::time::timeout(CANCEL_GRACE, &mut task).await.is_err() {
-            tracing::warn!("handler ignored its cancellation token; dropped after the grace period");
-            task.abort();
-        }
-    }
     shared.unregister_running(&command.id);
     timing.execution_ms = started.elapsed().as_millis() as u64;
     shared
@@ -140,8 +140,8 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         }
         Ran::Returned(Ok(Err(e))) if e.retryable => retry_or_fail(shared, record, command, e).await,
         Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing), stop).await,
-        Ran::Returned(Err(join)) => {
-            let msg = format!("handler panicked: {}", panic_message(join));
+        Ran::Returned(Err(panic)) => {
+            let msg = format!("handler panicked: {}", panic_message(panic));
             tracing::error!(message = %msg);
             dead_letter(shared, record, "handler_panic", &msg, Some(command), None).await
         }
@@ -157,8 +157,35 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
     }
 }
 
+/// Waits for a handler that did not return on its first poll, sending the `started`
+/// announcement once it has run `started_after`.
+async fn wait_for(
+    handler: &mut HandlerRun,
+    command: &Command,
+    cancel: &CancellationToken,
+    stop: &CancellationToken,
+    announce: &Announce,
+    started_after: Duration,
+) -> Ran {
+    let announce_at = tokio::time::sleep(started_after);
+    tokio::pin!(announce_at);
+    let deadline = deadline_sleep(command);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            returned = &mut *handler => return Ran::Returned(returned),
+            _ = &mut deadline => return Ran::DeadlinePassed,
+            _ = cancel.cancelled() => return Ran::Cancelled,
+            _ = stop.cancelled() => return Ran::Stopped,
+            _ = &mut announce_at, if !announce.is_sent() => announce.send(),
+        }
+    }
+}
+
+type HandlerRun = futures::future::CatchUnwind<AssertUnwindSafe<HandlerFuture>>;
+
 enum Ran {
-    Returned(Result<Result<Value, HandlerError>, tokio::task::JoinError>),
+    Returned(Result<Result<Value, HandlerError>, Box<dyn std::any::Any + Send>>),
     DeadlinePassed,
     Cancelled,
     Stopped,
@@ -171,15 +198,12 @@ async fn deadline_sleep(command: &Command) {
     }
 }
 
-fn panic_message(err: tokio::task::JoinError) -> String {
-    match err.try_into_panic() {
-        Ok(p) => p
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| p.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "non-string panic".into()),
-        Err(e) => e.to_string(),
-    }
+fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".into())
 }
 
 /// A command's `started` event and snapshot, sent at most once: when the handler has

@@ -31,10 +31,7 @@ impl Sink {
     /// transaction that commits the offset past this record.
     pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>, stop: &CancellationToken) -> Result<(), PublishError> {
         match self {
-            Sink::Direct(p) => {
-                let acks = futures::future::join_all(outs.iter().map(|o| p.send_acked(o, stop))).await;
-                acks.into_iter().collect::<Result<Vec<()>, _>>().map(|_| ())
-            }
+            Sink::Direct(p) => p.send_all_acked(&outs, stop).await,
             Sink::Transactional { outbox, .. } => {
                 outbox.put(tp, offset, outs);
                 Ok(())
