@@ -68,6 +68,23 @@ pub fn producer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaSetupError
     Ok(cfg)
 }
 
+/// Prefetch settings for a consumer that reads a backlog through one queue per
+/// partition: the worker, and the bench's raw loop (so the ceiling it measures is
+/// fetched the same way). librdkafka keeps at most `queued.min.messages` records and
+/// `queued.max.messages.kbytes` per partition; its defaults (100,000 records, 64 MB)
+/// let a backlog grow the process by gigabytes, while too small a queue leaves the
+/// consumer waiting on fetches it asked for too late.
+pub fn set_fetch_defaults(cfg: &mut ClientConfig) {
+    set_default(cfg, "queued.max.messages.kbytes", FETCH_QUEUE_KBYTES);
+    set_default(cfg, "queued.min.messages", FETCH_QUEUE_MESSAGES);
+    // A partition whose queue drained fetches again at once, instead of after the
+    // default 1 s back-off.
+    set_default(cfg, "fetch.queue.backoff.ms", "10");
+}
+
+const FETCH_QUEUE_KBYTES: &str = "4096";
+const FETCH_QUEUE_MESSAGES: &str = "10000";
+
 /// Sets a property unless the user already set it through `--kafka-opt`.
 pub fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
     if cfg.get(key).is_none() {

@@ -137,7 +137,8 @@ pub async fn raw(cfg: &BenchConfig) -> Result<f64, BenchError> {
         let topics = loop_args.topics();
         let mut ccfg = loop_args.client_config()?;
         ccfg.set("group.id", format!("{}-raw", loop_args.prefix)).set("enable.auto.commit", "false");
-        ccfg.set("auto.offset.reset", "earliest").set("queued.max.messages.kbytes", "16384");
+        ccfg.set("auto.offset.reset", "earliest");
+        crate::kafka::set_fetch_defaults(&mut ccfg);
         let consumer: BaseConsumer = ccfg.create()?;
         consumer.subscribe(&[topics.commands.as_str()])?;
         let producer: FutureProducer = producer_config(&loop_args)?.create()?;
@@ -264,6 +265,7 @@ pub async fn backlog_rss(cfg: &BenchConfig) -> Result<f64, BenchError> {
     let mut child = std::process::Command::new(bin)
         .args(["worker", "--bootstrap", &args.bootstrap, "--prefix", &args.prefix])
         .args(["--group-id", &format!("{}-workers", args.prefix)])
+        .args(args.kafka_opts.iter().flat_map(|o| ["--kafka-opt", o.as_str()]))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

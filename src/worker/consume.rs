@@ -24,7 +24,7 @@ use super::ledger::{Lane, Tp};
 use super::sink::Sink;
 use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
-use crate::kafka::set_default;
+use crate::kafka::{set_default, set_fetch_defaults};
 
 /// Main-queue wait when no partition queue had records: bounds pickup latency.
 const IDLE_POLL: Duration = Duration::from_millis(2);
@@ -275,13 +275,7 @@ fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError
     set_default(&mut cfg, "max.poll.interval.ms", "300000");
     // Bounds memory under any backlog: with a queue per partition, librdkafka
     // prefetches at most this much per assigned partition.
-    set_default(&mut cfg, "queued.max.messages.kbytes", "4096");
-    // ... and at most this many records per partition (librdkafka's default, 100,000
-    // per partition, is what actually bounds split queues, and is far too many).
-    set_default(&mut cfg, "queued.min.messages", "2000");
-    // A resumed partition fetches again at once, instead of after the default 1 s
-    // back-off, so pausing at the in-flight bound costs no idle time.
-    set_default(&mut cfg, "fetch.queue.backoff.ms", "10");
+    set_fetch_defaults(&mut cfg);
     set_default(&mut cfg, "client.id", &format!("courier-worker-{}", shared.worker_id));
     Ok(cfg)
 }
