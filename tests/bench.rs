@@ -1,5 +1,5 @@
 //! `courier bench` end to end against the real broker, at small counts: every
-//! scenario runs, the JSON line carries every key the README and CI tooling read, the
+//! scenario runs, the JSON line carries every key the README and issue #5 name, the
 //! ratios are computed from the figures beside them, and a backlog far larger than the
 //! worker's prefetch bound leaves its RSS under the 150 MB budget.
 //!
@@ -12,12 +12,14 @@ use std::process::Command as Proc;
 
 use serde_json::Value;
 
-const KEYS: [&str; 12] = [
+const KEYS: [&str; 14] = [
     "raw_cps",
     "courier_cps",
     "courier_ratio",
     "eos_cps",
     "eos_ratio",
+    "outputs_cps",
+    "outputs_ratio",
     "slow_key_cps",
     "slow_partition_cps",
     "slow_key_vs_partition",
@@ -62,12 +64,13 @@ fn every_scenario_reports_every_key() {
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
     assert!(close(num(&report, "courier_ratio"), num(&report, "courier_cps") / num(&report, "raw_cps")));
     assert!(close(num(&report, "eos_ratio"), num(&report, "eos_cps") / num(&report, "raw_cps")));
+    assert!(close(num(&report, "outputs_ratio"), num(&report, "outputs_cps") / num(&report, "raw_cps")));
     assert!(close(num(&report, "slow_key_vs_partition"), num(&report, "slow_key_cps") / num(&report, "slow_partition_cps")));
     let (p50, p99, p999) = (num(&report, "p50_ms"), num(&report, "p99_ms"), num(&report, "p999_ms"));
     assert!(p50 <= p99 && p99 <= p999, "percentiles out of order: {report}");
     assert_eq!(report["messages"], 3000);
     assert_eq!(report["backlog"], 20000);
-    for row in ["raw (rdkafka loop)", "courier (at-least-once)", "courier-eos (exactly-once)", "ordering=key", "ordering=partition", "p99.9"] {
+    for row in ["raw (rdkafka loop)", "courier (at-least-once)", "courier-eos (exactly-once)", "courier outputs alone", "ordering=key", "ordering=partition", "p99.9"] {
         assert!(stdout.contains(row), "table has no {row:?} row:\n{stdout}");
     }
 }

@@ -8,7 +8,8 @@
 //!
 //! Scenarios: `raw` (a minimal rdkafka consume-then-produce loop, same producer and
 //! consumer settings: the ceiling), `courier` (no-op handler, at-least-once),
-//! `courier-eos` (exactly-once), `slow` (a 20 ms handler, 1,000 keys, `ordering =
+//! `courier-eos` (exactly-once), `outputs` (the records a worker writes per command,
+//! produced alone: what the envelope costs before anything is consumed), `slow` (a 20 ms handler, 1,000 keys, `ordering =
 //! key` vs `ordering = partition`), end-to-end latency at half the measured capacity,
 //! and the worker's peak RSS while a 1,000,000-command backlog waits.
 
@@ -20,7 +21,7 @@ use serde::Serialize;
 
 use crate::kafka::KafkaArgs;
 
-pub use scenarios::{backlog_rss, latency, raw, slow, through_courier, Latency};
+pub use scenarios::{backlog_rss, latency, outputs_only, raw, slow, through_courier, Latency};
 
 /// Bench settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -53,7 +54,7 @@ pub struct BenchConfig {
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
-    /// Run only these scenarios (raw, courier, eos, slow, latency, backlog); default all.
+    /// Run only these scenarios (raw, courier, eos, outputs, slow, latency, backlog); default all.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
 }
@@ -75,6 +76,9 @@ pub struct Report {
     pub courier_ratio: f64,
     pub eos_cps: f64,
     pub eos_ratio: f64,
+    /// Courier's two output records per command produced alone (nothing consumed).
+    pub outputs_cps: f64,
+    pub outputs_ratio: f64,
     pub slow_key_cps: f64,
     pub slow_partition_cps: f64,
     pub slow_key_vs_partition: f64,
@@ -118,9 +122,14 @@ pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Re
         progress("courier-eos: no-op handler, exactly-once");
         r.eos_cps = through_courier(cfg, true).await?;
     }
+    if cfg.wants("outputs") {
+        progress("outputs: a worker's final event + snapshot per command, produced alone");
+        r.outputs_cps = outputs_only(cfg).await?;
+    }
     if r.raw_cps > 0.0 {
         r.courier_ratio = r.courier_cps / r.raw_cps;
         r.eos_ratio = r.eos_cps / r.raw_cps;
+        r.outputs_ratio = r.outputs_cps / r.raw_cps;
     }
     if cfg.wants("slow") {
         progress("slow: 20 ms handler, 1,000 keys, ordering = key");
@@ -151,6 +160,7 @@ pub fn table(r: &Report) -> String {
     row(&mut t, "raw (rdkafka loop)", r.raw_cps, "1.00x");
     row(&mut t, "courier (at-least-once)", r.courier_cps, &format!("{:.2}x", r.courier_ratio));
     row(&mut t, "courier-eos (exactly-once)", r.eos_cps, &format!("{:.2}x", r.eos_ratio));
+    row(&mut t, "courier outputs alone", r.outputs_cps, &format!("{:.2}x", r.outputs_ratio));
     row(&mut t, "slow 20ms, ordering=key", r.slow_key_cps, "");
     row(&mut t, "slow 20ms, ordering=partition", r.slow_partition_cps, "");
     t.push_str(&format!("  slow: key ordering is {:.1}x partition ordering\n", r.slow_key_vs_partition));

@@ -15,7 +15,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchConfig, BenchError};
-use crate::envelope::NewCommand;
+use crate::envelope::{NewCommand, OperationSnapshot, ResultEvent, State, Timing};
+use crate::publish::{Outgoing, Publisher};
 use crate::kafka::{producer_config, KafkaArgs};
 use crate::router::{Context, Handler, HandlerError, Router};
 use crate::topics::{create_topics, TopicSpec};
@@ -164,6 +165,37 @@ pub async fn raw(cfg: &BenchConfig) -> Result<f64, BenchError> {
     let span = output_span(&args, &args.topics().results, n, any_record).await?;
     relay.await.map_err(|e| BenchError::Stalled(e.to_string()))??;
     Ok(n as f64 / span.as_secs_f64())
+}
+
+/// Courier's own output with nothing consumed: per command the final event and
+/// snapshot a worker writes for the no-op handler (which echoes its payload),
+/// produced and acknowledged with the worker's producer settings and in-flight bound.
+/// What the envelope alone costs on this machine, so the gap between `raw` and
+/// `courier` splits into "writing Courier's records" and "everything else".
+pub async fn outputs_only(cfg: &BenchConfig) -> Result<f64, BenchError> {
+    let args = fresh(cfg, "outputs").await?;
+    let publisher = Publisher::new(&args)?;
+    let topics = args.topics();
+    let in_flight = WorkerConfig::new(args.bootstrap.clone()).max_in_flight;
+    let (source, worker, never) = ("//courier/worker/bench", "bench", CancellationToken::new());
+    let result = payload(cfg.size);
+    let sends = futures::stream::iter(0..cfg.messages)
+        .map(|i| {
+            let command = NewCommand::new("noop", Value::Null).key(format!("k{}", i % 10_000)).into_command("//bench");
+            let event = ResultEvent::about(&command, source, worker, State::Completed, Some(result.clone()), None, Timing::default());
+            let (key, value, headers) = OperationSnapshot::after(&command, &event.data, worker).encode(source);
+            let status = Outgoing { topic: topics.status.clone(), key, value, headers, partition: None };
+            let (key, value, headers) = event.encode();
+            let outs = [Outgoing { topic: topics.results.clone(), key, value, headers, partition: None }, status];
+            let (publisher, never) = (&publisher, &never);
+            async move { publisher.send_all_acked(&outs, never).await }
+        })
+        .buffer_unordered(in_flight);
+    let (sent, span) = tokio::join!(sends.collect::<Vec<_>>(), output_span(&args, &topics.results, cfg.messages, is_final));
+    if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
+        return Err(BenchError::Stalled(format!("outputs: {e}")));
+    }
+    Ok(cfg.messages as f64 / span?.as_secs_f64())
 }
 
 async fn start_worker(args: &KafkaArgs, router: Router, tune: impl FnOnce(&mut WorkerConfig)) -> Result<CancellationToken, BenchError> {

@@ -148,6 +148,26 @@ impl ResultEvent {
         }
     }
 
+    /// An event about `command` from `worker`: keyed like the command and carrying its
+    /// correlation id and trace context, so every consumer can match it to the request.
+    pub fn about(command: &super::Command, source: &str, worker: &str, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> Self {
+        let data = ResultData {
+            command_id: command.id,
+            command_type: command.command_type.clone(),
+            state,
+            key: command.key.clone(),
+            result,
+            error,
+            progress: None,
+            timing,
+            worker: worker.to_string(),
+        };
+        let mut ev = ResultEvent::new(command.partition_key(), source, data);
+        ev.correlation_id = command.correlation_id.clone();
+        ev.traceparent = command.traceparent.clone();
+        ev
+    }
+
     pub fn state(&self) -> State {
         self.data.state
     }

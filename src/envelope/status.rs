@@ -9,7 +9,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::headers::{DecodeError, HeaderMap};
-use super::{json_event, ErrorInfo, Progress, State, Timing};
+use super::{json_event, ErrorInfo, Progress, ResultData, State, Timing};
 
 /// CloudEvents type of a status snapshot.
 pub const SNAPSHOT_TYPE: &str = "courier.operation.snapshot";
@@ -49,6 +49,29 @@ pub struct OperationSnapshot {
 }
 
 impl OperationSnapshot {
+    /// The snapshot that goes with result event `data` about `command`: the
+    /// command's request facts (callback, idempotency, batch) with the event's state.
+    pub fn after(command: &super::Command, data: &ResultData, worker: &str) -> Self {
+        OperationSnapshot {
+            command_id: command.id,
+            command_type: command.command_type.clone(),
+            state: data.state,
+            key: command.key.clone(),
+            attempt: command.attempt,
+            progress: data.progress.clone(),
+            result: data.result.clone(),
+            error: data.error.clone(),
+            timing: data.timing.clone(),
+            created: command.time.unwrap_or_else(Utc::now),
+            updated: Utc::now(),
+            callback_url: command.callback_url.clone(),
+            idempotency_key: command.idempotency_key.clone(),
+            request_hash: command.request_hash.clone(),
+            batch_id: command.batch_id.clone(),
+            worker: Some(worker.to_string()),
+        }
+    }
+
     /// (key, value, headers) for the status topic.
     pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
         let (value, headers) = json_event(source, SNAPSHOT_TYPE, self.updated, self.command_id, self);

@@ -203,43 +203,12 @@ impl Shared {
 
     /// A result event about `command`, from this worker.
     pub fn event(&self, command: &Command, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> ResultEvent {
-        let data = ResultData {
-            command_id: command.id,
-            command_type: command.command_type.clone(),
-            state,
-            key: command.key.clone(),
-            result,
-            error,
-            progress: None,
-            timing,
-            worker: self.worker_id.clone(),
-        };
-        let mut ev = ResultEvent::new(command.partition_key(), &self.source, data);
-        ev.correlation_id = command.correlation_id.clone();
-        ev.traceparent = command.traceparent.clone();
-        ev
+        ResultEvent::about(command, &self.source, &self.worker_id, state, result, error, timing)
     }
 
     /// The status-topic snapshot matching a result event about `command`.
     pub fn snapshot_record(&self, command: &Command, data: &ResultData) -> Outgoing {
-        let snapshot = OperationSnapshot {
-            command_id: command.id,
-            command_type: command.command_type.clone(),
-            state: data.state,
-            key: command.key.clone(),
-            attempt: command.attempt,
-            progress: data.progress.clone(),
-            result: data.result.clone(),
-            error: data.error.clone(),
-            timing: data.timing.clone(),
-            created: command.time.unwrap_or_else(chrono::Utc::now),
-            updated: chrono::Utc::now(),
-            callback_url: command.callback_url.clone(),
-            idempotency_key: command.idempotency_key.clone(),
-            request_hash: command.request_hash.clone(),
-            batch_id: command.batch_id.clone(),
-            worker: Some(self.worker_id.clone()),
-        };
+        let snapshot = OperationSnapshot::after(command, data, &self.worker_id);
         let (key, value, headers) = snapshot.encode(&self.source);
         Outgoing { topic: self.topics.status.clone(), key, value, headers, partition: None }
     }
