@@ -49,10 +49,9 @@ pub(super) async fn publish_final(shared: &Shared, record: &Record, command: &Co
     let status = shared.snapshot_record(command, &event.data);
     let (key, value, headers) = event.encode();
     let out = Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None };
-    let mut sends = vec![out.clone(), status];
-    if let Some(reply_to) = command.reply_to.as_ref().filter(|t| **t != shared.topics.results) {
-        sends.push(Outgoing { topic: reply_to.clone(), partition: command.reply_partition, ..out });
-    }
+    let reply = command.reply_to.as_ref().filter(|t| **t != shared.topics.results);
+    let reply = reply.map(|topic| Outgoing { topic: topic.clone(), partition: command.reply_partition, ..out.clone() });
+    let sends: Vec<Outgoing> = [Some(out), Some(status), reply].into_iter().flatten().collect();
     // Enqueued together and awaited together: one round trip, not three.
     if let Err(e) = shared.sink.emit(&record.tp, record.offset, sends, stop).await {
         return publish_failed(e);
