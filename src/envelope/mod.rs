@@ -80,44 +80,67 @@ pub(crate) fn json_event(
     (serde_json::to_vec(data).unwrap_or_default(), event_headers(new_id(), source, event_type, time, subject))
 }
 
-/// A fresh time-ordered id (UUIDv7) for commands and events.
+/// A fresh time-ordered id (UUIDv7) for commands and events. Ids minted by one
+/// process strictly increase, even within a millisecond, so listing operations by id
+/// is listing them by creation.
 ///
-/// Its 74 random bits come from the OS generator like `Uuid::now_v7`'s, but drawn
-/// 4 KiB at a time into a per-thread pool: a worker mints two ids per command, and a
-/// `getrandom` system call for each was 2-3% of its CPU.
+/// The 74 bits after the timestamp start each millisecond at a random value from the
+/// OS generator (like `Uuid::now_v7`) and count up within it; the randomness is drawn
+/// 4 KiB at a time, because a worker mints two ids per command and a `getrandom`
+/// system call for each was 2-3% of its CPU.
 pub fn new_id() -> uuid::Uuid {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
-    let random = ID_RANDOMNESS.with(|pool| pool.borrow_mut().take());
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+    let (millis, counter) = ID_STATE.lock().unwrap_or_else(|p| p.into_inner()).next(millis);
+    let b = counter.to_be_bytes();
+    // The builder takes 80 bits and keeps 74: 12 in bytes 0-1, 62 in bytes 2-9.
+    let bits = [(counter >> 70) as u8 & 0x0f, (counter >> 62) as u8, b[8] & 0x3f, b[9], b[10], b[11], b[12], b[13], b[14], b[15]];
+    uuid::Builder::from_unix_timestamp_millis(millis, &bits).into_uuid()
 }
 
-thread_local! {
-    static ID_RANDOMNESS: std::cell::RefCell<RandomPool> = std::cell::RefCell::new(RandomPool { bytes: [0; 4096], used: 4096 });
-}
+static ID_STATE: std::sync::Mutex<IdState> = std::sync::Mutex::new(IdState { millis: 0, counter: 0, pool: [0; 4096], used: 4096 });
 
-/// OS randomness fetched in bulk, handed out 10 bytes at a time and never twice.
-struct RandomPool {
-    bytes: [u8; 4096],
+/// The last id's timestamp and 74-bit counter, and OS randomness fetched in bulk.
+struct IdState {
+    millis: u64,
+    counter: u128,
+    pool: [u8; 4096],
     used: usize,
 }
 
-impl RandomPool {
-    fn take(&mut self) -> [u8; 10] {
-        if self.used + 10 > self.bytes.len() {
-            if getrandom::fill(&mut self.bytes).is_err() {
+impl IdState {
+    const COUNTER_BITS: u32 = 74;
+
+    /// The next (timestamp, counter): a random start in a new millisecond (top bit
+    /// clear, leaving 2^73 increments of room), the last plus one otherwise; a clock
+    /// that stepped back keeps the last timestamp.
+    fn next(&mut self, now: u64) -> (u64, u128) {
+        if now > self.millis {
+            self.millis = now;
+            self.counter = self.random() >> (128 - Self::COUNTER_BITS + 1);
+        } else {
+            self.counter += 1;
+            if self.counter >> Self::COUNTER_BITS != 0 {
+                self.millis += 1;
+                self.counter = self.random() >> (128 - Self::COUNTER_BITS + 1);
+            }
+        }
+        (self.millis, self.counter)
+    }
+
+    fn random(&mut self) -> u128 {
+        if self.used + 16 > self.pool.len() {
+            if getrandom::fill(&mut self.pool).is_err() {
                 // No OS generator (never seen on Linux): the uuid crate's own path.
-                let mut out = [0; 10];
-                out.copy_from_slice(&uuid::Uuid::now_v7().as_bytes()[6..]);
-                return out;
+                return uuid::Uuid::now_v7().as_u128() << 48;
             }
             self.used = 0;
         }
-        let mut out = [0; 10];
-        out.copy_from_slice(&self.bytes[self.used..self.used + 10]);
-        self.used += 10;
-        out
+        let mut word = [0; 16];
+        word.copy_from_slice(&self.pool[self.used..self.used + 16]);
+        self.used += 16;
+        u128::from_be_bytes(word)
     }
 }
 
@@ -137,7 +160,7 @@ mod tests {
             ids.extend(t.join().expect("minting thread"));
         }
         let after = chrono::Utc::now().timestamp_millis() as u64;
-        // 2,000 ids per thread take five refills of a 4 KiB pool.
+        // 8,000 ids span several milliseconds and pool refills.
         assert_eq!(ids.iter().collect::<HashSet<_>>().len(), 8_000);
         for id in &ids {
             assert_eq!(id.get_version_num(), 7);
@@ -146,5 +169,24 @@ mod tests {
             let millis = secs * 1000 + u64::from(nanos) / 1_000_000;
             assert!((before..=after).contains(&millis), "{id}: {millis} not in {before}..={after}");
         }
+    }
+
+    #[test]
+    fn ids_strictly_increase_within_a_millisecond_and_across_threads() {
+        let ids: Vec<_> = (0..10_000).map(|_| new_id()).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids minted in a row must sort in that order");
+        let last = *ids.last().expect("ids");
+        let later = std::thread::spawn(new_id).join().expect("minting thread");
+        assert!(later > last);
+    }
+
+    #[test]
+    fn the_counter_rolls_into_the_next_millisecond_instead_of_overflowing() {
+        let mut state = super::IdState { millis: 5, counter: (1 << 74) - 1, pool: [0; 4096], used: 4096 };
+        let (millis, counter) = state.next(5);
+        assert_eq!(millis, 6);
+        assert!(counter < 1 << 73);
+        let (millis, next) = state.next(3);
+        assert_eq!((millis, next), (6, counter + 1), "a clock stepping back keeps order");
     }
 }
