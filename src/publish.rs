@@ -111,6 +111,34 @@ impl Publisher {
         }
     }
 
+    /// Enqueues records now and returns their pending acknowledgements, so the caller
+    /// can go on and have them awaited elsewhere ([`Acks::wait`]). Waits only while
+    /// librdkafka's queue is full.
+    pub async fn enqueue_all(&self, outs: Vec<Outgoing>) -> Acks {
+        let mut deliveries = Vec::with_capacity(outs.len());
+        for out in &outs {
+            let headers = out.headers.to_kafka();
+            let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
+            record.partition = out.partition;
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(delivery) => break deliveries.push(Some(delivery)),
+                    Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
+                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                        record = r;
+                    }
+                    Err((e, _)) => {
+                        // Not enqueued at all (an unknown partition, say): the wait
+                        // retries it like a failed delivery, or reports it if permanent.
+                        tracing::debug!(topic = %out.topic, error = %e, "enqueue failed");
+                        break deliveries.push(None);
+                    }
+                }
+            }
+        }
+        Acks { publisher: self.clone(), outs, deliveries }
+    }
+
     /// Produces a record and waits for its acknowledgement once; librdkafka retries
     /// internally until `message.timeout.ms`, after which the error is the caller's.
     pub async fn send_once(&self, out: &Outgoing) -> Result<(), PublishError> {
@@ -131,12 +159,74 @@ impl Publisher {
     }
 }
 
+/// How long to wait before offering a record again to a full producer queue.
+const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
+
+/// Records already enqueued, with their pending acknowledgements.
+pub struct Acks {
+    publisher: Publisher,
+    outs: Vec<Outgoing>,
+    /// One per record; `None` if it could not even be enqueued.
+    deliveries: Vec<Option<rdkafka::producer::DeliveryFuture>>,
+}
+
+impl Acks {
+    /// Waits until every record is acknowledged, with [`Publisher::send_all_acked`]'s
+    /// rules: transient failures are sent again until `cancel` fires, and a record the
+    /// broker can never take fails the call once the others are acknowledged.
+    pub async fn wait(self, cancel: &CancellationToken) -> Result<(), PublishError> {
+        let Acks { publisher, outs, deliveries } = self;
+        if outs.is_empty() {
+            return Ok(());
+        }
+        let acked = futures::future::join_all(deliveries.into_iter().map(|d| async move {
+            match d {
+                Some(delivery) => delivery.await.ok().map(|r| r.map(|_| ()).map_err(|(e, _)| e)),
+                None => None,
+            }
+        }));
+        let results = tokio::select! {
+            r = acked => r,
+            _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: outs[0].topic.clone() }),
+        };
+        let mut permanent = None;
+        let mut again = Vec::new();
+        for (out, result) in outs.iter().zip(results) {
+            match result {
+                Some(Ok(())) => {}
+                Some(Err(e)) if is_permanent(&e) => {
+                    permanent.get_or_insert(PublishError::Kafka { topic: out.topic.clone(), source: e });
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(topic = %out.topic, error = %e, "publish failed; retrying");
+                    again.push(out.clone());
+                }
+                // Not enqueued, or the producer went away: send it again.
+                None => again.push(out.clone()),
+            }
+        }
+        if !again.is_empty() {
+            publisher.send_all_acked(&again, cancel).await?;
+        }
+        permanent.map_or(Ok(()), Err)
+    }
+}
+
 /// Errors that retrying cannot fix: the record itself is unacceptable.
 fn is_permanent(e: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as C;
     matches!(
         e.rdkafka_error_code(),
-        Some(C::MessageSizeTooLarge | C::InvalidRecord | C::UnknownTopicOrPartition | C::TopicAuthorizationFailed)
+        Some(
+            C::MessageSizeTooLarge
+                | C::InvalidRecord
+                | C::UnknownTopicOrPartition
+                | C::TopicAuthorizationFailed
+                // librdkafka's own verdicts from metadata: a partition (a caller's
+                // reply partition, say) or topic the cluster does not have.
+                | C::UnknownPartition
+                | C::UnknownTopic
+        )
     )
 }
 

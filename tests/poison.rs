@@ -98,3 +98,30 @@ async fn bad_input_matrix() {
     assert_eq!(lag, 0, "no partition lag remains");
     assert!(worker.log_text().contains("handler panicked"), "panic was caught and logged");
 }
+
+/// A caller's reply address the cluster does not have (Spring's reply partition 99)
+/// is bad input too: the final event still lands on the results topic, the failed
+/// copy is logged, and the next command with the same key is not held up.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_impossible_reply_partition_does_not_wedge_its_key() {
+    let t = common::fresh_topics("reply99", 3).await;
+    let worker = common::WorkerProc::spawn(&t, "reply99-1", &[]);
+    assert!(worker.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", worker.log_text());
+    let (key, value, mut headers) = NewCommand::new("echo", json!({"i": 1})).key("same").into_command("//poison-test").encode();
+    headers.set(h::REPLY_TO, &t.topics.status);
+    headers.insert(h::SPRING_REPLY_PARTITION, 99i32.to_be_bytes());
+    let first = courier::Command::peek_id(&headers).unwrap();
+    common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
+    let (key, value, headers) = NewCommand::new("echo", json!({"i": 2})).key("same").into_command("//poison-test").encode();
+    let second = courier::Command::peek_id(&headers).unwrap();
+    common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
+
+    let seen = common::collect_results(&t, Duration::from_secs(60), |s| common::count_distinct_finals(s) >= 2);
+    let finals = common::finals_by_command(&seen);
+    assert_eq!(finals.len(), 2);
+    assert!(finals[&first].iter().chain(&finals[&second]).all(|s| s.event.state() == State::Completed));
+    assert!(finals[&first][0].offset < finals[&second][0].offset, "same key, in order");
+    assert!(worker.wait_for_log("final event copy could not be published", Duration::from_secs(5)), "{}", worker.log_text());
+    let lag = common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(30));
+    assert_eq!(lag, 0);
+}

@@ -16,6 +16,7 @@ use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
+use super::acks::AckJob;
 use super::ledger::Entry;
 use super::outcome::{dead_letter, publish_final, retry_or_fail, Final, Processed};
 use super::{Record, Shared};
@@ -31,28 +32,40 @@ pub(super) async fn run_lane(shared: Arc<Shared>, mut entry: Entry<Record>) {
     loop {
         let span = info_span!("command", partition = entry.tp.1, offset = entry.offset, id = tracing::field::Empty);
         let outcome = process(&shared, &entry.job).instrument(span).await;
-        let next = {
-            let mut ledger = shared.lock_ledger();
-            let next = match outcome {
-                Processed::Finished => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
-                Processed::Parked(id) => {
-                    ledger.park(&entry, id);
-                    None
-                }
-                Processed::Abandoned => {
-                    ledger.abandon(&entry.tp, entry.epoch);
-                    None
-                }
-            };
-            shared.metrics.in_flight.set(ledger.in_flight() as i64);
-            next
-        };
-        shared.changed.notify_all();
-        match next {
+        match settle(&shared, entry, outcome) {
             Some(n) => entry = n,
             None => return,
         }
     }
+}
+
+/// Books a record's outcome in the ledger and returns the next record of its lane, if
+/// one is queued and may start now. A record still waiting for acknowledgements goes
+/// to the ack collector instead, which settles it later.
+pub(super) fn settle(shared: &Shared, entry: Entry<Record>, outcome: Processed) -> Option<Entry<Record>> {
+    let next = {
+        let mut ledger = shared.lock_ledger();
+        let next = match outcome {
+            Processed::Finished => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
+            Processed::Parked(id) => {
+                ledger.park(&entry, id);
+                None
+            }
+            Processed::Abandoned => {
+                ledger.abandon(&entry.tp, entry.epoch);
+                None
+            }
+            Processed::Acking(acking) => {
+                drop(ledger);
+                shared.acks.send(AckJob { entry, acking });
+                return None;
+            }
+        };
+        shared.metrics.in_flight.set(ledger.in_flight() as i64);
+        next
+    };
+    shared.changed.notify_all();
+    next
 }
 
 async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
@@ -79,11 +92,11 @@ async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
     let timing = Timing { queued_ms, execution_ms: 0, attempts: command.attempt };
     if shared.cancelled.contains(&command.id) {
         let err = ErrorInfo { code: "cancelled".into(), message: "cancelled before it ran".into(), retryable: false };
-        return publish_final(shared, record, &command, Final::error(State::Cancelled, err, timing), &record.stop).await;
+        return publish_final(shared, record, &command, Final::error(State::Cancelled, err, timing)).await;
     }
     if command.deadline.is_some_and(|d| d <= Utc::now()) {
         let err = ErrorInfo { code: "deadline_exceeded".into(), message: "deadline passed before pickup".into(), retryable: false };
-        return publish_final(shared, record, &command, Final::error(State::TimedOut, err, timing), &record.stop).await;
+        return publish_final(shared, record, &command, Final::error(State::TimedOut, err, timing)).await;
     }
     // The payload moves into the handler; the events about the command never carry it.
     let data = std::mem::take(&mut command.data);
@@ -134,12 +147,12 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         .get_or_create(&vec![("command_type".into(), command.command_type.clone())])
         .observe(started.elapsed().as_secs_f64());
     match ran {
-        Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, Final::completed(value, timing), stop).await,
+        Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, Final::completed(value, timing)).await,
         Ran::Returned(Ok(Err(e))) if e.code == "invalid_payload" => {
             dead_letter(shared, record, "schema_violation", &e.message, Some(command), None).await
         }
         Ran::Returned(Ok(Err(e))) if e.retryable => retry_or_fail(shared, record, command, e).await,
-        Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing), stop).await,
+        Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing)).await,
         Ran::Returned(Err(panic)) => {
             let msg = format!("handler panicked: {}", panic_message(panic));
             tracing::error!(message = %msg);
@@ -147,11 +160,11 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         }
         Ran::DeadlinePassed => {
             let err = HandlerError::permanent("deadline_exceeded", "handler was still running at the deadline");
-            publish_final(shared, record, command, Final::error(State::TimedOut, err.into_info(), timing), stop).await
+            publish_final(shared, record, command, Final::error(State::TimedOut, err.into_info(), timing)).await
         }
         Ran::Cancelled => {
             let err = HandlerError::permanent("cancelled", "cancelled while running");
-            publish_final(shared, record, command, Final::error(State::Cancelled, err.into_info(), timing), stop).await
+            publish_final(shared, record, command, Final::error(State::Cancelled, err.into_info(), timing)).await
         }
         Ran::Stopped => Processed::Abandoned,
     }

@@ -23,6 +23,7 @@
 //! # }
 //! ```
 
+mod acks;
 mod consume;
 mod execute;
 mod followers;
@@ -180,6 +181,8 @@ pub(crate) struct Shared {
     pub cancelled: Arc<RecentIds>,
     /// Cancel tokens of commands running on this worker, by id.
     pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    /// Records waiting for their final outputs' acknowledgements.
+    pub(super) acks: acks::AckQueue,
 }
 
 impl Shared {
@@ -217,6 +220,7 @@ impl Shared {
 /// A configured worker, ready to run.
 pub struct Worker {
     shared: Arc<Shared>,
+    acks: tokio::sync::mpsc::UnboundedReceiver<acks::AckJob>,
 }
 
 impl Worker {
@@ -234,7 +238,9 @@ impl Worker {
         let config_capacity = config.dedupe_capacity;
         let publisher = Publisher::new(&config.kafka)?;
         let sink = if config.exactly_once { transactional_sink(&config, &worker_id)? } else { Sink::Direct(publisher.clone()) };
+        let (acks, acks_rx) = acks::AckQueue::new();
         let shared = Shared {
+            acks,
             publisher,
             sink,
             topics: config.kafka.topics(),
@@ -249,7 +255,7 @@ impl Worker {
             cancelled: Arc::new(RecentIds::new(config_capacity)),
             running: Arc::default(),
         };
-        Ok(Worker { shared: Arc::new(shared) })
+        Ok(Worker { shared: Arc::new(shared), acks: acks_rx })
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -259,7 +265,7 @@ impl Worker {
     /// Runs until `shutdown` fires, then stops fetching, lets running handlers finish
     /// within the grace period, commits, and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let shared = self.shared;
+        let Worker { shared, acks: ack_jobs } = self;
         if let Some(addr) = shared.config.metrics_addr {
             crate::metrics::serve(shared.metrics.clone(), addr, shutdown.clone()).await.map_err(WorkerError::Metrics)?;
         }
@@ -270,6 +276,7 @@ impl Worker {
         let _stop_background = background.clone().drop_guard();
         init_transactions(&shared.sink).await?;
         start_background(&shared, &runtime, &background).await?;
+        tokio::spawn(acks::collect(shared.clone(), ack_jobs, background.clone()));
         let thread_shared = shared.clone();
         let thread_stop = shutdown.clone();
         let consumer = std::thread::Builder::new()

@@ -1,6 +1,7 @@
 //! How a record's outcome leaves the worker: a final event, a retry, or a dead letter.
 //! Each path waits for the broker's acknowledgement before the record counts as
-//! finished, which is what makes the commit after it safe.
+//! finished, which is what makes the commit after it safe; a final event's wait
+//! happens off the lane ([`Processed::Acking`]).
 
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -9,12 +10,12 @@ use uuid::Uuid;
 use super::{Record, Shared};
 use crate::dlq::DeadLetter;
 use crate::envelope::{header_names, Command, ErrorInfo, NewCommand, State, Timing};
-use crate::publish::{Outgoing, PublishError};
+use crate::publish::{Acks, Outgoing, PublishError};
 use crate::retry::{retry_headers, retry_record, FailedRecord};
 use crate::router::HandlerError;
 
 /// What became of a record.
-pub(super) enum Processed {
+pub(crate) enum Processed {
     /// Its final event (or dead letter) is acknowledged: its offset may be committed.
     Finished,
     /// Sent to a retry tier; its lane waits for this command id to come back.
@@ -22,6 +23,36 @@ pub(super) enum Processed {
     /// The partition is going away or the worker is stopping: the record was not
     /// finished here and will be consumed again by the next owner.
     Abandoned,
+    /// Its final event and snapshot are enqueued; it finishes when the broker has
+    /// acknowledged them (awaited off the lane, in [`super::acks`]).
+    Acking(Acking),
+}
+
+/// A final event on its way: what must still be acknowledged, and what to record once
+/// it is.
+pub(crate) struct Acking {
+    acks: Acks,
+    id: Uuid,
+    command_type: String,
+    state: State,
+}
+
+impl Acking {
+    /// Waits for the acknowledgements (retrying transient failures until `stop`).
+    pub async fn wait(self, shared: &Shared, stop: &CancellationToken) -> Processed {
+        match self.acks.wait(stop).await {
+            Ok(()) => final_recorded(shared, self.id, &self.command_type, self.state),
+            Err(e) => publish_failed(e),
+        }
+    }
+}
+
+/// Bookkeeping once a final event is safely out.
+fn final_recorded(shared: &Shared, id: Uuid, command_type: &str, state: State) -> Processed {
+    shared.finished.insert(id);
+    shared.metrics.outcome(command_type, state.as_str());
+    tracing::debug!(%id, state = state.as_str(), "final event acknowledged");
+    Processed::Finished
 }
 
 /// How a command ended.
@@ -42,8 +73,9 @@ impl Final {
     }
 }
 
-/// Publishes the final event (and its copy to `reply_to`) and waits for both acks.
-pub(super) async fn publish_final(shared: &Shared, record: &Record, command: &Command, end: Final, stop: &CancellationToken) -> Processed {
+/// Publishes the final event (and its copy to `reply_to`) and the snapshot: enqueued
+/// together, acknowledged together, one round trip for all.
+pub(super) async fn publish_final(shared: &Shared, record: &Record, command: &Command, end: Final) -> Processed {
     let Final { state, result, error, timing } = end;
     let event = shared.event(command, state, result, error, timing);
     let status = shared.snapshot_record(command, &event.data);
@@ -52,14 +84,10 @@ pub(super) async fn publish_final(shared: &Shared, record: &Record, command: &Co
     let reply = command.reply_to.as_ref().filter(|t| **t != shared.topics.results);
     let reply = reply.map(|topic| Outgoing { topic: topic.clone(), partition: command.reply_partition, ..out.clone() });
     let sends: Vec<Outgoing> = [Some(out), Some(status), reply].into_iter().flatten().collect();
-    // Enqueued together and awaited together: one round trip, not three.
-    if let Err(e) = shared.sink.emit(&record.tp, record.offset, sends, stop).await {
-        return publish_failed(e);
+    match shared.sink.emit_deferred(&record.tp, record.offset, sends).await {
+        Some(acks) => Processed::Acking(Acking { acks, id: command.id, command_type: command.command_type.clone(), state }),
+        None => final_recorded(shared, command.id, &command.command_type, state),
     }
-    shared.finished.insert(command.id);
-    shared.metrics.outcome(&command.command_type, state.as_str());
-    tracing::debug!(state = state.as_str(), "final event acknowledged");
-    Processed::Finished
 }
 
 fn publish_failed(e: PublishError) -> Processed {
@@ -130,7 +158,7 @@ pub(super) async fn dead_letter(
     let Some(command) = failed_for else { return Processed::Finished };
     let err = error.unwrap_or(ErrorInfo { code: reason.to_string(), message: message.to_string(), retryable: false });
     let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
-    publish_final(shared, record, &command, Final::error(State::Failed, err, timing), &record.stop).await
+    publish_final(shared, record, &command, Final::error(State::Failed, err, timing)).await
 }
 
 /// The parts of an undecodable command that a `failed` event needs.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ledger::Tp;
 use super::txn::Outbox;
-use crate::publish::{Outgoing, PublishError, Publisher};
+use crate::publish::{Acks, Outgoing, PublishError, Publisher};
 
 #[derive(Clone)]
 pub(crate) enum Sink {
@@ -23,6 +23,20 @@ impl Sink {
         match self {
             Sink::Direct(p) => p.send_advisory(&out),
             Sink::Transactional { outbox, .. } => outbox.advise(out),
+        }
+    }
+
+    /// The outputs that finish record `offset` of `tp`, handed over without waiting.
+    /// Direct: enqueued, with the acknowledgements the record must still wait for
+    /// before it counts as finished. Transactional: into the outbox (`None`: nothing
+    /// to wait for; the commit's transaction carries them).
+    pub async fn emit_deferred(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
+        match self {
+            Sink::Direct(p) => Some(p.enqueue_all(outs).await),
+            Sink::Transactional { outbox, .. } => {
+                outbox.put(tp, offset, outs);
+                None
+            }
         }
     }
 
