@@ -9,7 +9,8 @@
 
 use std::time::Duration;
 
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tokio_util::sync::CancellationToken;
 
@@ -53,10 +54,7 @@ impl Publisher {
     /// Enqueues a record without waiting for the broker. Used for `started` and
     /// `progress` events, which are advisory: losing one loses no outcome.
     pub fn send_advisory(&self, out: &Outgoing) {
-        let headers = out.headers.to_kafka();
-        let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
-        record.partition = out.partition;
-        if let Err((e, _)) = self.producer.send_result(record) {
+        if let Err((e, _)) = self.producer.send_result(future_record(out)) {
             tracing::warn!(topic = %out.topic, error = %e, "advisory event dropped");
         }
     }
@@ -72,43 +70,12 @@ impl Publisher {
     /// broker can never take fails the call once the others are acknowledged. One wait for
     /// the lot: a worker's final event and snapshot cost one round trip, not two.
     pub async fn send_all_acked(&self, outs: &[Outgoing], cancel: &CancellationToken) -> Result<(), PublishError> {
-        let mut pending: Vec<&Outgoing> = outs.iter().collect();
-        let mut permanent = None;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let sends = futures::future::join_all(pending.iter().map(|out| {
-                let headers = out.headers.to_kafka();
-                let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
-                record.partition = out.partition;
-                self.producer.send(record, Timeout::Never)
-            }));
-            let results = tokio::select! {
-                r = sends => r,
-                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: pending[0].topic.clone() }),
-            };
-            let mut failed = Vec::new();
-            for (out, result) in pending.iter().zip(results) {
-                match result {
-                    Ok(_) => {}
-                    Err((e, _)) if is_permanent(&e) => {
-                        permanent.get_or_insert(PublishError::Kafka { topic: out.topic.clone(), source: e });
-                    }
-                    Err((e, _)) => {
-                        tracing::warn!(topic = %out.topic, error = %e, ?backoff, "publish failed; retrying");
-                        failed.push(*out);
-                    }
-                }
-            }
-            if failed.is_empty() {
-                return permanent.map_or(Ok(()), Err);
-            }
-            pending = failed;
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: pending[0].topic.clone() }),
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        let Some(first) = outs.first() else { return Ok(()) };
+        let acks = tokio::select! {
+            acks = self.enqueue_all(outs.to_vec()) => acks,
+            _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: first.topic.clone() }),
+        };
+        acks.wait(cancel).await
     }
 
     /// Enqueues records now and returns their pending acknowledgements, so the caller
@@ -117,22 +84,17 @@ impl Publisher {
     pub async fn enqueue_all(&self, outs: Vec<Outgoing>) -> Acks {
         let mut deliveries = Vec::with_capacity(outs.len());
         for out in &outs {
-            let headers = out.headers.to_kafka();
-            let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
-            record.partition = out.partition;
+            let mut record = future_record(out);
             loop {
                 match self.producer.send_result(record) {
-                    Ok(delivery) => break deliveries.push(Some(delivery)),
+                    Ok(delivery) => break deliveries.push(Ok(delivery)),
                     Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
                         tokio::time::sleep(QUEUE_FULL_WAIT).await;
                         record = r;
                     }
-                    Err((e, _)) => {
-                        // Not enqueued at all (an unknown partition, say): the wait
-                        // retries it like a failed delivery, or reports it if permanent.
-                        tracing::debug!(topic = %out.topic, error = %e, "enqueue failed");
-                        break deliveries.push(None);
-                    }
+                    // Not enqueued at all (an unknown partition, say): judged by the
+                    // wait like a failed delivery, retried or reported.
+                    Err((e, _)) => break deliveries.push(Err(e)),
                 }
             }
         }
@@ -142,10 +104,7 @@ impl Publisher {
     /// Produces a record and waits for its acknowledgement once; librdkafka retries
     /// internally until `message.timeout.ms`, after which the error is the caller's.
     pub async fn send_once(&self, out: &Outgoing) -> Result<(), PublishError> {
-        let headers = out.headers.to_kafka();
-        let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(headers);
-        record.partition = out.partition;
-        match self.producer.send(record, Timeout::Never).await {
+        match self.producer.send(future_record(out), Timeout::Never).await {
             Ok(_) => Ok(()),
             Err((source, _)) => Err(PublishError::Kafka { topic: out.topic.clone(), source }),
         }
@@ -162,53 +121,71 @@ impl Publisher {
 /// How long to wait before offering a record again to a full producer queue.
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 
+/// The producer record for `out`.
+fn future_record(out: &Outgoing) -> FutureRecord<'_, String, Vec<u8>> {
+    let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(out.headers.to_kafka());
+    record.partition = out.partition;
+    record
+}
+
 /// Records already enqueued, with their pending acknowledgements.
 pub struct Acks {
     publisher: Publisher,
     outs: Vec<Outgoing>,
-    /// One per record; `None` if it could not even be enqueued.
-    deliveries: Vec<Option<rdkafka::producer::DeliveryFuture>>,
+    /// One per record; an error if it could not even be enqueued.
+    deliveries: Vec<Result<DeliveryFuture, KafkaError>>,
 }
 
 impl Acks {
-    /// Waits until every record is acknowledged, with [`Publisher::send_all_acked`]'s
-    /// rules: transient failures are sent again until `cancel` fires, and a record the
-    /// broker can never take fails the call once the others are acknowledged.
+    /// Waits until every record is acknowledged, retrying transient failures (only
+    /// the failed records, with backoff) until `cancel` fires; a record the broker can
+    /// never take fails the call once the others are acknowledged.
     pub async fn wait(self, cancel: &CancellationToken) -> Result<(), PublishError> {
-        let Acks { publisher, outs, deliveries } = self;
-        if outs.is_empty() {
-            return Ok(());
-        }
-        let acked = futures::future::join_all(deliveries.into_iter().map(|d| async move {
-            match d {
-                Some(delivery) => delivery.await.ok().map(|r| r.map(|_| ()).map_err(|(e, _)| e)),
-                None => None,
-            }
-        }));
-        let results = tokio::select! {
-            r = acked => r,
-            _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: outs[0].topic.clone() }),
-        };
+        let Acks { publisher, mut outs, mut deliveries } = self;
         let mut permanent = None;
-        let mut again = Vec::new();
-        for (out, result) in outs.iter().zip(results) {
-            match result {
-                Some(Ok(())) => {}
-                Some(Err(e)) if is_permanent(&e) => {
-                    permanent.get_or_insert(PublishError::Kafka { topic: out.topic.clone(), source: e });
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let Some(first) = outs.first() else { return permanent.map_or(Ok(()), Err) };
+            let acked = futures::future::join_all(deliveries.into_iter().map(|d| async move {
+                match d {
+                    Ok(delivery) => match delivery.await {
+                        Ok(Ok(_)) => Ok(()),
+                        Ok(Err((e, _))) => Err(e),
+                        // The producer dropped the report (it is going away): retried.
+                        Err(_) => Err(KafkaError::Canceled),
+                    },
+                    Err(e) => Err(e),
                 }
-                Some(Err(e)) => {
-                    tracing::warn!(topic = %out.topic, error = %e, "publish failed; retrying");
-                    again.push(out.clone());
+            }));
+            let results = tokio::select! {
+                r = acked => r,
+                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: first.topic.clone() }),
+            };
+            let mut failed = Vec::new();
+            for (out, result) in outs.into_iter().zip(results) {
+                match result {
+                    Ok(()) => {}
+                    Err(e) if is_permanent(&e) => {
+                        permanent.get_or_insert(PublishError::Kafka { topic: out.topic, source: e });
+                    }
+                    Err(e) => {
+                        tracing::warn!(topic = %out.topic, error = %e, ?backoff, "publish failed; retrying");
+                        failed.push(out);
+                    }
                 }
-                // Not enqueued, or the producer went away: send it again.
-                None => again.push(out.clone()),
             }
+            let Some(first) = failed.first() else { return permanent.map_or(Ok(()), Err) };
+            let topic = first.topic.clone();
+            let again = async {
+                tokio::time::sleep(backoff).await;
+                publisher.enqueue_all(failed).await
+            };
+            Acks { outs, deliveries, .. } = tokio::select! {
+                acks = again => acks,
+                _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic }),
+            };
+            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        if !again.is_empty() {
-            publisher.send_all_acked(&again, cancel).await?;
-        }
-        permanent.map_or(Ok(()), Err)
     }
 }
 
