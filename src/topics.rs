@@ -152,6 +152,29 @@ pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
     Ok(created)
 }
 
+/// Deletes every Courier topic of `args`' prefix that `spec` names; topics already gone
+/// are fine. For throwaway deployments (the bench's per-scenario topics), so repeated
+/// runs do not pile topics and log segments up on a shared broker.
+pub async fn delete_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<String>, KafkaSetupError> {
+    let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
+    let names = all_topic_names(&args.topics(), spec);
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let mut deleted = Vec::new();
+    for outcome in admin.delete_topics(&names, &opts).await? {
+        match outcome {
+            Ok(name) => deleted.push(name),
+            Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Err((name, code)) => {
+                tracing::error!(topic = %name, error = %code, "topic deletion failed");
+                return Err(KafkaSetupError::Client(rdkafka::error::KafkaError::AdminOp(code)));
+            }
+        }
+    }
+    tracing::info!(deleted = ?deleted, "topics deleted");
+    Ok(deleted)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

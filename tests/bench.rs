@@ -1,16 +1,26 @@
 //! `courier bench` end to end against the real broker, at small counts: every
-//! scenario runs, the JSON line carries every key the README and issue #5 name, the
-//! ratios are computed from the figures beside them, and a backlog far larger than the
-//! worker's prefetch bound leaves its RSS under the 150 MB budget.
+//! scenario runs, the JSON line carries every key the README and issue #5 name, each
+//! round's ratios are computed from its own figures and the headline figures are the
+//! medians over the rounds, the bench deletes every topic it made, and a backlog far
+//! larger than the worker's prefetch bound leaves its RSS under the 150 MB budget.
 //!
 //! Throughput figures are only checked to be measured (positive), never against a
 //! speed: speed lives in the bench's own side-by-side ratios.
 
 mod common;
 
+use std::collections::HashSet;
 use std::process::Command as Proc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::ClientConfig;
 use serde_json::Value;
+
+/// One bench at a time: they compete for the same cores, and the topic check below
+/// must not see another bench's topics come and go.
+static ONE_BENCH: Mutex<()> = Mutex::new(());
 
 const KEYS: [&str; 14] = [
     "raw_cps",
@@ -46,11 +56,27 @@ fn num(report: &Value, key: &str) -> f64 {
     report[key].as_f64().unwrap_or_else(|| panic!("{key} missing or not a number in {report}"))
 }
 
+fn bench_topics() -> HashSet<String> {
+    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", common::bootstrap()).create().expect("metadata client");
+    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).expect("cluster metadata");
+    metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with("bench-")).collect()
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+}
+
 #[test]
 fn every_scenario_reports_every_key() {
+    let _one = ONE_BENCH.lock().unwrap_or_else(|p| p.into_inner());
+    let before = bench_topics();
     let (report, stdout) = bench(&[
         "--messages",
         "3000",
+        "--rounds",
+        "3",
         "--slow-messages",
         "60",
         "--latency-for",
@@ -62,17 +88,37 @@ fn every_scenario_reports_every_key() {
         assert!(num(&report, key) > 0.0, "{key} was not measured: {report}");
     }
     let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
-    assert!(close(num(&report, "courier_ratio"), num(&report, "courier_cps") / num(&report, "raw_cps")));
-    assert!(close(num(&report, "eos_ratio"), num(&report, "eos_cps") / num(&report, "raw_cps")));
-    assert!(close(num(&report, "outputs_ratio"), num(&report, "outputs_cps") / num(&report, "raw_cps")));
+    let rounds = report["per_round"].as_array().expect("per_round is a list");
+    assert_eq!((report["rounds"].as_u64(), rounds.len()), (Some(3), 3), "{report}");
+    for round in rounds {
+        for (ratio, cps) in [("courier_ratio", "courier_cps"), ("eos_ratio", "eos_cps"), ("outputs_ratio", "outputs_cps")] {
+            assert!(num(round, cps) > 0.0, "{cps} not measured in a round: {report}");
+            assert!(close(num(round, ratio), num(round, cps) / num(round, "raw_cps")), "{ratio} of a round: {report}");
+        }
+    }
+    for key in ["raw_cps", "courier_cps", "courier_ratio", "eos_cps", "eos_ratio", "outputs_cps", "outputs_ratio"] {
+        let medians = median(rounds.iter().map(|r| num(r, key)).collect());
+        assert!(close(num(&report, key), medians), "{key} is not the median of the rounds: {report}");
+    }
     assert!(close(num(&report, "slow_key_vs_partition"), num(&report, "slow_key_cps") / num(&report, "slow_partition_cps")));
     let (p50, p99, p999) = (num(&report, "p50_ms"), num(&report, "p99_ms"), num(&report, "p999_ms"));
     assert!(p50 <= p99 && p99 <= p999, "percentiles out of order: {report}");
     assert_eq!(report["messages"], 3000);
     assert_eq!(report["backlog"], 20000);
-    for row in ["raw (rdkafka loop)", "courier (at-least-once)", "courier-eos (exactly-once)", "courier outputs alone", "ordering=key", "ordering=partition", "p99.9"] {
+    for row in ["raw (rdkafka loop)", "courier (at-least-once)", "courier-eos (exactly-once)", "courier outputs alone", "medians of 3 rounds", "ordering=key", "ordering=partition", "p99.9"] {
         assert!(stdout.contains(row), "table has no {row:?} row:\n{stdout}");
     }
+    // Twelve throughput scenarios, two slow ones, latency and backlog each made 17
+    // topics; none may be left (deletion completes asynchronously on the broker).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let left: Vec<String> = bench_topics().difference(&before).cloned().collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(left.is_empty(), "the bench left {} topics behind: {left:?}", left.len());
 }
 
 /// 200,000 queued commands over 6 partitions is over three times what the worker may
@@ -80,6 +126,7 @@ fn every_scenario_reports_every_key() {
 /// unbounded queue would show; the bounded one stays far under the budget.
 #[test]
 fn a_large_backlog_leaves_worker_rss_bounded() {
+    let _one = ONE_BENCH.lock().unwrap_or_else(|p| p.into_inner());
     let (report, _) = bench(&["--only", "backlog", "--backlog", "200000"]);
     let rss = num(&report, "backlog_rss_mb");
     assert!(rss > 10.0 && rss < 150.0, "worker peak RSS with 200,000 queued commands: {rss:.1} MB");

@@ -12,14 +12,23 @@
 //! produced alone: what the envelope costs before anything is consumed), `slow` (a 20 ms handler, 1,000 keys, `ordering =
 //! key` vs `ordering = partition`), end-to-end latency at half the measured capacity,
 //! and the worker's peak RSS while a 1,000,000-command backlog waits.
+//!
+//! On a machine where the broker shares the cores, one measurement of `raw` can be off
+//! by a factor of two from the next. So the throughput scenarios run in rounds, each
+//! round measuring `raw` again right before the others; a ratio is only ever taken
+//! between figures of one round, and the report gives the median over the rounds
+//! beside every round's figures. Each scenario gets fresh topics and deletes them
+//! when done, so repeated runs leave nothing behind on the broker.
 
 mod scenarios;
 
+use std::future::Future;
 use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::kafka::KafkaArgs;
+use crate::topics::{create_topics, delete_topics, TopicSpec};
 
 pub use scenarios::{backlog_rss, latency, outputs_only, raw, slow, through_courier, Latency};
 
@@ -33,6 +42,11 @@ pub struct BenchConfig {
     /// second long, which overstates the ceiling and varies widely between runs.
     #[arg(long, default_value_t = 300_000)]
     pub messages: usize,
+    /// Rounds of the throughput scenarios (raw, courier, eos, outputs). Every round
+    /// measures raw again and takes its ratios within the round; the report gives the
+    /// medians and each round's figures.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
     /// Payload size in bytes.
     #[arg(long, default_value_t = 256)]
     pub size: usize,
@@ -88,6 +102,62 @@ pub struct Report {
     pub p999_ms: f64,
     pub backlog: usize,
     pub backlog_rss_mb: f64,
+    /// How many rounds the throughput figures above are the median of.
+    pub rounds: u32,
+    /// Every round's throughput figures, in the order measured.
+    pub per_round: Vec<Round>,
+}
+
+/// One round of the throughput scenarios; ratios are to this round's `raw_cps`
+/// (0 when raw did not run).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Round {
+    pub raw_cps: f64,
+    pub courier_cps: f64,
+    pub courier_ratio: f64,
+    pub eos_cps: f64,
+    pub eos_ratio: f64,
+    pub outputs_cps: f64,
+    pub outputs_ratio: f64,
+}
+
+impl Round {
+    fn with_ratios(mut self) -> Self {
+        if self.raw_cps > 0.0 {
+            self.courier_ratio = self.courier_cps / self.raw_cps;
+            self.eos_ratio = self.eos_cps / self.raw_cps;
+            self.outputs_ratio = self.outputs_cps / self.raw_cps;
+        }
+        self
+    }
+}
+
+/// The middle value (the mean of the middle two for an even count); 0 for none.
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    match values.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => values[n / 2],
+        n => (values[n / 2 - 1] + values[n / 2]) / 2.0,
+    }
+}
+
+impl Report {
+    /// Sets the throughput figures to the medians over `rounds`, each ratio the median
+    /// of the rounds' own ratios (not a ratio of medians: raw and courier of one round
+    /// ran on the broker in the same state).
+    fn summarize(&mut self, rounds: Vec<Round>) {
+        let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
+        self.raw_cps = m(|r| r.raw_cps);
+        self.courier_cps = m(|r| r.courier_cps);
+        self.courier_ratio = m(|r| r.courier_ratio);
+        self.eos_cps = m(|r| r.eos_cps);
+        self.eos_ratio = m(|r| r.eos_ratio);
+        self.outputs_cps = m(|r| r.outputs_cps);
+        self.outputs_ratio = m(|r| r.outputs_ratio);
+        self.rounds = rounds.len() as u32;
+        self.per_round = rounds;
+    }
 }
 
 /// Why a bench run could not complete.
@@ -110,59 +180,96 @@ pub enum BenchError {
 /// Runs every scenario in order, reporting progress through `progress`.
 pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Report, BenchError> {
     let mut r = Report { messages: cfg.messages, size: cfg.size, partitions: cfg.partitions, ..Report::default() };
-    if cfg.wants("raw") {
-        progress("raw: consume-then-produce loop");
-        r.raw_cps = raw(cfg).await?;
+    let mut rounds = Vec::new();
+    let throughput = ["raw", "courier", "eos", "outputs"];
+    if throughput.iter().any(|s| cfg.wants(s)) {
+        for i in 1..=cfg.rounds {
+            let mut step = |what: &str| progress(&format!("round {i}/{}: {what}", cfg.rounds));
+            let mut round = Round::default();
+            if cfg.wants("raw") {
+                step("raw: consume-then-produce loop");
+                round.raw_cps = scoped(cfg, "raw", |args| async move { raw(cfg, &args).await }).await?;
+            }
+            if cfg.wants("courier") {
+                step("courier: no-op handler, at-least-once");
+                round.courier_cps = scoped(cfg, "courier", |args| async move { through_courier(cfg, &args, false).await }).await?;
+            }
+            if cfg.wants("eos") {
+                step("courier-eos: no-op handler, exactly-once");
+                round.eos_cps = scoped(cfg, "eos", |args| async move { through_courier(cfg, &args, true).await }).await?;
+            }
+            if cfg.wants("outputs") {
+                step("outputs: a worker's final event + snapshot per command, produced alone");
+                round.outputs_cps = scoped(cfg, "outputs", |args| async move { outputs_only(cfg, &args).await }).await?;
+            }
+            rounds.push(round.with_ratios());
+        }
     }
-    if cfg.wants("courier") {
-        progress("courier: no-op handler, at-least-once");
-        r.courier_cps = through_courier(cfg, false).await?;
-    }
-    if cfg.wants("eos") {
-        progress("courier-eos: no-op handler, exactly-once");
-        r.eos_cps = through_courier(cfg, true).await?;
-    }
-    if cfg.wants("outputs") {
-        progress("outputs: a worker's final event + snapshot per command, produced alone");
-        r.outputs_cps = outputs_only(cfg).await?;
-    }
-    if r.raw_cps > 0.0 {
-        r.courier_ratio = r.courier_cps / r.raw_cps;
-        r.eos_ratio = r.eos_cps / r.raw_cps;
-        r.outputs_ratio = r.outputs_cps / r.raw_cps;
-    }
+    r.summarize(rounds);
     if cfg.wants("slow") {
         progress("slow: 20 ms handler, 1,000 keys, ordering = key");
-        r.slow_key_cps = slow(cfg, crate::Ordering::Key, cfg.slow_messages * 10).await?;
+        let n = cfg.slow_messages * 10;
+        r.slow_key_cps = scoped(cfg, "slow", |args| async move { slow(&args, crate::Ordering::Key, n).await }).await?;
         progress("slow: 20 ms handler, 1,000 keys, ordering = partition");
-        r.slow_partition_cps = slow(cfg, crate::Ordering::Partition, cfg.slow_messages).await?;
+        let n = cfg.slow_messages;
+        r.slow_partition_cps = scoped(cfg, "slow", |args| async move { slow(&args, crate::Ordering::Partition, n).await }).await?;
         r.slow_key_vs_partition = r.slow_key_cps / r.slow_partition_cps;
     }
     if cfg.wants("latency") {
         r.latency_rate_cps = if r.courier_cps > 0.0 { (r.courier_cps / 2.0).clamp(10.0, 20_000.0) } else { 500.0 };
         progress(&format!("latency: submit to result at {:.0} commands/s", r.latency_rate_cps));
-        let l = latency(cfg, r.latency_rate_cps).await?;
+        let rate = r.latency_rate_cps;
+        let l = scoped(cfg, "latency", |args| async move { latency(cfg, &args, rate).await }).await?;
         (r.p50_ms, r.p99_ms, r.p999_ms) = (l.p50_ms, l.p99_ms, l.p999_ms);
     }
     if cfg.backlog > 0 && cfg.wants("backlog") {
         progress(&format!("memory: worker RSS with a {} command backlog", cfg.backlog));
         r.backlog = cfg.backlog;
-        r.backlog_rss_mb = backlog_rss(cfg).await?;
+        r.backlog_rss_mb = scoped(cfg, "backlog", |args| async move { backlog_rss(cfg, &args).await }).await?;
     }
     Ok(r)
+}
+
+/// Runs one scenario on topics of its own (a fresh prefix) and deletes them after,
+/// whether it succeeded or not.
+async fn scoped<T, F, Fut>(cfg: &BenchConfig, name: &str, scenario: F) -> Result<T, BenchError>
+where
+    F: FnOnce(KafkaArgs) -> Fut,
+    Fut: Future<Output = Result<T, BenchError>>,
+{
+    let mut args = cfg.kafka.clone();
+    args.prefix = format!("bench-{name}-{}", &crate::envelope::new_id().simple().to_string()[20..]);
+    let spec = TopicSpec { partitions: cfg.partitions, ..TopicSpec::default() };
+    create_topics(&args, &spec).await?;
+    let outcome = scenario(args.clone()).await;
+    if let Err(e) = delete_topics(&args, &spec).await {
+        tracing::warn!(prefix = %args.prefix, error = %e, "bench topics left behind");
+    }
+    outcome
 }
 
 /// The human-readable table.
 pub fn table(r: &Report) -> String {
     let mut t = String::new();
-    let row = |t: &mut String, name: &str, cps: f64, vs: &str| t.push_str(&format!("  {name:<28} {cps:>12.0} {vs:>10}\n"));
-    t.push_str(&format!("  {:<28} {:>12} {:>10}\n", "scenario", "commands/s", "vs raw"));
-    row(&mut t, "raw (rdkafka loop)", r.raw_cps, "1.00x");
-    row(&mut t, "courier (at-least-once)", r.courier_cps, &format!("{:.2}x", r.courier_ratio));
-    row(&mut t, "courier-eos (exactly-once)", r.eos_cps, &format!("{:.2}x", r.eos_ratio));
-    row(&mut t, "courier outputs alone", r.outputs_cps, &format!("{:.2}x", r.outputs_ratio));
-    row(&mut t, "slow 20ms, ordering=key", r.slow_key_cps, "");
-    row(&mut t, "slow 20ms, ordering=partition", r.slow_partition_cps, "");
+    let row = |t: &mut String, name: &str, cps: f64, vs: &str, range: &str| {
+        t.push_str(&format!("  {name:<28} {cps:>12.0} {vs:>10} {range:>14}\n"))
+    };
+    // The spread of a ratio over the rounds, min-max; blank for a single round.
+    let range = |f: fn(&Round) -> f64| {
+        let values: Vec<f64> = r.per_round.iter().map(f).collect();
+        let (lo, hi) = values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+        if values.len() > 1 { format!("{lo:.2}-{hi:.2}x") } else { String::new() }
+    };
+    t.push_str(&format!("  {:<28} {:>12} {:>10} {:>14}\n", "scenario", "commands/s", "vs raw", "rounds range"));
+    row(&mut t, "raw (rdkafka loop)", r.raw_cps, "1.00x", "");
+    row(&mut t, "courier (at-least-once)", r.courier_cps, &format!("{:.2}x", r.courier_ratio), &range(|x| x.courier_ratio));
+    row(&mut t, "courier-eos (exactly-once)", r.eos_cps, &format!("{:.2}x", r.eos_ratio), &range(|x| x.eos_ratio));
+    row(&mut t, "courier outputs alone", r.outputs_cps, &format!("{:.2}x", r.outputs_ratio), &range(|x| x.outputs_ratio));
+    if r.rounds > 1 {
+        t.push_str(&format!("  (medians of {} rounds; each ratio taken within its round)\n", r.rounds));
+    }
+    row(&mut t, "slow 20ms, ordering=key", r.slow_key_cps, "", "");
+    row(&mut t, "slow 20ms, ordering=partition", r.slow_partition_cps, "", "");
     t.push_str(&format!("  slow: key ordering is {:.1}x partition ordering\n", r.slow_key_vs_partition));
     t.push_str(&format!(
         "  latency at {:.0}/s: p50 {:.1} ms, p99 {:.1} ms, p99.9 {:.1} ms\n",
@@ -172,4 +279,52 @@ pub fn table(r: &Report) -> String {
         t.push_str(&format!("  worker peak RSS with {} queued commands: {:.1} MB\n", r.backlog, r.backlog_rss_mb));
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(raw: f64, courier: f64) -> Round {
+        Round { raw_cps: raw, courier_cps: courier, eos_cps: courier / 2.0, ..Round::default() }.with_ratios()
+    }
+
+    #[test]
+    fn median_takes_the_middle_or_the_mean_of_the_middle_two() {
+        assert_eq!(median(vec![]), 0.0);
+        assert_eq!(median(vec![7.0]), 7.0);
+        assert_eq!(median(vec![9.0, 1.0, 5.0]), 5.0);
+        assert_eq!(median(vec![4.0, 1.0, 3.0, 2.0]), 2.5);
+    }
+
+    #[test]
+    fn ratios_are_medians_of_each_rounds_own_ratio() {
+        // Round 2's raw is twice as fast; its courier is too. A ratio of medians would
+        // say 0.5x; every round says 0.1x, and so does the report.
+        let mut r = Report::default();
+        r.summarize(vec![round(100.0, 10.0), round(200.0, 20.0), round(400.0, 40.0)]);
+        assert_eq!((r.raw_cps, r.courier_cps), (200.0, 20.0));
+        assert!((r.courier_ratio - 0.1).abs() < 1e-12 && (r.eos_ratio - 0.05).abs() < 1e-12, "{r:?}");
+        assert_eq!((r.rounds, r.per_round.len()), (3, 3));
+        let skewed = [round(100.0, 30.0), round(400.0, 20.0), round(200.0, 20.0)];
+        r.summarize(skewed.to_vec());
+        assert_eq!(r.courier_ratio, 0.1, "median of 0.3, 0.05 and 0.1");
+    }
+
+    #[test]
+    fn without_raw_there_are_no_ratios() {
+        let mut r = Report::default();
+        r.summarize(vec![round(0.0, 10.0)]);
+        assert_eq!((r.courier_cps, r.courier_ratio, r.outputs_ratio), (10.0, 0.0, 0.0));
+    }
+
+    #[test]
+    fn the_table_shows_the_spread_only_over_several_rounds() {
+        let mut r = Report::default();
+        r.summarize(vec![round(100.0, 10.0)]);
+        assert!(!table(&r).contains("medians of"));
+        r.summarize(vec![round(100.0, 10.0), round(100.0, 30.0)]);
+        let t = table(&r);
+        assert!(t.contains("0.10-0.30x") && t.contains("medians of 2 rounds"), "{t}");
+    }
 }

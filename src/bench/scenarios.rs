@@ -1,4 +1,5 @@
-//! The bench scenarios. Each gets fresh topics, so none sees another's records.
+//! The bench scenarios. Each is handed topics of its own ([`super::scoped`]), so none
+//! sees another's records.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -19,7 +20,6 @@ use crate::envelope::{NewCommand, OperationSnapshot, ResultEvent, State, Timing}
 use crate::publish::{Outgoing, Publisher};
 use crate::kafka::{producer_config, KafkaArgs};
 use crate::router::{Context, Handler, HandlerError, Router};
-use crate::topics::{create_topics, TopicSpec};
 use crate::{Client, Ordering, Worker, WorkerConfig};
 
 /// Returns at once: the cost of Courier itself.
@@ -46,14 +46,6 @@ impl Handler for Slow {
         tokio::time::sleep(Duration::from_millis(20)).await;
         Ok(())
     }
-}
-
-async fn fresh(cfg: &BenchConfig, name: &str) -> Result<KafkaArgs, BenchError> {
-    let mut args = cfg.kafka.clone();
-    args.prefix = format!("bench-{name}-{}", &crate::envelope::new_id().simple().to_string()[20..]);
-    let spec = TopicSpec { partitions: cfg.partitions, ..TopicSpec::default() };
-    create_topics(&args, &spec).await?;
-    Ok(args)
 }
 
 fn payload(size: usize) -> Value {
@@ -130,9 +122,8 @@ fn any_record(_: &rdkafka::message::BorrowedMessage<'_>) -> bool {
 }
 
 /// The ceiling: a minimal consume-then-produce loop, committing like a worker does.
-pub async fn raw(cfg: &BenchConfig) -> Result<f64, BenchError> {
-    let args = fresh(cfg, "raw").await?;
-    preproduce(&args, cfg.messages, "noop", payload(cfg.size), 10_000, true).await?;
+pub async fn raw(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, BenchError> {
+    preproduce(args, cfg.messages, "noop", payload(cfg.size), 10_000, true).await?;
     let (n, loop_args) = (cfg.messages, args.clone());
     let relay = tokio::task::spawn_blocking(move || -> Result<(), BenchError> {
         let topics = loop_args.topics();
@@ -162,7 +153,7 @@ pub async fn raw(cfg: &BenchConfig) -> Result<f64, BenchError> {
         producer.flush(Duration::from_secs(30))?;
         Ok(())
     });
-    let span = output_span(&args, &args.topics().results, n, any_record).await?;
+    let span = output_span(args, &args.topics().results, n, any_record).await?;
     relay.await.map_err(|e| BenchError::Stalled(e.to_string()))??;
     Ok(n as f64 / span.as_secs_f64())
 }
@@ -172,9 +163,8 @@ pub async fn raw(cfg: &BenchConfig) -> Result<f64, BenchError> {
 /// produced and acknowledged with the worker's producer settings and in-flight bound.
 /// What the envelope alone costs on this machine, so the gap between `raw` and
 /// `courier` splits into "writing Courier's records" and "everything else".
-pub async fn outputs_only(cfg: &BenchConfig) -> Result<f64, BenchError> {
-    let args = fresh(cfg, "outputs").await?;
-    let publisher = Publisher::new(&args)?;
+pub async fn outputs_only(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, BenchError> {
+    let publisher = Publisher::new(args)?;
     let topics = args.topics();
     let in_flight = WorkerConfig::new(args.bootstrap.clone()).max_in_flight;
     let (source, worker, never) = ("//courier/worker/bench", "bench", CancellationToken::new());
@@ -191,14 +181,31 @@ pub async fn outputs_only(cfg: &BenchConfig) -> Result<f64, BenchError> {
             async move { publisher.send_all_acked(&outs, never).await }
         })
         .buffer_unordered(in_flight);
-    let (sent, span) = tokio::join!(sends.collect::<Vec<_>>(), output_span(&args, &topics.results, cfg.messages, is_final));
+    let (sent, span) = tokio::join!(sends.collect::<Vec<_>>(), output_span(args, &topics.results, cfg.messages, is_final));
     if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {
         return Err(BenchError::Stalled(format!("outputs: {e}")));
     }
     Ok(cfg.messages as f64 / span?.as_secs_f64())
 }
 
-async fn start_worker(args: &KafkaArgs, router: Router, tune: impl FnOnce(&mut WorkerConfig)) -> Result<CancellationToken, BenchError> {
+/// A bench worker running in this process.
+struct Running {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops the worker and waits for it to drain and commit, so it neither competes
+    /// for the cores with the next scenario nor outlives the topics it reads.
+    async fn stop(self) {
+        self.stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(60), self.task).await.is_err() {
+            tracing::warn!("bench worker did not stop within 60 s");
+        }
+    }
+}
+
+async fn start_worker(args: &KafkaArgs, router: Router, tune: impl FnOnce(&mut WorkerConfig)) -> Result<Running, BenchError> {
     let mut config = WorkerConfig::new(args.bootstrap.clone());
     config.kafka = args.clone();
     config.group_id = format!("{}-workers", args.prefix);
@@ -207,31 +214,29 @@ async fn start_worker(args: &KafkaArgs, router: Router, tune: impl FnOnce(&mut W
     let worker = Worker::new(config, router)?;
     let stop = CancellationToken::new();
     let token = stop.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = worker.run(token).await {
             tracing::error!(error = %e, "bench worker failed");
         }
     });
-    Ok(stop)
+    Ok(Running { stop, task })
 }
 
 /// Courier with a no-op handler, at-least-once or exactly-once.
-pub async fn through_courier(cfg: &BenchConfig, exactly_once: bool) -> Result<f64, BenchError> {
-    let args = fresh(cfg, if exactly_once { "eos" } else { "courier" }).await?;
-    preproduce(&args, cfg.messages, "noop", payload(cfg.size), 10_000, false).await?;
-    let stop = start_worker(&args, Router::new().route("noop", Noop), |c| c.exactly_once = exactly_once).await?;
-    let span = output_span(&args, &args.topics().results, cfg.messages, is_final).await;
-    stop.cancel();
+pub async fn through_courier(cfg: &BenchConfig, args: &KafkaArgs, exactly_once: bool) -> Result<f64, BenchError> {
+    preproduce(args, cfg.messages, "noop", payload(cfg.size), 10_000, false).await?;
+    let worker = start_worker(args, Router::new().route("noop", Noop), |c| c.exactly_once = exactly_once).await?;
+    let span = output_span(args, &args.topics().results, cfg.messages, is_final).await;
+    worker.stop().await;
     Ok(cfg.messages as f64 / span?.as_secs_f64())
 }
 
 /// A 20 ms handler over 1,000 keys with the given ordering.
-pub async fn slow(cfg: &BenchConfig, ordering: Ordering, n: usize) -> Result<f64, BenchError> {
-    let args = fresh(cfg, "slow").await?;
-    preproduce(&args, n, "slow", json!({}), 1_000, false).await?;
-    let stop = start_worker(&args, Router::new().route("slow", Slow), |c| c.ordering = ordering).await?;
-    let span = output_span(&args, &args.topics().results, n, is_final).await;
-    stop.cancel();
+pub async fn slow(args: &KafkaArgs, ordering: Ordering, n: usize) -> Result<f64, BenchError> {
+    preproduce(args, n, "slow", json!({}), 1_000, false).await?;
+    let worker = start_worker(args, Router::new().route("slow", Slow), |c| c.ordering = ordering).await?;
+    let span = output_span(args, &args.topics().results, n, is_final).await;
+    worker.stop().await;
     Ok(n as f64 / span?.as_secs_f64())
 }
 
@@ -244,9 +249,8 @@ pub struct Latency {
 }
 
 /// Submit-to-result-seen latency at a fixed rate.
-pub async fn latency(cfg: &BenchConfig, rate: f64) -> Result<Latency, BenchError> {
-    let args = fresh(cfg, "latency").await?;
-    let stop = start_worker(&args, Router::new().route("noop", Noop), |_| {}).await?;
+pub async fn latency(cfg: &BenchConfig, args: &KafkaArgs, rate: f64) -> Result<Latency, BenchError> {
+    let worker = start_worker(args, Router::new().route("noop", Noop), |_| {}).await?;
     let client = Client::new(args.clone())?;
     client.submit_and_wait(NewCommand::new("noop", json!({"seq": -1})), Duration::from_secs(60)).await?;
     let sent: Arc<Mutex<HashMap<i64, Instant>>> = Arc::default();
@@ -279,7 +283,7 @@ pub async fn latency(cfg: &BenchConfig, rate: f64) -> Result<Latency, BenchError
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     reader.abort();
-    stop.cancel();
+    worker.stop().await;
     let h = hist.lock().unwrap_or_else(|p| p.into_inner());
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     Ok(Latency { p50_ms: ms(0.5), p99_ms: ms(0.99), p999_ms: ms(0.999) })
@@ -287,9 +291,8 @@ pub async fn latency(cfg: &BenchConfig, rate: f64) -> Result<Latency, BenchError
 
 /// Peak RSS of a `courier worker` process facing a backlog of slow commands: it
 /// admits up to its in-flight bound, pauses, and must not grow with the backlog.
-pub async fn backlog_rss(cfg: &BenchConfig) -> Result<f64, BenchError> {
-    let args = fresh(cfg, "backlog").await?;
-    preproduce(&args, cfg.backlog, "sleep", json!({"ms": 200, "steps": 1}), 100_000, false).await?;
+pub async fn backlog_rss(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, BenchError> {
+    preproduce(args, cfg.backlog, "sleep", json!({"ms": 200, "steps": 1}), 100_000, false).await?;
     let bin = match &cfg.worker_bin {
         Some(b) => b.clone(),
         None => std::env::current_exe().map_err(BenchError::Process)?,
