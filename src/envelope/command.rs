@@ -265,7 +265,7 @@ impl NewCommand {
 
 /// RFC 3339 with millisecond precision and a `Z`, the form CloudEvents examples use.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    super::time::millis(t)
 }
 
 fn check_version(headers: &HeaderMap) -> Result<(), DecodeError> {

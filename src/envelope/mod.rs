@@ -20,6 +20,7 @@ mod control;
 mod headers;
 mod result;
 mod status;
+mod time;
 #[cfg(test)]
 pub(crate) use status::test_snapshot;
 

@@ -31,8 +31,10 @@ pub struct OperationSnapshot {
     pub error: Option<ErrorInfo>,
     pub timing: Timing,
     /// When the command was submitted.
+    #[serde(serialize_with = "super::time::serialize")]
     pub created: DateTime<Utc>,
     /// When this snapshot was written.
+    #[serde(serialize_with = "super::time::serialize")]
     pub updated: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
