@@ -2,7 +2,8 @@
 //!
 //! Two halves meet in a shared [`Ledger`]:
 //! - the **consumer thread** ([`consume`]) polls Kafka, admits each record to the
-//!   ledger, pauses partitions when the in-flight bound is hit, commits the offsets
+//!   ledger, stops taking records at the in-flight bound (each partition's prefetch
+//!   is bounded, so nothing piles up and no partition is paused), commits the offsets
 //!   the ledger says are safe, and handles rebalances (it owns the rdkafka consumer,
 //!   whose callbacks are synchronous);
 //! - **lane tasks** ([`execute`]) on the tokio runtime decode, run the handler and
@@ -77,7 +78,8 @@ pub struct WorkerConfig {
     /// Consumer group: workers sharing it split the partitions.
     #[arg(long, env = "COURIER_GROUP_ID", default_value = "courier-workers")]
     pub group_id: String,
-    /// Most commands admitted and unfinished at once; partitions pause beyond it.
+    /// Most commands admitted and unfinished at once; at the bound the worker stops
+    /// taking records until one finishes.
     #[arg(long, env = "COURIER_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
     /// Which commands must wait for each other: same key, same partition, or none.
