@@ -61,19 +61,19 @@ impl Publisher {
 
     /// Produces a record and waits for the broker's acknowledgement, retrying
     /// transient failures until `cancel` fires.
-    pub async fn send_acked(&self, out: &Outgoing, cancel: &CancellationToken) -> Result<(), PublishError> {
-        self.send_all_acked(std::slice::from_ref(out), cancel).await
+    pub async fn send_acked(&self, out: Outgoing, cancel: &CancellationToken) -> Result<(), PublishError> {
+        self.send_all_acked(vec![out], cancel).await
     }
 
     /// Produces records together and waits until every one is acknowledged, retrying
     /// transient failures (only the failed records) until `cancel` fires; a record the
     /// broker can never take fails the call once the others are acknowledged. One wait for
     /// the lot: a worker's final event and snapshot cost one round trip, not two.
-    pub async fn send_all_acked(&self, outs: &[Outgoing], cancel: &CancellationToken) -> Result<(), PublishError> {
-        let Some(first) = outs.first() else { return Ok(()) };
+    pub async fn send_all_acked(&self, outs: Vec<Outgoing>, cancel: &CancellationToken) -> Result<(), PublishError> {
+        let Some(topic) = outs.first().map(|o| o.topic.clone()) else { return Ok(()) };
         let acks = tokio::select! {
-            acks = self.enqueue_all(outs.to_vec()) => acks,
-            _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic: first.topic.clone() }),
+            acks = self.enqueue_all(outs) => acks,
+            _ = cancel.cancelled() => return Err(PublishError::Abandoned { topic }),
         };
         acks.wait(cancel).await
     }

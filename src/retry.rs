@@ -142,7 +142,7 @@ pub fn run_relay(
         hold.keep_assigned(&assignment(&consumer));
         let went_on = hold.release_due(&consumer, |head, headers| {
             let out = back_to_commands(&topics, head, headers);
-            if runtime.block_on(publisher.send_acked(&out, &stop)).is_err() {
+            if runtime.block_on(publisher.send_acked(out, &stop)).is_err() {
                 return false;
             }
             let mut tpl = TopicPartitionList::new();

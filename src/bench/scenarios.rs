@@ -176,9 +176,9 @@ pub async fn outputs_only(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, Be
             let (key, value, headers) = OperationSnapshot::after(&command, &event.data, worker).encode(source);
             let status = Outgoing { topic: topics.status.clone(), key, value, headers, partition: None };
             let (key, value, headers) = event.encode();
-            let outs = [Outgoing { topic: topics.results.clone(), key, value, headers, partition: None }, status];
+            let outs = vec![Outgoing { topic: topics.results.clone(), key, value, headers, partition: None }, status];
             let (publisher, never) = (&publisher, &never);
-            async move { publisher.send_all_acked(&outs, never).await }
+            async move { publisher.send_all_acked(outs, never).await }
         })
         .buffer_unordered(in_flight);
     let (sent, span) = tokio::join!(sends.collect::<Vec<_>>(), output_span(args, &topics.results, cfg.messages, is_final));

@@ -100,7 +100,7 @@ async fn attempt(ctx: &Context, d: Delivery, origin: Origin<'_>, stop: &Cancella
             }
         };
         outs.push(log_record(ctx, &d, &response, next));
-        ctx.publisher.send_all_acked(&outs, stop).await
+        ctx.publisher.send_all_acked(outs, stop).await
     }
     .instrument(span)
     .await

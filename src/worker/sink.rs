@@ -45,7 +45,7 @@ impl Sink {
     /// transaction that commits the offset past this record.
     pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>, stop: &CancellationToken) -> Result<(), PublishError> {
         match self {
-            Sink::Direct(p) => p.send_all_acked(&outs, stop).await,
+            Sink::Direct(p) => p.send_all_acked(outs, stop).await,
             Sink::Transactional { outbox, .. } => {
                 outbox.put(tp, offset, outs);
                 Ok(())
