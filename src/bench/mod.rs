@@ -85,14 +85,9 @@ pub struct Report {
     pub messages: usize,
     pub size: usize,
     pub partitions: i32,
-    pub raw_cps: f64,
-    pub courier_cps: f64,
-    pub courier_ratio: f64,
-    pub eos_cps: f64,
-    pub eos_ratio: f64,
-    /// Courier's two output records per command produced alone (nothing consumed).
-    pub outputs_cps: f64,
-    pub outputs_ratio: f64,
+    /// The throughput figures: each the median over the rounds.
+    #[serde(flatten)]
+    pub throughput: Round,
     pub slow_key_cps: f64,
     pub slow_partition_cps: f64,
     pub slow_key_vs_partition: f64,
@@ -117,6 +112,7 @@ pub struct Round {
     pub courier_ratio: f64,
     pub eos_cps: f64,
     pub eos_ratio: f64,
+    /// Courier's two output records per command produced alone (nothing consumed).
     pub outputs_cps: f64,
     pub outputs_ratio: f64,
 }
@@ -148,13 +144,15 @@ impl Report {
     /// ran on the broker in the same state).
     fn summarize(&mut self, rounds: Vec<Round>) {
         let m = |f: fn(&Round) -> f64| median(rounds.iter().map(f).collect());
-        self.raw_cps = m(|r| r.raw_cps);
-        self.courier_cps = m(|r| r.courier_cps);
-        self.courier_ratio = m(|r| r.courier_ratio);
-        self.eos_cps = m(|r| r.eos_cps);
-        self.eos_ratio = m(|r| r.eos_ratio);
-        self.outputs_cps = m(|r| r.outputs_cps);
-        self.outputs_ratio = m(|r| r.outputs_ratio);
+        self.throughput = Round {
+            raw_cps: m(|r| r.raw_cps),
+            courier_cps: m(|r| r.courier_cps),
+            courier_ratio: m(|r| r.courier_ratio),
+            eos_cps: m(|r| r.eos_cps),
+            eos_ratio: m(|r| r.eos_ratio),
+            outputs_cps: m(|r| r.outputs_cps),
+            outputs_ratio: m(|r| r.outputs_ratio),
+        };
         self.rounds = rounds.len() as u32;
         self.per_round = rounds;
     }
@@ -181,8 +179,8 @@ pub enum BenchError {
 pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Report, BenchError> {
     let mut r = Report { messages: cfg.messages, size: cfg.size, partitions: cfg.partitions, ..Report::default() };
     let mut rounds = Vec::new();
-    let throughput = ["raw", "courier", "eos", "outputs"];
-    if throughput.iter().any(|s| cfg.wants(s)) {
+    let in_rounds = ["raw", "courier", "eos", "outputs"];
+    if in_rounds.iter().any(|s| cfg.wants(s)) {
         for i in 1..=cfg.rounds {
             let mut step = |what: &str| progress(&format!("round {i}/{}: {what}", cfg.rounds));
             let mut round = Round::default();
@@ -216,7 +214,7 @@ pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Re
         r.slow_key_vs_partition = r.slow_key_cps / r.slow_partition_cps;
     }
     if cfg.wants("latency") {
-        r.latency_rate_cps = if r.courier_cps > 0.0 { (r.courier_cps / 2.0).clamp(10.0, 20_000.0) } else { 500.0 };
+        r.latency_rate_cps = if r.throughput.courier_cps > 0.0 { (r.throughput.courier_cps / 2.0).clamp(10.0, 20_000.0) } else { 500.0 };
         progress(&format!("latency: submit to result at {:.0} commands/s", r.latency_rate_cps));
         let rate = r.latency_rate_cps;
         let l = scoped(cfg, "latency", |args| async move { latency(cfg, &args, rate).await }).await?;
@@ -261,10 +259,10 @@ pub fn table(r: &Report) -> String {
         if values.len() > 1 { format!("{lo:.2}-{hi:.2}x") } else { String::new() }
     };
     t.push_str(&format!("  {:<28} {:>12} {:>10} {:>14}\n", "scenario", "commands/s", "vs raw", "rounds range"));
-    row(&mut t, "raw (rdkafka loop)", r.raw_cps, "1.00x", "");
-    row(&mut t, "courier (at-least-once)", r.courier_cps, &format!("{:.2}x", r.courier_ratio), &range(|x| x.courier_ratio));
-    row(&mut t, "courier-eos (exactly-once)", r.eos_cps, &format!("{:.2}x", r.eos_ratio), &range(|x| x.eos_ratio));
-    row(&mut t, "courier outputs alone", r.outputs_cps, &format!("{:.2}x", r.outputs_ratio), &range(|x| x.outputs_ratio));
+    row(&mut t, "raw (rdkafka loop)", r.throughput.raw_cps, "1.00x", "");
+    row(&mut t, "courier (at-least-once)", r.throughput.courier_cps, &format!("{:.2}x", r.throughput.courier_ratio), &range(|x| x.courier_ratio));
+    row(&mut t, "courier-eos (exactly-once)", r.throughput.eos_cps, &format!("{:.2}x", r.throughput.eos_ratio), &range(|x| x.eos_ratio));
+    row(&mut t, "courier outputs alone", r.throughput.outputs_cps, &format!("{:.2}x", r.throughput.outputs_ratio), &range(|x| x.outputs_ratio));
     if r.rounds > 1 {
         t.push_str(&format!("  (medians of {} rounds; each ratio taken within its round)\n", r.rounds));
     }
@@ -303,19 +301,19 @@ mod tests {
         // say 0.5x; every round says 0.1x, and so does the report.
         let mut r = Report::default();
         r.summarize(vec![round(100.0, 10.0), round(200.0, 20.0), round(400.0, 40.0)]);
-        assert_eq!((r.raw_cps, r.courier_cps), (200.0, 20.0));
-        assert!((r.courier_ratio - 0.1).abs() < 1e-12 && (r.eos_ratio - 0.05).abs() < 1e-12, "{r:?}");
+        assert_eq!((r.throughput.raw_cps, r.throughput.courier_cps), (200.0, 20.0));
+        assert!((r.throughput.courier_ratio - 0.1).abs() < 1e-12 && (r.throughput.eos_ratio - 0.05).abs() < 1e-12, "{r:?}");
         assert_eq!((r.rounds, r.per_round.len()), (3, 3));
         let skewed = [round(100.0, 30.0), round(400.0, 20.0), round(200.0, 20.0)];
         r.summarize(skewed.to_vec());
-        assert_eq!(r.courier_ratio, 0.1, "median of 0.3, 0.05 and 0.1");
+        assert_eq!(r.throughput.courier_ratio, 0.1, "median of 0.3, 0.05 and 0.1");
     }
 
     #[test]
     fn without_raw_there_are_no_ratios() {
         let mut r = Report::default();
         r.summarize(vec![round(0.0, 10.0)]);
-        assert_eq!((r.courier_cps, r.courier_ratio, r.outputs_ratio), (10.0, 0.0, 0.0));
+        assert_eq!((r.throughput.courier_cps, r.throughput.courier_ratio, r.throughput.outputs_ratio), (10.0, 0.0, 0.0));
     }
 
     #[test]
