@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication, TopicResult};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -136,18 +136,8 @@ pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
             }
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let mut created = Vec::new();
-    for outcome in admin.create_topics(&wanted, &opts).await? {
-        match outcome {
-            Ok(name) => created.push(name),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((name, code)) => {
-                tracing::error!(topic = %name, error = %code, "topic creation failed");
-                return Err(KafkaSetupError::Client(rdkafka::error::KafkaError::AdminOp(code)));
-            }
-        }
-    }
+    let outcomes = admin.create_topics(&wanted, &admin_options()).await?;
+    let created = changed(outcomes, RDKafkaErrorCode::TopicAlreadyExists, "topic creation failed")?;
     tracing::info!(created = ?created, "topics ready");
     Ok(created)
 }
@@ -159,20 +149,32 @@ pub async fn delete_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
     let admin: AdminClient<DefaultClientContext> = args.client_config()?.create()?;
     let names = all_topic_names(&args.topics(), spec);
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
-    let mut deleted = Vec::new();
-    for outcome in admin.delete_topics(&names, &opts).await? {
+    let outcomes = admin.delete_topics(&names, &admin_options()).await?;
+    let deleted = changed(outcomes, RDKafkaErrorCode::UnknownTopicOrPartition, "topic deletion failed")?;
+    tracing::info!(deleted = ?deleted, "topics deleted");
+    Ok(deleted)
+}
+
+fn admin_options() -> AdminOptions {
+    AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))
+}
+
+/// The topics an admin operation changed. `already` is the error meaning the topic was
+/// in the wanted state before (exists, or is gone): not a failure. Any other error
+/// fails the whole operation.
+fn changed(outcomes: Vec<TopicResult>, already: RDKafkaErrorCode, failure: &str) -> Result<Vec<String>, KafkaSetupError> {
+    let mut changed = Vec::new();
+    for outcome in outcomes {
         match outcome {
-            Ok(name) => deleted.push(name),
-            Err((_, RDKafkaErrorCode::UnknownTopicOrPartition)) => {}
+            Ok(name) => changed.push(name),
+            Err((_, code)) if code == already => {}
             Err((name, code)) => {
-                tracing::error!(topic = %name, error = %code, "topic deletion failed");
+                tracing::error!(topic = %name, error = %code, "{failure}");
                 return Err(KafkaSetupError::Client(rdkafka::error::KafkaError::AdminOp(code)));
             }
         }
     }
-    tracing::info!(deleted = ?deleted, "topics deleted");
-    Ok(deleted)
+    Ok(changed)
 }
 
 #[cfg(test)]
