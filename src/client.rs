@@ -93,7 +93,7 @@ impl Client {
     /// operation under that id before the command exists, so the id must not change.
     pub async fn submit_command(&self, cmd: Command) -> Result<Uuid, ClientError> {
         let (key, value, headers) = cmd.encode();
-        let out = Outgoing { topic: self.topics.commands.clone(), key, value, headers, partition: None };
+        let out = Outgoing::new(self.topics.commands.clone(), key, value, headers);
         self.publisher.send_once(&out).await?;
         tracing::debug!(id = %cmd.id, r#type = %cmd.command_type, "command submitted");
         Ok(cmd.id)
@@ -115,7 +115,7 @@ impl Client {
         let (tx, rx) = oneshot::channel();
         self.lock_waiters().insert(id, tx);
         let (key, value, headers) = cmd.encode();
-        let out = Outgoing { topic: self.topics.commands.clone(), key, value, headers, partition: None };
+        let out = Outgoing::new(self.topics.commands.clone(), key, value, headers);
         if let Err(e) = self.publisher.send_once(&out).await {
             self.lock_waiters().remove(&id);
             return Err(e.into());
@@ -135,7 +135,7 @@ impl Client {
     /// topic, honoured by workers that start or take over later.
     pub async fn cancel(&self, id: Uuid, reason: Option<String>) -> Result<(), ClientError> {
         let (key, value, headers) = crate::envelope::CancelRequest::new(id, reason).encode(&self.source);
-        let out = Outgoing { topic: self.topics.control.clone(), key, value, headers, partition: None };
+        let out = Outgoing::new(self.topics.control.clone(), key, value, headers);
         self.publisher.send_once(&out).await?;
         Ok(())
     }
@@ -296,7 +296,10 @@ async fn listen(consumer: StreamConsumer, waiters: Waiters) {
     }
 }
 
-fn decode_result<M: Message>(msg: &M) -> Option<ResultEvent> {
+fn decode_result<M: Message>(msg: &M) -> Option<ResultEvent>
+where
+    M::Headers: crate::envelope::KafkaHeaders,
+{
     let headers = HeaderMap::from_kafka(msg.headers());
     match ResultEvent::decode(msg.key(), msg.payload(), &headers) {
         Ok(ev) => Some(ev),

@@ -73,7 +73,7 @@ impl DeadLetter {
             .set(d::LAST_FAILURE, crate::envelope::rfc3339(self.last_failure));
         Outgoing {
             topic: dlq_topic.to_string(),
-            key: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            key: key.map(<[u8]>::to_vec),
             value: value.map(<[u8]>::to_vec).unwrap_or_default(),
             headers,
             partition: None,
@@ -143,7 +143,7 @@ impl DeadLetterRecord {
     pub fn replay_record(&self, commands_topic: &str) -> Outgoing {
         let mut headers = HeaderMap::new();
         for (name, value) in self.headers.iter() {
-            if !name.starts_with("courier_") && name != crate::envelope::header_names::ATTEMPT {
+            if !name.starts_with(b"courier_") && name != crate::envelope::header_names::ATTEMPT.as_bytes() {
                 headers.insert(name, value.to_vec());
             }
         }
@@ -151,7 +151,7 @@ impl DeadLetterRecord {
         headers.insert(dlq_headers::REPLAYED_AT, crate::envelope::rfc3339(Utc::now()));
         Outgoing {
             topic: commands_topic.to_string(),
-            key: self.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            key: self.key.clone(),
             value: self.value.clone().unwrap_or_default(),
             headers,
             partition: None,

@@ -30,7 +30,9 @@ pub enum PublishError {
 #[derive(Debug, Clone)]
 pub struct Outgoing {
     pub topic: String,
-    pub key: String,
+    /// Bytes, and optional: a record is written back (dead letter, retry, replay)
+    /// with exactly the key it came with, a missing key included.
+    pub key: Option<Vec<u8>>,
     pub value: Vec<u8>,
     pub headers: HeaderMap,
     pub partition: Option<i32>,
@@ -122,11 +124,29 @@ impl Publisher {
 const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 
 /// The producer record for `out`.
-fn future_record(out: &Outgoing) -> FutureRecord<'_, String, Vec<u8>> {
-    let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(out.headers.to_kafka());
+pub(crate) fn future_record(out: &Outgoing) -> FutureRecord<'_, [u8], Vec<u8>> {
+    let mut record = FutureRecord::to(&out.topic).payload(&out.value).headers(out.headers.to_kafka());
+    record.key = out.key.as_deref();
     record.partition = out.partition;
     record
 }
+
+impl Outgoing {
+    /// A record for `topic` with this key, value and headers, partitioned by key.
+    pub fn new(topic: impl Into<String>, key: impl Into<Vec<u8>>, value: Vec<u8>, headers: HeaderMap) -> Self {
+        Outgoing { topic: topic.into(), key: Some(key.into()), value, headers, partition: None }
+    }
+
+    /// What this record weighs against the producer's `message.max.bytes`: key,
+    /// value, headers and the record's own framing (librdkafka counts the same parts).
+    pub fn wire_size(&self) -> usize {
+        RECORD_FRAMING + self.key.as_ref().map_or(0, Vec::len) + self.value.len() + self.headers.wire_size()
+    }
+}
+
+/// A record's framing on the wire beyond its parts (librdkafka reserves up to 61
+/// bytes of v2 record overhead; rounded up).
+const RECORD_FRAMING: usize = 128;
 
 /// Records already enqueued, with their pending acknowledgements.
 pub struct Acks {

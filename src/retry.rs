@@ -95,7 +95,7 @@ pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord
         .set(retry_headers::LAST_ERROR, error);
     Outgoing {
         topic: tier_topic(topics, delay),
-        key: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        key: key.map(<[u8]>::to_vec),
         value: value.map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
         partition: None,
@@ -233,7 +233,7 @@ fn back_to_commands(topics: &Topics, msg: &OwnedMessage, headers: HeaderMap) -> 
     let partition = headers.get_str(retry_headers::PARTITION).ok().flatten().and_then(|p| p.parse().ok());
     Outgoing {
         topic: topics.commands.clone(),
-        key: msg.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+        key: msg.key().map(<[u8]>::to_vec),
         value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
         headers,
         partition,

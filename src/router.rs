@@ -54,7 +54,8 @@ pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
 pub struct Context {
     pub command_id: Uuid,
     pub command_type: String,
-    pub key: Option<String>,
+    /// The command's key as sent: any bytes (`std::str::from_utf8` for a text key).
+    pub key: Option<Vec<u8>>,
     pub attempt: u32,
     pub deadline: Option<DateTime<Utc>>,
     /// Fires when the deadline passes, the command is cancelled, or the worker must
@@ -67,7 +68,7 @@ impl Context {
     pub fn new(
         command_id: Uuid,
         command_type: String,
-        key: Option<String>,
+        key: Option<Vec<u8>>,
         attempt: u32,
         deadline: Option<DateTime<Utc>>,
         cancel: CancellationToken,

@@ -15,9 +15,9 @@ const GOOD: usize = 1_000;
 const EACH: usize = 20;
 
 /// A poison record: (expected reason, has readable id, key, value, headers).
-type Poison = (&'static str, bool, String, Vec<u8>, HeaderMap);
+type Poison = (&'static str, bool, Vec<u8>, Vec<u8>, HeaderMap);
 
-fn good(i: usize) -> (String, Vec<u8>, HeaderMap) {
+fn good(i: usize) -> (Vec<u8>, Vec<u8>, HeaderMap) {
     NewCommand::new("echo", json!({"i": i})).key(format!("good-{}", i % 50)).into_command("//poison-test").encode()
 }
 

@@ -28,7 +28,7 @@ async fn submit_and_wait_returns_results_and_errors() {
     assert_eq!(failed.state(), State::Failed);
     let err = failed.data.error.expect("failed event carries an error");
     assert_eq!((err.code.as_str(), err.message.as_str(), err.retryable), ("card_declined", "no funds", false));
-    assert_eq!(failed.key, "acct-7", "result keyed like its command");
+    assert_eq!(failed.key, b"acct-7", "result keyed like its command");
     assert_eq!(failed.data.key.as_deref(), Some("acct-7"));
 
     // A command whose deadline already passed is not run.

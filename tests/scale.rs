@@ -46,7 +46,7 @@ async fn ten_thousand_commands_two_workers() {
     for s in by_partition {
         let id = s.event.command_id();
         let (key, seq) = submitted.get(&id).expect("a final event for a command we sent");
-        assert_eq!(s.event.key, *key, "result keyed like its command");
+        assert_eq!(s.event.key, key.as_bytes(), "result keyed like its command");
         assert_eq!(s.event.state(), State::Completed);
         assert_eq!(s.event.data.result, Some(json!({"echo": {"seq": seq}})));
         workers.insert(s.event.data.worker.clone());

@@ -167,6 +167,7 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         command_type: "echo".into(),
         state: State::Completed,
         key: None,
+        key_base64: None,
         result: Some(json!({"echo": "hi"})),
         error: None,
         progress: None,
@@ -179,6 +180,7 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         command_type: "echo".into(),
         state: State::Completed,
         key: None,
+        key_base64: None,
         attempt: 1,
         progress: None,
         result: data.result.clone(),
@@ -192,10 +194,10 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         batch_id: None,
         worker: Some("test".into()),
     };
-    let event = ResultEvent::new(id.to_string(), "//test", data);
+    let event = ResultEvent::new(id.to_string().into_bytes(), "//test", data);
     let publisher = Publisher::new(&t.kafka).expect("producer");
     for (topic, (key, value, headers)) in [(&t.topics.status, snapshot.encode("//test")), (&t.topics.results, event.encode())] {
-        publisher.send_once(&Outgoing { topic: topic.clone(), key, value, headers, partition: None }).await.expect("publish");
+        publisher.send_once(&Outgoing::new(topic.clone(), key, value, headers)).await.expect("publish");
     }
     event
 }

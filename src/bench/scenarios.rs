@@ -174,9 +174,9 @@ pub async fn outputs_only(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, Be
             let command = NewCommand::new("noop", Value::Null).key(format!("k{}", i % 10_000)).into_command("//bench");
             let event = ResultEvent::about(&command, source, worker, State::Completed, Some(result.clone()), None, Timing::default());
             let (key, value, headers) = OperationSnapshot::after(&command, &event.data, worker).encode(source);
-            let status = Outgoing { topic: topics.status.clone(), key, value, headers, partition: None };
+            let status = Outgoing::new(topics.status.clone(), key, value, headers);
             let (key, value, headers) = event.encode();
-            let outs = vec![Outgoing { topic: topics.results.clone(), key, value, headers, partition: None }, status];
+            let outs = vec![Outgoing::new(topics.results.clone(), key, value, headers), status];
             let (publisher, never) = (&publisher, &never);
             async move { publisher.send_all_acked(outs, never).await }
         })

@@ -55,7 +55,7 @@ pub async fn submit(args: SubmitArgs) -> anyhow::Result<ExitCode> {
     let payload: serde_json::Value =
         serde_json::from_str(&args.payload).with_context(|| format!("payload {:?} is not JSON", args.payload))?;
     let mut cmd = NewCommand::new(&args.command_type, payload);
-    cmd.key = args.key;
+    cmd.key = args.key.map(String::into_bytes);
     cmd.callback_url = args.callback_url;
     if let Some(d) = args.deadline {
         cmd = cmd.deadline_in(d);
@@ -136,13 +136,18 @@ pub async fn watch(args: WatchArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// One result event as a JSON line: CloudEvents attributes plus data.
+/// A binary record key is shown as `key_base64`, as in the events' own data.
 pub fn event_json(event: &ResultEvent) -> serde_json::Value {
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "id": event.id,
         "type": event.state().event_type(),
         "subject": event.command_id(),
         "time": courier::envelope::rfc3339(event.time),
-        "key": event.key,
         "data": event.data,
-    })
+    });
+    match std::str::from_utf8(&event.key) {
+        Ok(text) => line["key"] = text.into(),
+        Err(_) => line["key_base64"] = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &event.key).into(),
+    }
+    line
 }

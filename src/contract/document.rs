@@ -265,5 +265,5 @@ fn operations(names: &Names) -> Value {
 
 /// Kafka headers as the JSON object the header schemas describe.
 pub fn headers_json(headers: &HeaderMap) -> Value {
-    Value::Object(headers.iter().map(|(k, v)| (k.to_string(), Value::String(String::from_utf8_lossy(v).into_owned()))).collect())
+    Value::Object(headers.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), Value::String(String::from_utf8_lossy(v).into_owned()))).collect())
 }

@@ -72,6 +72,7 @@ fn result_event(state: State) -> ResultEvent {
         command_type: "primes".into(),
         state,
         key: Some(KEY.into()),
+        key_base64: None,
         result: (state == State::Completed).then(|| json!({ "n": 100, "primes": 25 })),
         error,
         progress: (state == State::Progress).then(|| Progress { percent: 50.0, message: Some("halfway".into()) }),
@@ -99,6 +100,7 @@ pub fn snapshot() -> Value {
         command_type: result.command_type,
         state: State::Completed,
         key: result.key,
+        key_base64: None,
         attempt: 1,
         progress: None,
         result: result.result,
@@ -126,7 +128,7 @@ pub fn dead_letter(prefix: &str) -> Value {
     let mut letter = DeadLetter::new(&format!("{prefix}.commands"), 3, 1041, "schema_violation", "\"ten\" is not of type \"integer\"", 1);
     letter.first_failure = time();
     letter.last_failure = time();
-    let record = letter.to_record(&format!("{prefix}.commands.dlq"), Some(key.as_bytes()), Some(&value), &headers);
+    let record = letter.to_record(&format!("{prefix}.commands.dlq"), Some(&key), Some(&value), &headers);
     example("schema_violation", &record.headers, &record.value)
 }
 

@@ -20,8 +20,9 @@ pub struct Command {
     pub source: String,
     /// `ce_time`: when it was submitted; queue time is measured from here.
     pub time: Option<DateTime<Utc>>,
-    /// The Kafka record key: commands with one key run one at a time, in order.
-    pub key: Option<String>,
+    /// The Kafka record key, as bytes (Kafka keys need not be text): commands with one
+    /// key run one at a time, in order, and every event about them carries it unchanged.
+    pub key: Option<Vec<u8>>,
     /// The record value: the handler's input.
     pub data: Value,
     /// `ce_deadline`: past it the command is `timed_out` instead of run.
@@ -107,8 +108,8 @@ pub struct CommandHeaders {
 
 impl Command {
     /// The Kafka key for this command: its key if it has one, else its id.
-    pub fn partition_key(&self) -> String {
-        self.key.clone().unwrap_or_else(|| self.id.to_string())
+    pub fn partition_key(&self) -> Vec<u8> {
+        self.key.clone().unwrap_or_else(|| self.id.to_string().into_bytes())
     }
 
     /// Reads just the command id from headers, for failure reports about records that
@@ -141,7 +142,7 @@ impl Command {
             command_type,
             source,
             time: optional_time(headers, h::TIME)?,
-            key: key.map(|k| String::from_utf8_lossy(k).into_owned()),
+            key: key.map(<[u8]>::to_vec),
             data,
             deadline: optional_time(headers, h::DEADLINE)?,
             reply_to: optional_string(headers, h::REPLY_TO)?
@@ -159,7 +160,7 @@ impl Command {
     }
 
     /// Encodes this command as (key, value, headers) for the commands topic.
-    pub fn encode(&self) -> (String, Vec<u8>, HeaderMap) {
+    pub fn encode(&self) -> (Vec<u8>, Vec<u8>, HeaderMap) {
         let mut headers = HeaderMap::new();
         headers
             .insert(h::SPEC_VERSION, SPEC_VERSION)
@@ -198,7 +199,7 @@ impl Command {
 pub struct NewCommand {
     pub command_type: String,
     pub payload: Value,
-    pub key: Option<String>,
+    pub key: Option<Vec<u8>>,
     pub deadline: Option<DateTime<Utc>>,
     pub callback_url: Option<String>,
     pub idempotency_key: Option<String>,
@@ -212,8 +213,9 @@ impl NewCommand {
         NewCommand { command_type: command_type.into(), payload, ..Default::default() }
     }
 
-    /// Commands sharing a key run one at a time, in submission order.
-    pub fn key(mut self, key: impl Into<String>) -> Self {
+    /// Commands sharing a key run one at a time, in submission order. Any bytes:
+    /// a text key or a binary one (a serialized id, say) travel unchanged.
+    pub fn key(mut self, key: impl Into<Vec<u8>>) -> Self {
         self.key = Some(key.into());
         self
     }
@@ -324,7 +326,7 @@ mod tests {
     fn encode_then_decode_is_identity() {
         let cmd = sample();
         let (key, value, headers) = cmd.encode();
-        let back = Command::decode(Some(key.as_bytes()), Some(&value), &headers).unwrap();
+        let back = Command::decode(Some(&key), Some(&value), &headers).unwrap();
         let mut expected = cmd.clone();
         expected.time = cmd.time.map(|t| DateTime::parse_from_rfc3339(&rfc3339(t)).unwrap().with_timezone(&Utc));
         assert_eq!(back, expected);
@@ -333,7 +335,7 @@ mod tests {
     #[test]
     fn key_defaults_to_id() {
         let cmd = NewCommand::new("x", json!(null)).into_command("//t");
-        assert_eq!(cmd.encode().0, cmd.id.to_string());
+        assert_eq!(cmd.encode().0, cmd.id.to_string().into_bytes());
     }
 
     #[test]

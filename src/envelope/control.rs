@@ -28,9 +28,9 @@ impl CancelRequest {
     }
 
     /// (key, value, headers) for the control topic.
-    pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
+    pub fn encode(&self, source: &str) -> (Vec<u8>, Vec<u8>, HeaderMap) {
         let (value, headers) = json_event(source, CANCEL_TYPE, self.requested_at, self.command_id, self);
-        (self.command_id.to_string(), value, headers)
+        (self.command_id.to_string().into_bytes(), value, headers)
     }
 
     pub fn decode(value: Option<&[u8]>, headers: &HeaderMap) -> Result<Self, DecodeError> {
@@ -51,7 +51,7 @@ mod tests {
     fn round_trip() {
         let req = CancelRequest::new(crate::envelope::new_id(), Some("user asked".into()));
         let (key, value, headers) = req.encode("//test");
-        assert_eq!(key, req.command_id.to_string());
+        assert_eq!(key, req.command_id.to_string().into_bytes());
         assert_eq!(CancelRequest::decode(Some(&value), &headers).unwrap(), req);
     }
 }

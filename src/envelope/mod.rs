@@ -15,6 +15,7 @@
 //! Both are keyed the same way: by the command's key when it has one, else by its id,
 //! so all events of one key land on one partition, in order.
 
+pub mod bounds;
 mod command;
 mod control;
 mod headers;
@@ -26,7 +27,7 @@ pub(crate) use status::test_snapshot;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};
-pub use headers::{header_names, DecodeError, HeaderMap};
+pub use headers::{header_names, DecodeError, HeaderMap, KafkaHeaders};
 pub use status::{OperationSnapshot, SNAPSHOT_TYPE};
 pub use result::{is_final_record, ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
 

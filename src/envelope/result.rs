@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
+use super::bounds::{echo_header, truncate, KeyEcho, MAX_MESSAGE_ECHO, MAX_NAME_ECHO};
 use super::headers::{header_names as h, DecodeError, HeaderMap};
 use super::{event_headers, new_id, RESULT_TYPE_PREFIX};
 
@@ -55,10 +56,8 @@ impl State {
 /// Whether a record is a final result event, from its last `ce_type` header, read in
 /// place: for readers that pass over every other record (the webhook dispatcher, the
 /// bench) and should not copy headers to find out.
-pub fn is_final_record<H: rdkafka::message::Headers>(headers: Option<&H>) -> bool {
-    headers
-        .and_then(|all| all.iter().filter(|x| x.key == h::TYPE).last())
-        .and_then(|x| x.value)
+pub fn is_final_record<H: super::headers::KafkaHeaders + ?Sized>(headers: Option<&H>) -> bool {
+    super::headers::last_kafka_header(headers, h::TYPE)
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(State::from_event_type)
         .is_some_and(State::is_final)
@@ -73,6 +72,14 @@ pub struct ErrorInfo {
     pub message: String,
     /// Whether trying again later could succeed.
     pub retryable: bool,
+}
+
+impl ErrorInfo {
+    /// The same error with code and message cut to their echo bounds: a handler's or
+    /// a parser's message can be as long as the input that caused it.
+    pub fn bounded(self) -> Self {
+        ErrorInfo { code: truncate(&self.code, MAX_NAME_ECHO), message: truncate(&self.message, MAX_MESSAGE_ECHO), retryable: self.retryable }
+    }
 }
 
 /// A handler's report of how far it got.
@@ -101,9 +108,13 @@ pub struct ResultData {
     pub command_id: Uuid,
     pub command_type: String,
     pub state: State,
-    /// The command's key, if it had one.
+    /// The command's key, if it had one and it is UTF-8 (up to 1 KiB; the record key
+    /// always carries it whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The command's key in standard base64, instead of `key`, when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
     /// The handler's output; present on `completed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<Value>,
@@ -127,8 +138,8 @@ pub struct ResultEvent {
     pub source: String,
     pub time: DateTime<Utc>,
     pub data: ResultData,
-    /// The Kafka key, copied from the command.
-    pub key: String,
+    /// The Kafka key, copied byte for byte from the command.
+    pub key: Vec<u8>,
     /// Spring's correlation id, echoed from the command.
     pub correlation_id: Option<Vec<u8>>,
     /// Trace context, propagated from the command.
@@ -136,7 +147,7 @@ pub struct ResultEvent {
 }
 
 impl ResultEvent {
-    pub fn new(key: String, source: &str, data: ResultData) -> Self {
+    pub fn new(key: Vec<u8>, source: &str, data: ResultData) -> Self {
         ResultEvent {
             id: new_id(),
             source: source.to_string(),
@@ -150,22 +161,30 @@ impl ResultEvent {
 
     /// An event about `command` from `worker`: keyed like the command and carrying its
     /// correlation id and trace context, so every consumer can match it to the request.
+    /// What it echoes of the command is bounded ([`super::bounds`]).
     pub fn about(command: &super::Command, source: &str, worker: &str, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> Self {
+        let echo = KeyEcho::of(command.key.as_deref());
         let data = ResultData {
             command_id: command.id,
-            command_type: command.command_type.clone(),
+            command_type: truncate(&command.command_type, MAX_NAME_ECHO),
             state,
-            key: command.key.clone(),
+            key: echo.text,
+            key_base64: echo.base64,
             result,
-            error,
+            error: error.map(ErrorInfo::bounded),
             progress: None,
             timing,
             worker: worker.to_string(),
         };
         let mut ev = ResultEvent::new(command.partition_key(), source, data);
-        ev.correlation_id = command.correlation_id.clone();
-        ev.traceparent = command.traceparent.clone();
+        ev.correlation_id = echo_header(command.correlation_id.clone());
+        ev.traceparent = echo_header(command.traceparent.clone());
         ev
+    }
+
+    /// The key's bytes as the JSON shows them (`key` or `key_base64`).
+    pub fn shown_key(&self) -> Option<Vec<u8>> {
+        KeyEcho::bytes(self.data.key.as_deref(), self.data.key_base64.as_deref())
     }
 
     pub fn state(&self) -> State {
@@ -177,7 +196,7 @@ impl ResultEvent {
     }
 
     /// Encodes this event as (key, value, headers) for the results topic.
-    pub fn encode(&self) -> (String, Vec<u8>, HeaderMap) {
+    pub fn encode(&self) -> (Vec<u8>, Vec<u8>, HeaderMap) {
         let mut headers = event_headers(self.id, &self.source, &self.data.state.event_type(), self.time, self.data.command_id);
         if let Some(tp) = &self.traceparent {
             headers.insert(h::TRACEPARENT, tp.as_str());
@@ -211,7 +230,7 @@ impl ResultEvent {
             source: headers.get_str(h::SOURCE)?.unwrap_or_default().to_string(),
             time,
             data,
-            key: key.map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+            key: key.map(<[u8]>::to_vec).unwrap_or_default(),
             correlation_id: headers.get(h::SPRING_CORRELATION_ID).map(<[u8]>::to_vec),
             traceparent: headers.get_str(h::TRACEPARENT)?.map(str::to_string),
         })
@@ -230,6 +249,7 @@ mod tests {
             command_type: "t".into(),
             state: State::TimedOut,
             key: Some("k".into()),
+            key_base64: None,
             result: None,
             error: Some(ErrorInfo { code: "deadline".into(), message: "late".into(), retryable: false }),
             progress: None,
@@ -239,7 +259,7 @@ mod tests {
         let ev = ResultEvent::new("k".into(), "//w", data);
         let (key, value, headers) = ev.encode();
         assert_eq!(headers.get_str(h::TYPE).unwrap(), Some("courier.command.timed_out"));
-        let back = ResultEvent::decode(Some(key.as_bytes()), Some(&value), &headers).unwrap();
+        let back = ResultEvent::decode(Some(&key), Some(&value), &headers).unwrap();
         assert_eq!(back.data, ev.data);
         assert_eq!(back.id, ev.id);
         assert!(back.state().is_final());

@@ -20,8 +20,12 @@ pub struct OperationSnapshot {
     pub command_id: Uuid,
     pub command_type: String,
     pub state: State,
+    /// The command's key when UTF-8 (up to 1 KiB), as in [`super::ResultData`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The command's key in standard base64 when it is not UTF-8.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
     pub attempt: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
@@ -56,9 +60,10 @@ impl OperationSnapshot {
     pub fn after(command: &super::Command, data: &ResultData, worker: &str) -> Self {
         OperationSnapshot {
             command_id: command.id,
-            command_type: command.command_type.clone(),
+            command_type: data.command_type.clone(),
             state: data.state,
-            key: command.key.clone(),
+            key: data.key.clone(),
+            key_base64: data.key_base64.clone(),
             attempt: command.attempt,
             progress: data.progress.clone(),
             result: data.result.clone(),
@@ -75,9 +80,9 @@ impl OperationSnapshot {
     }
 
     /// (key, value, headers) for the status topic.
-    pub fn encode(&self, source: &str) -> (String, Vec<u8>, HeaderMap) {
+    pub fn encode(&self, source: &str) -> (Vec<u8>, Vec<u8>, HeaderMap) {
         let (value, headers) = json_event(source, SNAPSHOT_TYPE, self.updated, self.command_id, self);
-        (self.command_id.to_string(), value, headers)
+        (self.command_id.to_string().into_bytes(), value, headers)
     }
 
     /// Decodes a snapshot; `Ok(None)` for a tombstone (a deleted operation).
@@ -99,6 +104,7 @@ pub(crate) fn test_snapshot(state: State) -> OperationSnapshot {
         command_type: "echo".into(),
         state,
         key: None,
+        key_base64: None,
         attempt: 1,
         progress: None,
         result: None,

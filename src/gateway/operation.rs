@@ -54,6 +54,9 @@ pub struct Metadata {
     pub execution_ms: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// A key that is not UTF-8, in standard base64 (as on the status topic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_base64: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
 }
@@ -87,6 +90,7 @@ impl Operation {
                 execution_ms: s.timing.execution_ms,
                 // Workers read the record key back, which is the id when none was given.
                 key: s.key.clone().filter(|k| *k != s.command_id.to_string()),
+                key_base64: s.key_base64.clone(),
                 batch_id: s.batch_id.clone(),
             },
             done,

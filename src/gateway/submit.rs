@@ -123,7 +123,7 @@ impl Submitter {
 
     async fn publish_snapshot(&self, s: &OperationSnapshot) -> Result<(), crate::publish::PublishError> {
         let (key, value, headers) = s.encode(&self.source);
-        let out = Outgoing { topic: self.status_topic.clone(), key, value, headers, partition: None };
+        let out = Outgoing::new(self.status_topic.clone(), key, value, headers);
         self.publisher.send_once(&out).await
     }
 
@@ -150,11 +150,13 @@ impl Submitter {
 /// command's, so the worker's later snapshots describe the same operation.
 fn queued_snapshot(cmd: &Command, request_hash: String) -> OperationSnapshot {
     let created = cmd.time.unwrap_or_else(chrono::Utc::now);
+    let key = crate::envelope::bounds::KeyEcho::of(cmd.key.as_deref());
     OperationSnapshot {
         command_id: cmd.id,
         command_type: cmd.command_type.clone(),
         state: State::Queued,
-        key: cmd.key.clone(),
+        key: key.text,
+        key_base64: key.base64,
         attempt: cmd.attempt,
         progress: None,
         result: None,

@@ -53,7 +53,7 @@ impl EndpointState {
     pub fn record(&self, topic: &str, source: &str) -> Outgoing {
         // The subject must be an id; the URL is the key, so a fresh one will do.
         let (value, headers) = json_event(source, ENDPOINT_TYPE, self.updated, new_id(), self);
-        Outgoing { topic: topic.to_string(), key: self.url.clone(), value, headers, partition: None }
+        Outgoing::new(topic.to_string(), self.url.clone(), value, headers)
     }
 }
 
@@ -169,7 +169,7 @@ mod tests {
         let state = e.gone("http://h/", "410 Gone");
         assert_eq!(e.disabled("http://h/").map(|d| d.reason), Some("gone".into()));
         let out = state.record("t", "//s");
-        assert_eq!(out.key, "http://h/");
+        assert_eq!(out.key.as_deref(), Some(&b"http://h/"[..]));
         let back: EndpointState = serde_json::from_slice(&out.value).unwrap();
         let other = Endpoints::default();
         other.apply(back);

@@ -59,7 +59,7 @@ impl Attempt {
     /// The log record, keyed by command id.
     pub fn record(&self, topic: &str, source: &str) -> Outgoing {
         let (value, headers) = json_event(source, ATTEMPT_TYPE, self.time, self.command_id, self);
-        Outgoing { topic: topic.to_string(), key: self.command_id.to_string(), value, headers, partition: None }
+        Outgoing::new(topic.to_string(), self.command_id.to_string(), value, headers)
     }
 
     fn decode(value: Option<&[u8]>, headers: &HeaderMap) -> Option<Self> {
@@ -84,7 +84,7 @@ impl Exhausted {
     /// The log record, keyed by URL.
     pub fn record(&self, topic: &str, source: &str) -> Outgoing {
         let (value, headers) = json_event(source, EXHAUSTED_TYPE, self.disabled_at, self.command_id, self);
-        Outgoing { topic: topic.to_string(), key: self.url.clone(), value, headers, partition: None }
+        Outgoing::new(topic.to_string(), self.url.clone(), value, headers)
     }
 }
 
@@ -190,7 +190,7 @@ mod tests {
         assert!(log.attempts(&a).is_empty(), "the oldest operation is forgotten");
         let fourth = attempt(b, 4);
         let out = fourth.record("t", "//s");
-        assert_eq!(out.key, b.to_string());
+        assert_eq!(out.key, Some(b.to_string().into_bytes()));
         assert_eq!(Attempt::decode(Some(&out.value), &out.headers), Some(fourth));
         let exhausted = Exhausted { url: "http://h/".into(), failing_since: Utc::now(), disabled_at: Utc::now(), command_id: b, last_error: None };
         let ev = exhausted.record("t", "//s");

@@ -133,6 +133,7 @@ mod tests {
             command_type: "echo".into(),
             state,
             key: None,
+            key_base64: None,
             result,
             error,
             progress: None,

@@ -248,7 +248,7 @@ impl Announce {
         event.data.progress = progress;
         shared.sink.advise(shared.snapshot_record(command, &event.data));
         let (key, value, headers) = event.encode();
-        shared.sink.advise(Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None });
+        shared.sink.advise(Outgoing::new(shared.topics.results.clone(), key, value, headers));
     }
 }
 

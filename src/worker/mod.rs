@@ -215,7 +215,7 @@ impl Shared {
     pub fn snapshot_record(&self, command: &Command, data: &ResultData) -> Outgoing {
         let snapshot = OperationSnapshot::after(command, data, &self.worker_id);
         let (key, value, headers) = snapshot.encode(&self.source);
-        Outgoing { topic: self.topics.status.clone(), key, value, headers, partition: None }
+        Outgoing::new(self.topics.status.clone(), key, value, headers)
     }
 }
 

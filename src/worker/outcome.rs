@@ -80,7 +80,7 @@ pub(super) async fn publish_final(shared: &Shared, record: &Record, command: &Co
     let event = shared.event(command, state, result, error, timing);
     let status = shared.snapshot_record(command, &event.data);
     let (key, value, headers) = event.encode();
-    let out = Outgoing { topic: shared.topics.results.clone(), key, value, headers, partition: None };
+    let out = Outgoing::new(shared.topics.results.clone(), key, value, headers);
     let reply = command.reply_to.as_ref().filter(|t| **t != shared.topics.results);
     let reply = reply.map(|topic| Outgoing { topic: topic.clone(), partition: command.reply_partition, ..out.clone() });
     let sends: Vec<Outgoing> = [Some(out), Some(status), reply].into_iter().flatten().collect();
@@ -166,7 +166,7 @@ fn partial_command(id: Uuid, record: &Record) -> Command {
     let header = |name: &'static str| record.headers.get_str(name).ok().flatten().filter(|v| !v.is_empty()).map(str::to_string);
     let mut cmd = NewCommand::new(header(header_names::TYPE).unwrap_or_default(), Value::Null).into_command("");
     cmd.id = id;
-    cmd.key = record.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+    cmd.key = record.key.clone();
     cmd.correlation_id = record.headers.get(header_names::SPRING_CORRELATION_ID).map(<[u8]>::to_vec);
     cmd.reply_to = header(header_names::REPLY_TO).or_else(|| header(header_names::SPRING_REPLY_TOPIC));
     cmd.reply_partition = Command::peek_reply_partition(&record.headers);

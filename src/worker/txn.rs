@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::ledger::Tp;
@@ -147,9 +147,7 @@ fn produce_and_commit<C: ConsumerContext>(
 /// Enqueues without waiting; a full queue is drained by polling, then retried.
 fn enqueue(producer: &FutureProducer, out: &Outgoing) -> Result<(), rdkafka::error::KafkaError> {
     loop {
-        let mut record = FutureRecord::to(&out.topic).key(&out.key).payload(&out.value).headers(out.headers.to_kafka());
-        record.partition = out.partition;
-        match producer.send_result(record) {
+        match producer.send_result(crate::publish::future_record(out)) {
             Ok(_delivery) => return Ok(()),
             Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
                 producer.poll(Duration::from_millis(50));
@@ -172,7 +170,7 @@ mod tests {
     use crate::envelope::HeaderMap;
 
     fn out(n: i64) -> Outgoing {
-        Outgoing { topic: "r".into(), key: n.to_string(), value: vec![], headers: HeaderMap::new(), partition: None }
+        Outgoing::new("r", n.to_string(), vec![], HeaderMap::new())
     }
 
     #[test]

@@ -258,13 +258,13 @@ pub fn count_distinct_finals(seen: &[Seen]) -> usize {
 }
 
 /// Produces a record exactly as given (for poison and foreign-client tests).
-pub async fn produce_raw(t: &TestTopics, topic: &str, key: Option<&str>, value: Option<&[u8]>, headers: &HeaderMap, partition: Option<i32>) {
+pub async fn produce_raw(t: &TestTopics, topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, headers: &HeaderMap, partition: Option<i32>) {
     use rdkafka::producer::{FutureProducer, FutureRecord};
     static PRODUCER: OnceLock<FutureProducer> = OnceLock::new();
     let producer = PRODUCER.get_or_init(|| {
         ClientConfig::new().set("bootstrap.servers", bootstrap()).set("linger.ms", "2").create().expect("producer")
     });
-    let mut record: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).headers(headers.to_kafka());
+    let mut record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(topic).headers(headers.to_kafka());
     record.key = key;
     record.payload = value;
     record.partition = partition;
