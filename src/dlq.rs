@@ -22,7 +22,16 @@ pub mod dlq_headers {
     /// Set on a record sent back by `courier dlq replay`: it runs even though its
     /// command id already has a (failed) final event.
     pub const REPLAYED_AT: &str = "courier_replayed_at";
+    /// Set on a *minimal* dead letter: the whole record did not fit, so its value
+    /// and/or original headers were left out (read them at topic/partition/offset).
+    pub const TRUNCATED: &str = "courier_dlq_truncated";
+    /// On a minimal dead letter: the byte sizes of the original key and value.
+    pub const KEY_BYTES: &str = "courier_dlq_key_bytes";
+    pub const VALUE_BYTES: &str = "courier_dlq_value_bytes";
 }
+
+/// Room kept in a minimal dead letter for its reason headers and framing.
+const MINIMAL_RESERVE: usize = 16 * 1024;
 
 /// Whether a command record was sent back from the DLQ by an operator.
 pub fn is_replay(headers: &HeaderMap) -> bool {
@@ -44,14 +53,17 @@ pub struct DeadLetter {
 }
 
 impl DeadLetter {
+    /// Reason and message are cut to their echo bounds: a message quotes the input
+    /// that failed, and the letter must still fit beside that input.
     pub fn new(topic: &str, partition: i32, offset: i64, reason: &str, message: &str, attempts: u32) -> Self {
+        use crate::envelope::bounds::{truncate, MAX_MESSAGE_ECHO, MAX_NAME_ECHO};
         let now = Utc::now();
         DeadLetter {
             topic: topic.to_string(),
             partition,
             offset,
-            reason: reason.to_string(),
-            message: message.to_string(),
+            reason: truncate(reason, MAX_NAME_ECHO),
+            message: truncate(message, MAX_MESSAGE_ECHO),
             attempts,
             first_failure: now,
             last_failure: now,
@@ -60,8 +72,52 @@ impl DeadLetter {
 
     /// The DLQ record: original key, value and headers, plus the reason headers.
     pub fn to_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap) -> Outgoing {
-        use dlq_headers as d;
         let mut headers = original.clone();
+        self.add_reason_headers(&mut headers);
+        Outgoing {
+            topic: dlq_topic.to_string(),
+            key: key.map(<[u8]>::to_vec),
+            value: value.map(<[u8]>::to_vec).unwrap_or_default(),
+            headers,
+            partition: None,
+        }
+    }
+
+    /// The DLQ record if it fits in `limit` bytes, else [`DeadLetter::minimal_record`].
+    pub fn to_record_within(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
+        let full = self.to_record(dlq_topic, key, value, original);
+        if full.wire_size() <= limit {
+            return full;
+        }
+        self.minimal_record(dlq_topic, key, value, original, limit)
+    }
+
+    /// A dead letter that always fits in `limit`: the reason headers, the original id
+    /// and type (cut to their bounds), the key and then the value only if they fit,
+    /// and their sizes. What it leaves out is still at topic/partition/offset.
+    pub fn minimal_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
+        use crate::envelope::bounds::MAX_NAME_ECHO;
+        use crate::envelope::header_names as h;
+        use dlq_headers as d;
+        let mut headers = HeaderMap::new();
+        for name in [h::ID, h::TYPE] {
+            if let Some(v) = original.get(name) {
+                headers.insert(name, &v[..v.len().min(MAX_NAME_ECHO)]);
+            }
+        }
+        self.add_reason_headers(&mut headers);
+        headers.set(d::TRUNCATED, "true");
+        headers.set(d::KEY_BYTES, key.map_or(0, <[u8]>::len).to_string());
+        headers.set(d::VALUE_BYTES, value.map_or(0, <[u8]>::len).to_string());
+        let mut room = limit.saturating_sub(MINIMAL_RESERVE + headers.wire_size());
+        let key = key.filter(|k| k.len() <= room).map(<[u8]>::to_vec);
+        room -= key.as_ref().map_or(0, Vec::len);
+        let value = value.filter(|v| v.len() <= room).map(<[u8]>::to_vec).unwrap_or_default();
+        Outgoing { topic: dlq_topic.to_string(), key, value, headers, partition: None }
+    }
+
+    fn add_reason_headers(&self, headers: &mut HeaderMap) {
+        use dlq_headers as d;
         headers
             .set(d::REASON, self.reason.as_str())
             .set(d::MESSAGE, self.message.as_str())
@@ -71,13 +127,6 @@ impl DeadLetter {
             .set(d::ATTEMPTS, self.attempts.to_string())
             .set(d::FIRST_FAILURE, crate::envelope::rfc3339(self.first_failure))
             .set(d::LAST_FAILURE, crate::envelope::rfc3339(self.last_failure));
-        Outgoing {
-            topic: dlq_topic.to_string(),
-            key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec).unwrap_or_default(),
-            headers,
-            partition: None,
-        }
     }
 
     /// Reads the reason headers back from a DLQ record.
@@ -113,6 +162,31 @@ mod tests {
         let back = DeadLetter::from_headers(&out.headers).unwrap();
         assert_eq!(back.reason, "not_json");
         assert_eq!((back.partition, back.offset), (3, 42));
+    }
+
+    #[test]
+    fn a_letter_that_cannot_fit_whole_falls_back_to_a_minimal_one_that_does() {
+        let limit = 1_000_000;
+        let mut original = HeaderMap::new();
+        original.insert("ce_id", "abc").insert("ce_type", "t".repeat(600_000));
+        let message = format!("no handler for command type {:?}", "t".repeat(600_000));
+        let letter = DeadLetter::new("c", 0, 7, "unknown_type", &message, 1);
+        assert!(letter.message.len() <= crate::envelope::bounds::MAX_MESSAGE_ECHO);
+        let fits = letter.to_record_within("c.dlq", Some(b"k"), Some(b"{}"), &original, limit);
+        assert!(fits.headers.get(dlq_headers::TRUNCATED).is_none(), "a 600 KB type fits once the message is bounded");
+        let big_key = vec![b'k'; 600_000];
+        let big_value = vec![b'v'; 600_000];
+        let out = letter.to_record_within("c.dlq", Some(&big_key), Some(&big_value), &original, limit);
+        assert!(out.wire_size() <= limit, "{}", out.wire_size());
+        assert_eq!(out.headers.get_str(dlq_headers::TRUNCATED).unwrap(), Some("true"));
+        assert_eq!(out.key.as_deref(), Some(&big_key[..]), "the key is kept while it fits");
+        assert!(out.value.is_empty(), "the value is not");
+        assert_eq!(out.headers.get_str(dlq_headers::VALUE_BYTES).unwrap(), Some("600000"));
+        assert_eq!(out.headers.get("ce_type").map(<[u8]>::len), Some(crate::envelope::bounds::MAX_NAME_ECHO));
+        let huge_key = vec![b'k'; limit];
+        let out = letter.minimal_record("c.dlq", Some(&huge_key), None, &original, limit);
+        assert!(out.wire_size() <= limit && out.key.is_none());
+        assert_eq!(DeadLetter::from_headers(&out.headers).unwrap().reason, "unknown_type");
     }
 }
 

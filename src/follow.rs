@@ -96,13 +96,16 @@ async fn run(
             _ = stop.cancelled() => break,
         };
         match next {
-            Ok(m) => on_record(Seen {
-                partition: m.partition(),
-                offset: m.offset(),
-                key: m.key(),
-                value: m.payload(),
-                headers: HeaderMap::from_kafka(m.headers()),
-            }),
+            Ok(m) => {
+                let seen = || Seen {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key(),
+                    value: m.payload(),
+                    headers: HeaderMap::from_kafka(m.headers()),
+                };
+                crate::supervise::guard("topic follower", || on_record(seen()));
+            }
             Err(KafkaError::PartitionEOF(p)) => {
                 unread.remove(&p);
             }

@@ -56,6 +56,7 @@ pub mod publish;
 pub mod retry;
 pub mod router;
 pub mod topics;
+pub(crate) mod supervise;
 pub mod urlpolicy;
 pub mod webhooks;
 pub mod worker;

@@ -53,6 +53,14 @@ pub struct Metrics {
     pub duplicates: Counter,
     /// Commands sent to a retry tier.
     pub retries: Counter,
+    /// Outputs the broker could never take (too large, topic gone), by the record
+    /// kind that fell back to a smaller one (`final`, `snapshot`, `reply`, `dead_letter`).
+    pub refused_outputs: Family<Labels, Counter>,
+    /// Records held because not even their minimal dead letter could be written:
+    /// retried with backoff, never finished. Non-zero needs an operator.
+    pub held_records: Gauge,
+    /// Panics caught in per-record or background code (a bug, reported, not fatal).
+    pub panics: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {
@@ -67,6 +75,9 @@ impl Default for Metrics {
         let commits = Counter::default();
         let duplicates = Counter::default();
         let retries = Counter::default();
+        let refused_outputs = Family::<Labels, Counter>::default();
+        let held_records = Gauge::default();
+        let panics = Family::<Labels, Counter>::default();
         registry.register("command_outcomes", "Final outcomes of commands", outcomes.clone());
         registry.register("dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
         registry.register("handler_seconds", "Time spent in handlers", handler_seconds.clone());
@@ -75,7 +86,23 @@ impl Default for Metrics {
         registry.register("offset_commits", "Offset commits sent", commits.clone());
         registry.register("duplicates", "Records skipped as duplicates of finished commands", duplicates.clone());
         registry.register("retries", "Commands sent to a retry tier", retries.clone());
-        Metrics { registry, outcomes, dead_letters, handler_seconds, in_flight, rebalances, commits, duplicates, retries }
+        registry.register("refused_outputs", "Outputs the broker could never take, replaced by a minimal record", refused_outputs.clone());
+        registry.register("held_records", "Records whose minimal dead letter cannot be written (retrying)", held_records.clone());
+        registry.register("panics", "Panics caught in per-record or background code", panics.clone());
+        Metrics {
+            registry,
+            outcomes,
+            dead_letters,
+            handler_seconds,
+            in_flight,
+            rebalances,
+            commits,
+            duplicates,
+            retries,
+            refused_outputs,
+            held_records,
+            panics,
+        }
     }
 }
 

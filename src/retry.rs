@@ -92,7 +92,7 @@ pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord
         .set(h::ATTEMPT, (attempt + 1).to_string())
         .set(retry_headers::NOT_BEFORE, rfc3339(not_before))
         .set(retry_headers::PARTITION, origin_partition.to_string())
-        .set(retry_headers::LAST_ERROR, error);
+        .set(retry_headers::LAST_ERROR, crate::envelope::bounds::truncate(error, crate::envelope::bounds::MAX_MESSAGE_ECHO));
     Outgoing {
         topic: tier_topic(topics, delay),
         key: key.map(<[u8]>::to_vec),

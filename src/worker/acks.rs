@@ -66,6 +66,16 @@ pub(super) async fn collect(shared: Arc<Shared>, mut jobs: mpsc::UnboundedReceiv
 
 async fn acknowledged(shared: &Shared, job: AckJob) -> (Entry<Record>, Processed) {
     let AckJob { entry, acking } = job;
-    let outcome = acking.wait(shared, &entry.job.stop).await;
+    let waited = std::panic::AssertUnwindSafe(acking.wait(shared, &entry.job));
+    let outcome = match futures::FutureExt::catch_unwind(waited).await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            // A bug; the record stays pending (no commit passes it) until its
+            // partition moves, and is run again there.
+            tracing::error!(panic = %crate::supervise::panic_text(panic.as_ref()), "panic awaiting acknowledgements; record abandoned");
+            shared.metrics.panics.get_or_create(&vec![("where".into(), "acks".into())]).inc();
+            Processed::Abandoned
+        }
+    };
     (entry, outcome)
 }

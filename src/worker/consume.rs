@@ -287,14 +287,20 @@ fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: 
         return;
     };
     let lane = Lane::for_record(shared.config.ordering, &tp, msg.key());
-    let record = Record {
-        tp: tp.clone(),
-        offset: msg.offset(),
-        key: msg.key().map(<[u8]>::to_vec),
-        value: msg.payload().map(<[u8]>::to_vec),
-        headers: HeaderMap::from_kafka(msg.headers()),
-        stop,
+    // Copying out must never take the consumer thread down (and with it the worker,
+    // on the same record after every restart): a panic here dead-letters the record.
+    let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        (msg.key().map(<[u8]>::to_vec), msg.payload().map(<[u8]>::to_vec), HeaderMap::from_kafka(msg.headers()))
+    }));
+    let ((key, value, headers), fault) = match copied {
+        Ok(parts) => (parts, None),
+        Err(_) => {
+            tracing::error!(?tp, offset = msg.offset(), "panic copying a record out of librdkafka; dead-lettering it");
+            shared.metrics.panics.get_or_create(&vec![("where".into(), "consumer".into())]).inc();
+            ((None, None, HeaderMap::new()), Some("the record could not be read from librdkafka".to_string()))
+        }
     };
+    let record = Record { tp: tp.clone(), offset: msg.offset(), key, value, headers, stop, fault };
     let admitted = {
         let mut ledger = shared.lock_ledger();
         let id = crate::envelope::Command::peek_id(&record.headers);

@@ -18,7 +18,7 @@ use tracing::{info_span, Instrument};
 
 use super::acks::AckJob;
 use super::ledger::Entry;
-use super::outcome::{dead_letter, publish_final, retry_or_fail, Final, Processed};
+use super::outcome::{dead_letter, publish_final, retry_or_fail, Durable, Final, Processed};
 use super::{Record, Shared};
 use crate::envelope::{Command, DecodeError, ErrorInfo, Progress, State, Timing};
 use crate::publish::Outgoing;
@@ -31,7 +31,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 pub(super) async fn run_lane(shared: Arc<Shared>, mut entry: Entry<Record>) {
     loop {
         let span = info_span!("command", partition = entry.tp.1, offset = entry.offset, id = tracing::field::Empty);
-        let outcome = process(&shared, &entry.job).instrument(span).await;
+        let outcome = process_guarded(&shared, &entry.job).instrument(span).await;
         match settle(&shared, entry, outcome) {
             Some(n) => entry = n,
             None => return,
@@ -46,7 +46,7 @@ pub(super) fn settle(shared: &Shared, entry: Entry<Record>, outcome: Processed) 
     let next = {
         let mut ledger = shared.lock_ledger();
         let next = match outcome {
-            Processed::Finished => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
+            Processed::Finished(_durable) => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
             Processed::Parked(id) => {
                 ledger.park(&entry, id);
                 None
@@ -68,9 +68,31 @@ pub(super) fn settle(shared: &Shared, entry: Entry<Record>, outcome: Processed) 
     next
 }
 
+/// [`process`], with any panic in Courier's own per-record code (not the handler's,
+/// which is caught where it runs) turned into a dead letter for that record: a bug
+/// must not leave a record unfinished, which would stop its partition's commits.
+async fn process_guarded(shared: &Arc<Shared>, record: &Record) -> Processed {
+    if let Some(fault) = &record.fault {
+        return dead_letter(shared, record, INTERNAL_ERROR, fault, None, None).await;
+    }
+    match AssertUnwindSafe(process(shared, record)).catch_unwind().await {
+        Ok(processed) => processed,
+        Err(panic) => {
+            let msg = format!("worker panicked processing this record: {}", panic_message(panic));
+            tracing::error!(message = %msg);
+            shared.metrics.panics.get_or_create(&vec![("where".into(), "record".into())]).inc();
+            dead_letter(shared, record, INTERNAL_ERROR, &msg, None, None).await
+        }
+    }
+}
+
+/// Dead-letter reason: Courier itself failed on this record (a bug; see the log).
+pub(super) const INTERNAL_ERROR: &str = "internal_error";
+
 async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
     let limit = shared.config.max_message_bytes;
-    if let Some(size) = record.value.as_ref().map(Vec::len).filter(|n| *n > limit) {
+    let size = record.value.as_ref().map_or(0, Vec::len).max(record.wire_size());
+    if size > limit {
         let reason = DecodeError::TooLarge { size, limit };
         return dead_letter(shared, record, reason.reason(), &reason.to_string(), None, None).await;
     }
@@ -82,7 +104,7 @@ async fn process(shared: &Arc<Shared>, record: &Record) -> Processed {
     if shared.finished.contains(&command.id) && !crate::dlq::is_replay(&record.headers) {
         tracing::info!("duplicate of a finished command; skipped");
         shared.metrics.duplicates.inc();
-        return Processed::Finished;
+        return Processed::Finished(Durable::seen_before());
     }
     let Some(route) = shared.router.get(&command.command_type) else {
         let msg = format!("no handler for command type {:?}", command.command_type);
@@ -140,6 +162,14 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         }
     };
     shared.unregister_running(&command.id);
+    if stop.is_cancelled() && !matches!(ran, Ran::Returned(Ok(Ok(_)))) {
+        // The partition is going away (revoke, or shutdown past its grace): a handler
+        // that returned an error now most likely did so because its token fired with
+        // the stop, not because the command failed. Nothing is published; the next
+        // owner runs it again.
+        tracing::info!("partition stopped while the handler ran; abandoned for the next owner");
+        return Processed::Abandoned;
+    }
     timing.execution_ms = started.elapsed().as_millis() as u64;
     shared
         .metrics
@@ -186,10 +216,13 @@ async fn wait_for(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
+            // Biased: when the stop fires together with the handler's token, the
+            // stop is what happened.
+            biased;
+            _ = stop.cancelled() => return Ran::Stopped,
             returned = &mut *handler => return Ran::Returned(returned),
             _ = &mut deadline => return Ran::DeadlinePassed,
             _ = cancel.cancelled() => return Ran::Cancelled,
-            _ = stop.cancelled() => return Ran::Stopped,
             _ = &mut announce_at, if !announce.is_sent() => announce.send(),
         }
     }
@@ -212,11 +245,7 @@ async fn deadline_sleep(command: &Command) {
 }
 
 fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "non-string panic".into())
+    crate::supervise::panic_text(panic.as_ref())
 }
 
 /// A command's `started` event and snapshot, sent at most once: when the handler has

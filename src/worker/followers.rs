@@ -85,8 +85,7 @@ pub fn follow(
             while !stop.is_cancelled() {
                 match consumer.poll(Duration::from_millis(100)) {
                     Some(Ok(m)) => {
-                        let headers = HeaderMap::from_kafka(m.headers());
-                        on_record(m.key(), m.payload(), &headers);
+                        crate::supervise::guard(&name, || on_record(m.key(), m.payload(), &HeaderMap::from_kafka(m.headers())));
                         behind.retain(|(p, end)| !(*p == m.partition() && m.offset() + 1 >= *end));
                     }
                     Some(Err(e)) => tracing::warn!(topic = %name, error = %e, "follower error"),

@@ -68,6 +68,8 @@ pub enum WorkerError {
     Metrics(std::io::Error),
     #[error("consumer thread failed: {0}")]
     Consumer(String),
+    #[error("worker did not stop within {0:?} (--shutdown-grace + 15 s); left without a clean exit")]
+    StopTimeout(Duration),
 }
 
 /// Worker settings, from flags or env vars.
@@ -161,6 +163,16 @@ pub(crate) struct Record {
     pub headers: HeaderMap,
     /// Fires when the partition is revoked or the worker stops.
     pub stop: CancellationToken,
+    /// Set when copying the record out of librdkafka failed (a panic there): the
+    /// record is dead-lettered with this message rather than lost.
+    pub fault: Option<String>,
+}
+
+impl Record {
+    /// Its size as the broker counts it: key, value and headers.
+    pub fn wire_size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.headers.wire_size()
+    }
 }
 
 /// State shared by the consumer thread and the lane tasks.
@@ -171,6 +183,9 @@ pub(crate) struct Shared {
     /// Where outputs go: direct (at-least-once) or the transactional outbox.
     pub sink: Sink,
     pub topics: Topics,
+    /// The largest record the producer takes (its `message.max.bytes`): outputs are
+    /// checked against it before they are sent.
+    pub output_limit: usize,
     pub metrics: Arc<Metrics>,
     pub worker_id: String,
     pub source: String,
@@ -239,6 +254,10 @@ impl Worker {
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
         let config_capacity = config.dedupe_capacity;
         let publisher = Publisher::new(&config.kafka)?;
+        let output_limit = crate::kafka::producer_config(&config.kafka)?
+            .get("message.max.bytes")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         let sink = if config.exactly_once { transactional_sink(&config, &worker_id)? } else { Sink::Direct(publisher.clone()) };
         let (acks, acks_rx) = acks::AckQueue::new();
         let shared = Shared {
@@ -246,6 +265,7 @@ impl Worker {
             publisher,
             sink,
             topics: config.kafka.topics(),
+            output_limit,
             source: format!("//courier/worker/{worker_id}"),
             worker_id,
             router,
@@ -285,15 +305,43 @@ impl Worker {
             .name("courier-consumer".into())
             .spawn(move || consume::run(thread_shared, runtime, thread_stop))
             .map_err(|e| WorkerError::Consumer(e.to_string()))?;
-        let result = tokio::task::spawn_blocking(move || consumer.join())
-            .await
+        let stopped = async {
+            let joined = tokio::task::spawn_blocking(move || consumer.join()).await;
+            let flushing = shared.publisher.clone();
+            let _ = tokio::task::spawn_blocking(move || flushing.flush(STOP_FLUSH)).await;
+            joined
+        };
+        let bound = shared.config.shutdown_grace + STOP_SLACK;
+        let watchdog = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(bound).await;
+        };
+        let joined = tokio::select! {
+            joined = stopped => joined,
+            _ = watchdog => {
+                // A broker that stops answering mid-stop (a commit, leaving the group)
+                // must not hold the process: uncommitted work is run again elsewhere.
+                tracing::error!(?bound, "worker did not stop within its bound; leaving without a clean exit");
+                return Err(WorkerError::StopTimeout(bound));
+            }
+        };
+        let result = joined
             .map_err(|e| WorkerError::Consumer(e.to_string()))?
             .map_err(|_| WorkerError::Consumer("consumer thread panicked".into()))?;
-        shared.publisher.flush(Duration::from_secs(10));
         tracing::info!(worker = %shared.worker_id, "worker stopped");
         result
     }
 }
+
+/// How much longer than `--shutdown-grace` a stop may take in all: abandoned handlers
+/// get 5 s to notice their token, then the final commit, leaving the group and
+/// flushing the producer share the rest. Past it the worker returns anyway.
+pub const STOP_SLACK: Duration = Duration::from_secs(15);
+/// The part of a stop given to delivering what is still queued in the producer.
+const STOP_FLUSH: Duration = Duration::from_secs(5);
+
+/// librdkafka's default `message.max.bytes`, the producer's limit unless set.
+const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 fn transactional_sink(config: &WorkerConfig, worker_id: &str) -> Result<Sink, WorkerError> {
     let mut cfg = crate::kafka::producer_config(&config.kafka)?;
@@ -344,9 +392,10 @@ async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle
         .name("courier-retry-relay".into())
         .spawn(move || {
             let c = &relay_shared.config;
-            if let Err(e) = crate::retry::run_relay(&c.kafka, &c.group_id, &c.retry, relay_shared.publisher.clone(), relay_rt, relay_stop) {
-                tracing::error!(error = %e, "retry relay stopped");
-            }
+            // Parked keys wait for the relay: it must not stay down.
+            crate::supervise::restarting("retry relay", &relay_stop, || {
+                crate::retry::run_relay(&c.kafka, &c.group_id, &c.retry, relay_shared.publisher.clone(), relay_rt.clone(), relay_stop.clone())
+            });
         })
         .map_err(|e| WorkerError::Consumer(e.to_string()))?;
     Ok(())
