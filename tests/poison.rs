@@ -121,7 +121,7 @@ async fn an_impossible_reply_partition_does_not_wedge_its_key() {
     assert_eq!(finals.len(), 2);
     assert!(finals[&first].iter().chain(&finals[&second]).all(|s| s.event.state() == State::Completed));
     assert!(finals[&first][0].offset < finals[&second][0].offset, "same key, in order");
-    assert!(worker.wait_for_log("final event copy could not be published", Duration::from_secs(5)), "{}", worker.log_text());
+    assert!(worker.wait_for_log("the broker refused an output for good", Duration::from_secs(5)), "{}", worker.log_text());
     let lag = common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(30));
     assert_eq!(lag, 0);
 }
