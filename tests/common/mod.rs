@@ -87,7 +87,8 @@ impl WorkerProc {
         let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
             .args(["worker", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .args(["--group-id", group, "--worker-id", id])
-            .args(["--shutdown-grace", "5s"])
+            // The tests' default grace, unless `extra` sets its own (the flag may not repeat).
+            .args(if extra.contains(&"--shutdown-grace") { &[][..] } else { &["--shutdown-grace", "5s"][..] })
             .args(extra)
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
@@ -126,6 +127,25 @@ impl WorkerProc {
     pub fn sigkill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and returns at once (see [`WorkerProc::wait_exit`]).
+    pub fn sigterm(&self) {
+        let _ = Proc::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then wait for a clean exit.
