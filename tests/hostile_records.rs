@@ -1,6 +1,6 @@
 //! Hostile records from a foreign client: the poison matrix of
 //! tests/interop/python/poison_matrix.py (confluent-kafka, plus kafka-python for
-//! header names that are not UTF-8), 500 good `echo` commands interleaved with ~50
+//! header names that are not UTF-8), 500 good `echo` commands interleaved with 48
 //! kinds of bad record, three of each, on a 3-partition topic, against one real
 //! `courier worker` with its default limits (--max-message-bytes 1,000,000; the test
 //! topics keep the broker's default message.max.bytes of 1,048,588, so every record
