@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Child, Command as Proc, Stdio};
 use std::sync::OnceLock;
@@ -86,7 +87,8 @@ impl WorkerProc {
         let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
             .args(["worker", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .args(["--group-id", group, "--worker-id", id])
-            .args(["--shutdown-grace", "5s"])
+            // The tests' default grace, unless `extra` sets its own (the flag may not repeat).
+            .args(if extra.contains(&"--shutdown-grace") { &[][..] } else { &["--shutdown-grace", "5s"][..] })
             .args(extra)
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
@@ -117,9 +119,33 @@ impl WorkerProc {
         false
     }
 
+    /// Whether the process is still running (it has not exited, for any reason).
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     pub fn sigkill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and returns at once (see [`WorkerProc::wait_exit`]).
+    pub fn sigterm(&self) {
+        let _ = Proc::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, then wait for a clean exit.
@@ -212,6 +238,133 @@ impl TopicReader {
     }
 }
 
+/// One record exactly as stored, header names included as raw bytes: rdkafka's own
+/// header view assumes UTF-8 names (and panics on others), so this reads them through
+/// librdkafka's C API. A header name cannot hold a NUL byte there.
+#[derive(Debug, Clone)]
+pub struct ExactRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl ExactRecord {
+    pub fn from_message(m: &rdkafka::message::BorrowedMessage<'_>) -> ExactRecord {
+        ExactRecord {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers: exact_headers(m),
+        }
+    }
+
+    /// The last value of a header (a null value reads as empty).
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().rev().find(|(n, _)| n == name.as_bytes()).map(|(_, v)| v.as_deref().unwrap_or_default())
+    }
+
+    /// The last value of a header as text, if it is UTF-8.
+    pub fn header_str(&self, name: &str) -> Option<&str> {
+        self.header(name).and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The headers whose names are UTF-8, as Courier's own type (for decoding events).
+    pub fn text_headers(&self) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in &self.headers {
+            if let Ok(name) = std::str::from_utf8(name) {
+                map.insert(name, value.as_deref().unwrap_or_default());
+            }
+        }
+        map
+    }
+
+    /// Decodes the record as a result event.
+    pub fn result_event(&self) -> Result<ResultEvent, courier::envelope::DecodeError> {
+        ResultEvent::decode(self.key.as_deref(), self.value.as_deref(), &self.text_headers())
+    }
+}
+
+fn exact_headers(m: &rdkafka::message::BorrowedMessage<'_>) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    use rdkafka::bindings as rd;
+    let mut hdrs: *mut rd::rd_kafka_headers_t = std::ptr::null_mut();
+    // SAFETY: `m.ptr()` is a live message for the borrow of `m`; librdkafka owns the
+    // headers it points `hdrs` at, valid as long as the message.
+    let err = unsafe { rd::rd_kafka_message_headers(m.ptr(), &mut hdrs) };
+    if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || hdrs.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: `hdrs` is valid (above).
+    let count = unsafe { rd::rd_kafka_header_cnt(hdrs) };
+    (0..count)
+        .filter_map(|i| {
+            let (mut name, mut value, mut size) = (std::ptr::null(), std::ptr::null(), 0usize);
+            // SAFETY: `i` < count; the out pointers are valid for writes.
+            let err = unsafe { rd::rd_kafka_header_get_all(hdrs, i, &mut name, &mut value, &mut size) };
+            if err != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR || name.is_null() {
+                return None;
+            }
+            // SAFETY: librdkafka's header names are NUL-terminated and its values are
+            // `size` bytes, both living as long as the message.
+            let name = unsafe { std::ffi::CStr::from_ptr(name) }.to_bytes().to_vec();
+            let value = (!value.is_null()).then(|| unsafe { std::slice::from_raw_parts(value.cast::<u8>(), size) }.to_vec());
+            Some((name, value))
+        })
+        .collect()
+}
+
+impl TopicReader {
+    /// Like [`TopicReader::poll_raw`], with every header name kept as raw bytes.
+    pub fn poll_exact(&self, budget: Duration) -> Vec<ExactRecord> {
+        let until = Instant::now() + budget;
+        let mut out = Vec::new();
+        while Instant::now() < until {
+            match self.consumer.poll(Duration::from_millis(50)) {
+                Some(Ok(m)) => out.push(ExactRecord::from_message(&m)),
+                Some(Err(e)) => panic!("reader error: {e}"),
+                None if !out.is_empty() => break,
+                None => {}
+            }
+        }
+        out
+    }
+
+    /// High watermarks of every partition of `topic` now.
+    pub fn ends(&self, topic: &str, partitions: i32) -> HashMap<i32, i64> {
+        (0..partitions)
+            .map(|p| {
+                let (_, high) = self.consumer.fetch_watermarks(topic, p, Duration::from_secs(10)).expect("watermarks");
+                (p, high)
+            })
+            .collect()
+    }
+
+    /// Reads on (adding to `seen`) until this reader's position in every partition of
+    /// `topic` has reached the high watermark seen at the call, or `timeout`. Returns
+    /// whether it got there.
+    pub fn read_to_end(&self, topic: &str, partitions: i32, seen: &mut Vec<ExactRecord>, timeout: Duration) -> bool {
+        let ends = self.ends(topic, partitions);
+        let until = Instant::now() + timeout;
+        loop {
+            let position = self.consumer.position().expect("position");
+            let at = |p: i32| match position.find_partition(topic, p).map(|e| e.offset()) {
+                Some(Offset::Offset(o)) => o,
+                _ => 0,
+            };
+            if ends.iter().all(|(p, end)| at(*p) >= *end) {
+                return true;
+            }
+            if Instant::now() > until {
+                return false;
+            }
+            seen.extend(self.poll_exact(Duration::from_millis(200)));
+        }
+    }
+}
+
 /// Collects result events until `done` says so, or panics after `timeout`.
 pub fn collect_results(t: &TestTopics, timeout: Duration, mut done: impl FnMut(&[Seen]) -> bool) -> Vec<Seen> {
     let reader = TopicReader::new(t, &t.topics.results);
@@ -270,6 +423,53 @@ pub async fn produce_raw(t: &TestTopics, topic: &str, key: Option<&[u8]>, value:
     record.partition = partition;
     producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).expect("produce");
     let _ = t;
+}
+
+/// The Python interpreter for foreign-client scripts: `$COURIER_PYTHON` (scripts/test.sh
+/// points it at a venv with tests/interop/python/requirements.txt), else `python3`.
+pub fn python() -> String {
+    std::env::var("COURIER_PYTHON").ok().filter(|p| !p.trim().is_empty()).unwrap_or_else(|| "python3".into())
+}
+
+/// Runs a child process to completion within `timeout`; on failure panics with its
+/// output and, when given, the worker's log. Returns its stdout.
+pub fn run_child(what: &str, cmd: &mut Proc, timeout: Duration, worker: Option<&WorkerProc>) -> String {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
+    // Drained on threads so a chatty child never blocks on a full pipe.
+    let drain = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().expect("stdout")));
+    let err = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let (stdout, stderr) = (out.join().unwrap_or_default(), err.join().unwrap_or_default());
+    if !status.is_some_and(|s| s.success()) {
+        let verdict = status.map_or_else(|| format!("killed after {timeout:?}"), |s| s.to_string());
+        let log = worker.map(|w| format!("\n--- worker log ---\n{}", w.log_text())).unwrap_or_default();
+        panic!("{what} failed ({verdict})\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}{log}");
+    }
+    eprintln!("{what}: ok in {:.1?}", started.elapsed());
+    stdout
 }
 
 /// Sum over partitions of (high watermark - committed offset) for a group.
