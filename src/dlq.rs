@@ -77,7 +77,7 @@ impl DeadLetter {
         Outgoing {
             topic: dlq_topic.to_string(),
             key: key.map(<[u8]>::to_vec),
-            value: value.map(<[u8]>::to_vec).unwrap_or_default(),
+            value: value.map(<[u8]>::to_vec),
             headers,
             partition: None,
         }
@@ -92,17 +92,21 @@ impl DeadLetter {
         self.minimal_record(dlq_topic, key, value, original, limit)
     }
 
-    /// A dead letter that always fits in `limit`: the reason headers, the original id
-    /// and type (cut to their bounds), the key and then the value only if they fit,
-    /// and their sizes. What it leaves out is still at topic/partition/offset.
+    /// A dead letter that always fits in `limit`: the reason headers; the original
+    /// headers if they fit beside the key, else only the id and type (cut to their
+    /// bounds); the key and then the value only if they fit; and their sizes. What it
+    /// leaves out is still at topic/partition/offset.
     pub fn minimal_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
         use crate::envelope::bounds::MAX_NAME_ECHO;
         use crate::envelope::header_names as h;
         use dlq_headers as d;
-        let mut headers = HeaderMap::new();
-        for name in [h::ID, h::TYPE] {
-            if let Some(v) = original.get(name) {
-                headers.insert(name, &v[..v.len().min(MAX_NAME_ECHO)]);
+        let whole_headers = original.wire_size() + key.map_or(0, <[u8]>::len) + MINIMAL_RESERVE <= limit;
+        let mut headers = if whole_headers { original.clone() } else { HeaderMap::new() };
+        if !whole_headers {
+            for name in [h::ID, h::TYPE] {
+                if let Some(v) = original.get(name) {
+                    headers.insert(name, &v[..v.len().min(MAX_NAME_ECHO)]);
+                }
             }
         }
         self.add_reason_headers(&mut headers);
@@ -112,7 +116,7 @@ impl DeadLetter {
         let mut room = limit.saturating_sub(MINIMAL_RESERVE + headers.wire_size());
         let key = key.filter(|k| k.len() <= room).map(<[u8]>::to_vec);
         room -= key.as_ref().map_or(0, Vec::len);
-        let value = value.filter(|v| v.len() <= room).map(<[u8]>::to_vec).unwrap_or_default();
+        let value = value.filter(|v| v.len() <= room).map(<[u8]>::to_vec);
         Outgoing { topic: dlq_topic.to_string(), key, value, headers, partition: None }
     }
 
@@ -157,7 +161,7 @@ mod tests {
         original.insert("ce_id", "abc");
         let letter = DeadLetter::new("courier.commands", 3, 42, "not_json", "expected value", 1);
         let out = letter.to_record("courier.commands.dlq", Some(b"k"), Some(b"{bad"), &original);
-        assert_eq!(out.value, b"{bad");
+        assert_eq!(out.value.as_deref(), Some(&b"{bad"[..]));
         assert_eq!(out.headers.get_str("ce_id").unwrap(), Some("abc"));
         let back = DeadLetter::from_headers(&out.headers).unwrap();
         assert_eq!(back.reason, "not_json");
@@ -180,7 +184,7 @@ mod tests {
         assert!(out.wire_size() <= limit, "{}", out.wire_size());
         assert_eq!(out.headers.get_str(dlq_headers::TRUNCATED).unwrap(), Some("true"));
         assert_eq!(out.key.as_deref(), Some(&big_key[..]), "the key is kept while it fits");
-        assert!(out.value.is_empty(), "the value is not");
+        assert!(out.value.is_none(), "the value is not");
         assert_eq!(out.headers.get_str(dlq_headers::VALUE_BYTES).unwrap(), Some("600000"));
         assert_eq!(out.headers.get("ce_type").map(<[u8]>::len), Some(crate::envelope::bounds::MAX_NAME_ECHO));
         let huge_key = vec![b'k'; limit];
@@ -226,7 +230,7 @@ impl DeadLetterRecord {
         Outgoing {
             topic: commands_topic.to_string(),
             key: self.key.clone(),
-            value: self.value.clone().unwrap_or_default(),
+            value: self.value.clone(),
             headers,
             partition: None,
         }

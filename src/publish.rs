@@ -33,7 +33,8 @@ pub struct Outgoing {
     /// Bytes, and optional: a record is written back (dead letter, retry, replay)
     /// with exactly the key it came with, a missing key included.
     pub key: Option<Vec<u8>>,
-    pub value: Vec<u8>,
+    /// `None` is a null value (a tombstone), kept as such when a record is written back.
+    pub value: Option<Vec<u8>>,
     pub headers: HeaderMap,
     pub partition: Option<i32>,
 }
@@ -125,7 +126,8 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 
 /// The producer record for `out`.
 pub(crate) fn future_record(out: &Outgoing) -> FutureRecord<'_, [u8], Vec<u8>> {
-    let mut record = FutureRecord::to(&out.topic).payload(&out.value).headers(out.headers.to_kafka());
+    let mut record = FutureRecord::to(&out.topic).headers(out.headers.to_kafka());
+    record.payload = out.value.as_ref();
     record.key = out.key.as_deref();
     record.partition = out.partition;
     record
@@ -134,13 +136,13 @@ pub(crate) fn future_record(out: &Outgoing) -> FutureRecord<'_, [u8], Vec<u8>> {
 impl Outgoing {
     /// A record for `topic` with this key, value and headers, partitioned by key.
     pub fn new(topic: impl Into<String>, key: impl Into<Vec<u8>>, value: Vec<u8>, headers: HeaderMap) -> Self {
-        Outgoing { topic: topic.into(), key: Some(key.into()), value, headers, partition: None }
+        Outgoing { topic: topic.into(), key: Some(key.into()), value: Some(value), headers, partition: None }
     }
 
     /// What this record weighs against the producer's `message.max.bytes`: key,
     /// value, headers and the record's own framing (librdkafka counts the same parts).
     pub fn wire_size(&self) -> usize {
-        RECORD_FRAMING + self.key.as_ref().map_or(0, Vec::len) + self.value.len() + self.headers.wire_size()
+        RECORD_FRAMING + self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.headers.wire_size()
     }
 }
 

@@ -96,7 +96,7 @@ pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord
     Outgoing {
         topic: tier_topic(topics, delay),
         key: key.map(<[u8]>::to_vec),
-        value: value.map(<[u8]>::to_vec).unwrap_or_default(),
+        value: value.map(<[u8]>::to_vec),
         headers,
         partition: None,
     }
@@ -234,7 +234,7 @@ fn back_to_commands(topics: &Topics, msg: &OwnedMessage, headers: HeaderMap) -> 
     Outgoing {
         topic: topics.commands.clone(),
         key: msg.key().map(<[u8]>::to_vec),
-        value: msg.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+        value: msg.payload().map(<[u8]>::to_vec),
         headers,
         partition,
     }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 fn record(topic: &str, key: &str, partition: Option<i32>) -> Outgoing {
     let mut headers = HeaderMap::default();
     headers.insert("n", key);
-    Outgoing { topic: topic.to_string(), key: Some(key.into()), value: key.as_bytes().to_vec(), headers, partition }
+    Outgoing { topic: topic.to_string(), key: Some(key.into()), value: Some(key.as_bytes().to_vec()), headers, partition }
 }
 
 #[tokio::test]

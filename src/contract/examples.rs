@@ -129,7 +129,7 @@ pub fn dead_letter(prefix: &str) -> Value {
     letter.first_failure = time();
     letter.last_failure = time();
     let record = letter.to_record(&format!("{prefix}.commands.dlq"), Some(&key), Some(&value), &headers);
-    example("schema_violation", &record.headers, &record.value)
+    example("schema_violation", &record.headers, record.value.as_deref().unwrap_or_default())
 }
 
 /// The smallest value `schema` accepts, found by walking it: its example, default or
@@ -194,7 +194,7 @@ pub fn webhook_attempt() -> Value {
     };
     let mut record = attempt.record("courier.webhooks.log", WEBHOOKS);
     record.headers.set(h::ID, EVENT_ID.to_string());
-    example("failed_attempt", &record.headers, &record.value)
+    example("failed_attempt", &record.headers, record.value.as_deref().unwrap_or_default())
 }
 
 /// The event written when an endpoint is disabled after failing too long.
@@ -208,7 +208,7 @@ pub fn webhook_exhausted() -> Value {
     };
     let mut record = exhausted.record("courier.webhooks.log", WEBHOOKS);
     record.headers.set(h::ID, EVENT_ID.to_string());
-    example("exhausted", &record.headers, &record.value)
+    example("exhausted", &record.headers, record.value.as_deref().unwrap_or_default())
 }
 
 /// An endpoint disabled by a `410 Gone`, as the compacted endpoints topic keeps it.
@@ -225,5 +225,5 @@ pub fn webhook_endpoint() -> Value {
     };
     let mut record = state.record("courier.webhooks.endpoints", WEBHOOKS);
     record.headers.set(h::ID, EVENT_ID.to_string()).set(h::SUBJECT, COMMAND_ID.to_string());
-    example("gone", &record.headers, &record.value)
+    example("gone", &record.headers, record.value.as_deref().unwrap_or_default())
 }

@@ -170,7 +170,7 @@ mod tests {
         assert_eq!(e.disabled("http://h/").map(|d| d.reason), Some("gone".into()));
         let out = state.record("t", "//s");
         assert_eq!(out.key.as_deref(), Some(&b"http://h/"[..]));
-        let back: EndpointState = serde_json::from_slice(&out.value).unwrap();
+        let back: EndpointState = serde_json::from_slice(out.value.as_deref().unwrap()).unwrap();
         let other = Endpoints::default();
         other.apply(back);
         assert!(other.disabled("http://h/").is_some());

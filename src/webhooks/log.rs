@@ -191,9 +191,9 @@ mod tests {
         let fourth = attempt(b, 4);
         let out = fourth.record("t", "//s");
         assert_eq!(out.key, Some(b.to_string().into_bytes()));
-        assert_eq!(Attempt::decode(Some(&out.value), &out.headers), Some(fourth));
+        assert_eq!(Attempt::decode(out.value.as_deref(), &out.headers), Some(fourth));
         let exhausted = Exhausted { url: "http://h/".into(), failing_since: Utc::now(), disabled_at: Utc::now(), command_id: b, last_error: None };
         let ev = exhausted.record("t", "//s");
-        assert_eq!(Attempt::decode(Some(&ev.value), &ev.headers), None);
+        assert_eq!(Attempt::decode(ev.value.as_deref(), &ev.headers), None);
     }
 }

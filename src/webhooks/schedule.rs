@@ -154,7 +154,7 @@ impl Delivery {
         let mut letter = DeadLetter::new(topic, partition, offset, reason, message, self.attempt);
         letter.first_failure = self.first_attempt;
         let out = self.record(&topics.webhooks_dlq);
-        letter.to_record(&out.topic, out.key.as_deref(), Some(&out.value), &out.headers)
+        letter.to_record(&out.topic, out.key.as_deref(), out.value.as_deref(), &out.headers)
     }
 
     /// Sends a dead-lettered delivery back through the first tier, due now, as a
@@ -211,14 +211,14 @@ mod tests {
         let d = Delivery::new(ResultEvent::new("k".into(), "//w", data), "http://h/x".into());
         let retry = d.retry_record(&topics, Duration::from_secs(5), Duration::from_millis(5200), "HTTP 500");
         assert_eq!((retry.topic.as_str(), retry.key.clone()), ("c.webhooks.retry.5s", Some(d.event.command_id().to_string().into_bytes())));
-        let back = Delivery::decode(retry.key.as_deref(), Some(&retry.value), &retry.headers).unwrap();
+        let back = Delivery::decode(retry.key.as_deref(), retry.value.as_deref(), &retry.headers).unwrap();
         assert_eq!((back.attempt, back.url.as_str(), back.event.id), (2, "http://h/x", d.event.id));
         let dead = back.dead_letter(&topics, ("c.webhooks.retry.5s", 0, 9), "schedule_exhausted", "gave up");
         let letter = DeadLetter::from_headers(&dead.headers).unwrap();
         assert_eq!((letter.reason.as_str(), letter.attempts, letter.offset), ("schedule_exhausted", 2, 9));
-        let again = Delivery::decode(dead.key.as_deref(), Some(&dead.value), &dead.headers).unwrap();
+        let again = Delivery::decode(dead.key.as_deref(), dead.value.as_deref(), &dead.headers).unwrap();
         let replay = again.replay_record(&topics, Duration::from_secs(5));
-        let fresh = Delivery::decode(None, Some(&replay.value), &replay.headers).unwrap();
+        let fresh = Delivery::decode(None, replay.value.as_deref(), &replay.headers).unwrap();
         assert_eq!((fresh.attempt, fresh.event.id), (1, d.event.id), "same webhook-id, attempts start over");
     }
 }
