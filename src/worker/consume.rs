@@ -323,6 +323,7 @@ fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: C
 /// forgets the commit so the next round retries it.
 fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(Tp, i64)>, mode: CommitMode) {
     let tps: Vec<Tp> = commits.iter().map(|(tp, _)| tp.clone()).collect();
+    let commits_seen = commits.clone();
     let result = match &shared.sink {
         Sink::Direct(_) if commits.is_empty() => return,
         Sink::Direct(_) => consumer.commit(&commit_list(&commits), mode).map_err(|e| e.to_string()),
@@ -338,6 +339,7 @@ fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<
     match result {
         Ok(()) => {
             if !tps.is_empty() {
+                tracing::debug!(commits = ?commits_seen, "offsets committed");
                 shared.metrics.commits.inc();
             }
         }

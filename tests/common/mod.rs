@@ -90,7 +90,7 @@ impl WorkerProc {
             // The tests' default grace, unless `extra` sets its own (the flag may not repeat).
             .args(if extra.contains(&"--shutdown-grace") { &[][..] } else { &["--shutdown-grace", "5s"][..] })
             .args(extra)
-            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("RUST_LOG", std::env::var("COURIER_TEST_WORKER_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()))
             .env("NO_COLOR", "1")
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
