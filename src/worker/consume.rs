@@ -31,6 +31,10 @@ const IDLE_POLL: Duration = Duration::from_millis(2);
 /// Records taken from one partition queue before moving to the next.
 const PER_PARTITION_ROUND: usize = 64;
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
+/// How often every assigned partition's commit point is sent again even if it did not
+/// move: a commit the group coordinator dropped without an error (seen around
+/// cooperative rebalances) must not leave a partition's progress uncommitted forever.
+const COMMIT_REFRESH: Duration = Duration::from_secs(10);
 /// After the grace period, how long abandoned handlers get to notice their token.
 const ABANDON_WAIT: Duration = Duration::from_secs(6);
 
@@ -80,12 +84,29 @@ impl ConsumerContext for WorkerContext {
     }
 
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "offset commit failed; will retry");
-            let mut ledger = self.shared.lock_ledger();
-            for tp in tpl_to_vec(offsets) {
-                ledger.uncommit(&tp);
-            }
+        // A commit can succeed as a whole and still fail for some partitions (during a
+        // rebalance, say): each element carries its own error. A partition whose commit
+        // did not take is committed again next round, or its progress would be lost.
+        let failed: Vec<Tp> = match &result {
+            Err(_) => tpl_to_vec(offsets),
+            Ok(()) => offsets
+                .elements()
+                .iter()
+                .filter(|e| e.error().is_err())
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+        };
+        if failed.is_empty() {
+            return;
+        }
+        let error = match result {
+            Err(e) => e.to_string(),
+            Ok(()) => offsets.elements().iter().find_map(|e| e.error().err()).map(|e| e.to_string()).unwrap_or_default(),
+        };
+        tracing::warn!(%error, partitions = ?failed, "offset commit failed; will retry");
+        let mut ledger = self.shared.lock_ledger();
+        for tp in &failed {
+            ledger.uncommit(tp);
         }
     }
 }
@@ -183,6 +204,7 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
         .map_err(|e| WorkerError::Setup(e.into()))?;
     let mut queues: Vec<(Tp, PartitionQueue<WorkerContext>)> = Vec::new();
     let mut last_commit = Instant::now();
+    let mut last_refresh = Instant::now();
     let mut busy = false;
     while !stop.is_cancelled() && !consumer.context().fatal.is_cancelled() {
         // The main queue carries rebalances, errors, and records fetched before their
@@ -196,6 +218,14 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
             queues = split_queues(&consumer);
         }
         busy = take_from_queues(&shared, &consumer, &runtime, &queues);
+        if last_refresh.elapsed() >= COMMIT_REFRESH {
+            let mut ledger = shared.lock_ledger();
+            for tp in ledger.assigned() {
+                ledger.uncommit(&tp);
+            }
+            drop(ledger);
+            last_refresh = Instant::now();
+        }
         if last_commit.elapsed() >= COMMIT_EVERY {
             commit_ready(&shared, &consumer, CommitMode::Async);
             last_commit = Instant::now();
