@@ -19,6 +19,8 @@ mod admission;
 mod batches;
 mod error;
 mod follow;
+#[cfg(test)]
+mod fuzz;
 mod idempotency;
 mod metrics;
 mod operation;
