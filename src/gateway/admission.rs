@@ -169,11 +169,20 @@ fn deadline(req: &CommandRequest) -> Result<Option<chrono::DateTime<chrono::Utc>
             .map_err(|e| bad(format!("deadline {at:?} is not RFC 3339: {e}"))),
         (None, Some(within)) => {
             let d = crate::duration::parse_duration(within).map_err(bad)?;
-            let d = chrono::Duration::from_std(d).map_err(|e| bad(format!("deadline_in {within:?}: {e}")))?;
-            Ok(Some(chrono::Utc::now() + d))
+            let at = deadline_after(chrono::Utc::now(), d)
+                .ok_or_else(|| bad(format!("deadline_in {within:?} is past the last representable date")))?;
+            Ok(Some(at))
         }
         (None, None) => Ok(None),
     }
+}
+
+/// `now + within`, or `None` when the sum is not a date chrono can hold: the
+/// duration comes from the request, and unchecked date arithmetic panics on
+/// overflow, which would drop the caller's connection instead of answering `400`.
+fn deadline_after(now: chrono::DateTime<chrono::Utc>, within: std::time::Duration) -> Option<chrono::DateTime<chrono::Utc>> {
+    let delta = chrono::Duration::from_std(within).ok()?;
+    now.checked_add_signed(delta)
 }
 
 #[cfg(test)]
@@ -203,6 +212,20 @@ mod tests {
         assert_eq!(code(r#"{"type":"echo","deadline":"tomorrow"}"#), "invalid_deadline");
         assert_eq!(code(r#"{"type":"echo","deadline_in":"5 days"}"#), "invalid_deadline");
         assert_eq!(code(r#"{"type":"echo","callback_url":"http://169.254.169.254/"}"#), "invalid_callback_url");
+    }
+
+    #[test]
+    fn deadlines_past_the_end_of_time_are_refused_not_panicked_on() {
+        for within in ["9000000000000000s", "9223372036854775807ms", "18446744073709551615s", "1e400s", "99999999999999999999999999h"] {
+            let body = format!(r#"{{"type":"echo","deadline_in":"{within}"}}"#);
+            assert_eq!(code(&body), "invalid_deadline", "{within}");
+        }
+        assert_eq!(code(r#"{"type":"echo","deadline_in":"9000000000s"}"#), "ok", "285 years ahead is a date");
+        assert_eq!(code(r#"{"type":"echo","deadline":"+262143-12-31T23:59:59Z"}"#), "invalid_deadline");
+        let now = chrono::Utc::now();
+        assert_eq!(deadline_after(now, std::time::Duration::MAX), None);
+        assert_eq!(deadline_after(now, std::time::Duration::from_secs(9_000_000_000_000_000)), None);
+        assert!(deadline_after(now, std::time::Duration::from_secs(60)).is_some_and(|t| t > now));
     }
 
     #[test]
