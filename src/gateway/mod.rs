@@ -155,7 +155,9 @@ impl Gateway {
 
     /// The HTTP API as an axum router, to serve or to nest in a larger app.
     pub fn router(&self) -> axum::Router {
-        routes::api(self.app.clone()).merge(deliveries_router(self.deliveries.clone()))
+        routes::api(self.app.clone())
+            .merge(deliveries_router(self.deliveries.clone()))
+            .layer(axum::middleware::map_response(error::json_errors))
     }
 
     /// Serves on `listener` until the shutdown token fires, then finishes the
