@@ -152,9 +152,11 @@ impl Checker {
             cmd = cmd.key(key.clone());
         }
         cmd.deadline = deadline(req)?;
-        if let Some(url) = &req.callback_url {
-            self.urls.check(url).map_err(|e| ApiError::bad_request("invalid_callback_url", e.to_string()))?;
-            cmd = cmd.callback_url(url.clone());
+        if let Some(raw) = &req.callback_url {
+            // The canonical serialisation is stored, never the text as sent: that is
+            // the form the policy judged, and it cannot smuggle anything into a header.
+            let url = self.urls.check(raw).map_err(|e| ApiError::bad_request("invalid_callback_url", e.to_string()))?;
+            cmd = cmd.callback_url(String::from(url));
         }
         Ok(cmd)
     }
@@ -212,6 +214,17 @@ mod tests {
         assert_eq!(code(r#"{"type":"echo","deadline":"tomorrow"}"#), "invalid_deadline");
         assert_eq!(code(r#"{"type":"echo","deadline_in":"5 days"}"#), "invalid_deadline");
         assert_eq!(code(r#"{"type":"echo","callback_url":"http://169.254.169.254/"}"#), "invalid_callback_url");
+    }
+
+    #[test]
+    fn callback_urls_are_refused_with_control_characters_and_kept_canonical() {
+        for url in ["http://example.com/\r\nX-Injected: 1", "http://exa\tmple.com/", " https://example.com/", "http://localhost./", "http://0x7f.1/"] {
+            let body = json!({"type": "echo", "callback_url": url}).to_string();
+            assert_eq!(code(&body), "invalid_callback_url", "{url:?}");
+        }
+        let req = CommandRequest::from_body(br#"{"type":"echo","callback_url":"HTTPS://Example.COM:443/hook"}"#).unwrap();
+        let cmd = checker().check(&req).unwrap();
+        assert_eq!(cmd.callback_url.as_deref(), Some("https://example.com/hook"));
     }
 
     #[test]
