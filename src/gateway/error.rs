@@ -5,6 +5,8 @@
 //! (plus `details` where there is more to say), so a caller can branch on `code`
 //! without parsing prose.
 
+use std::sync::Arc;
+
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{FromRequest, Request};
@@ -13,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
+use super::App;
 use crate::kafka::KafkaSetupError;
 
 /// Why the gateway could not start or stopped serving.
@@ -96,18 +99,22 @@ impl From<QueryRejection> for ApiError {
 /// The body of a request that must be JSON. A declared media type that is not JSON
 /// (a form, XML, plain text) is `415 unsupported_media_type`, before the body is
 /// read; no `Content-Type` at all is taken as JSON, for clients that send none.
-/// Past the body limit it is `413 body_too_large`.
+/// Past the body limit it is `413 body_too_large`; not whole within
+/// `--body-read-timeout`, `408 request_timeout`.
 pub struct JsonBody(pub Bytes);
 
-impl<S: Send + Sync> FromRequest<S> for JsonBody {
+impl FromRequest<Arc<App>> for JsonBody {
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
         if !declares_json_or_nothing(req.headers()) {
             let message = "the request body must be JSON (Content-Type: application/json)";
             return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message));
         }
-        Ok(JsonBody(Bytes::from_request(req, state).await?))
+        match tokio::time::timeout(app.body_read_timeout, Bytes::from_request(req, app)).await {
+            Ok(body) => Ok(JsonBody(body?)),
+            Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")),
+        }
     }
 }
 
@@ -159,6 +166,7 @@ fn code_of(status: StatusCode) -> &'static str {
         StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
         StatusCode::UNPROCESSABLE_ENTITY => "invalid_request",
+        StatusCode::REQUEST_TIMEOUT => "request_timeout",
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => "headers_too_large",
         StatusCode::SERVICE_UNAVAILABLE => "unavailable",
         s if s.is_server_error() => "internal",

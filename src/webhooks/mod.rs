@@ -46,6 +46,7 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::duration::parse_duration;
+use crate::http::ConnectionLimits;
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::{PublishError, Publisher};
 use crate::topics::Topics;
@@ -127,6 +128,9 @@ pub struct WebhookConfig {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub url_policy: UrlPolicy,
+    /// Bounds of the `/metrics` and deliveries listener's connections.
+    #[command(flatten)]
+    pub connections: ConnectionLimits,
 }
 
 impl WebhookConfig {
@@ -152,6 +156,7 @@ impl WebhookConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             shutdown_grace: Duration::from_secs(20),
             url_policy: UrlPolicy::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 
@@ -172,6 +177,7 @@ impl WebhookConfig {
         if self.max_in_flight == 0 {
             return bad("--max-in-flight must be at least 1");
         }
+        self.connections.validate().map_err(|e| WebhookError::Config(e.to_string()))?;
         if self.profile == Profile::Ouro && self.ouro_token.is_none() {
             tracing::warn!("ouro profile without --ouro-webhook-token: receivers expecting the header will refuse");
         }
@@ -224,7 +230,7 @@ impl Dispatcher {
             DeliveryLog::follow(kafka, config.log_capacity, 50, followers.clone()),
         )?;
         let metrics = Arc::new(metrics::WebhookMetrics::default());
-        let addr = serve(config.listen, metrics.clone(), log.clone(), shutdown.clone()).await?;
+        let addr = serve(config.listen, &config.connections, metrics.clone(), log.clone(), shutdown.clone()).await?;
         let limits = deliver::HttpLimits {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -280,6 +286,7 @@ async fn require_topics(kafka: &KafkaArgs, names: Vec<String>) -> Result<(), Web
 /// `/metrics` and the deliveries route, until `shutdown`.
 async fn serve(
     addr: SocketAddr,
+    limits: &ConnectionLimits,
     metrics: Arc<metrics::WebhookMetrics>,
     log: Arc<DeliveryLog>,
     shutdown: CancellationToken,
@@ -292,8 +299,7 @@ async fn serve(
         async move { metrics.scrape() }
     };
     let app = axum::Router::new().route("/metrics", get(render)).merge(deliveries_router(log));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    });
+    let limits = limits.clone();
+    tokio::spawn(async move { crate::http::serve(listener, app, &limits, shutdown).await });
     Ok(bound)
 }
