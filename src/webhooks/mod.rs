@@ -37,6 +37,7 @@ mod outcome;
 pub mod profiles;
 pub mod replay;
 pub mod schedule;
+pub mod secrets;
 pub mod signing;
 
 use std::net::SocketAddr;
@@ -53,6 +54,7 @@ use crate::topics::Topics;
 use crate::urlpolicy::UrlPolicy;
 pub use log::{deliveries_router, Attempt, DeliveryLog};
 pub use profiles::Profile;
+pub use secrets::{SecretParser, SecretText};
 pub use signing::{verify, Secret, SignatureError};
 
 /// Why a dispatcher could not start, or a webhook command failed.
@@ -80,14 +82,14 @@ pub struct WebhookConfig {
     pub group_id: String,
     /// Signing secret, `whsec_<base64>`; repeat (or comma-separate in env) to rotate:
     /// every delivery is signed with each.
-    #[arg(long = "webhook-secret", env = "COURIER_WEBHOOK_SECRETS", value_delimiter = ',')]
+    #[arg(long = "webhook-secret", env = "COURIER_WEBHOOK_SECRETS", value_delimiter = ',', value_parser = SecretParser, hide_env_values = true)]
     pub secrets: Vec<Secret>,
     /// Body shape of every delivery.
     #[arg(long = "webhook-profile", env = "COURIER_WEBHOOK_PROFILE", value_enum, default_value_t = Profile::Cloudevents)]
     pub profile: Profile,
     /// Sent as `ouro-webhook-token` with the `ouro` profile.
-    #[arg(long = "ouro-webhook-token", env = "COURIER_OURO_WEBHOOK_TOKEN")]
-    pub ouro_token: Option<String>,
+    #[arg(long = "ouro-webhook-token", env = "COURIER_OURO_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub ouro_token: Option<SecretText>,
     /// Delays before each retry (match `courier topics create --webhook-schedule`).
     #[arg(long = "webhook-schedule", env = "COURIER_WEBHOOK_SCHEDULE", value_delimiter = ',', value_parser = parse_duration, default_value = crate::topics::DEFAULT_WEBHOOK_SCHEDULE)]
     pub schedule: Vec<Duration>,
