@@ -43,6 +43,14 @@ mod tests {
     }
 
     #[test]
+    fn huge_or_odd_numbers_are_errors_not_panics() {
+        assert!(parse_duration("9000000000000000s").is_ok(), "a Duration holds it; callers check date arithmetic");
+        for bad in ["1e400s", &"9".repeat(400), "18446744073709551616000h", "1.2.3s", ".", "-5s", "NaN", "inf", "9s9"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn formats_whole_units() {
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(format_duration(Duration::from_secs(60)), "1m");

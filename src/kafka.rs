@@ -6,11 +6,21 @@
 
 use rdkafka::ClientConfig;
 
+/// The environment variable holding extra librdkafka properties, comma-separated.
+pub const KAFKA_OPTS_ENV: &str = "COURIER_KAFKA_OPTS";
+
 /// Errors building a Kafka client or talking to the cluster.
+///
+/// None of them shows an option's value: `--kafka-opt` carries SASL passwords and
+/// key passphrases, and these messages end up in logs.
 #[derive(Debug, thiserror::Error)]
 pub enum KafkaSetupError {
-    #[error("--kafka-opt {0:?} is not KEY=VALUE")]
-    BadOption(String),
+    #[error("Kafka option #{position} (counting {KAFKA_OPTS_ENV} first, then each --kafka-opt) is not KEY=VALUE: {problem} (its text is not shown, as it may hold a secret)")]
+    BadOption { position: usize, problem: &'static str },
+    #[error("Kafka option {key}: {reason}")]
+    BadProperty { key: String, reason: String },
+    #[error("{KAFKA_OPTS_ENV}: {0}")]
+    BadEnv(EnvOptsError),
     #[error("kafka client: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
     #[error("topic {0} does not exist: run `courier topics create`")]
@@ -19,19 +29,119 @@ pub enum KafkaSetupError {
     Thread(String),
 }
 
+/// Why `COURIER_KAFKA_OPTS` could not be split; never shows its text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvOptsError {
+    #[error("it is not valid UTF-8")]
+    NotUnicode,
+    #[error("a backslash at position {0} escapes neither ',' nor '\\' (write \\, for a comma, \\\\ for a backslash)")]
+    BadEscape(usize),
+}
+
 /// Where the cluster is and how to reach it.
-#[derive(Debug, Clone, clap::Args)]
+///
+/// Parsed from flags through [`clap::FromArgMatches`], which also merges
+/// `COURIER_KAFKA_OPTS` ([`KafkaArgs::with_env_opts`]): every subcommand that
+/// flattens these args gets the same rules. [`KafkaArgs::new`] (for embedding)
+/// reads no environment.
+#[derive(Clone)]
 pub struct KafkaArgs {
+    /// Bootstrap servers; empty means the embedded mock cluster (`dev`, `demo`).
+    pub bootstrap: String,
+    /// Topic prefix: topics are `<prefix>.commands`, `<prefix>.results`, ...
+    pub prefix: String,
+    /// librdkafka properties, `KEY=VALUE` each; later ones win.
+    pub kafka_opts: Vec<String>,
+}
+
+/// The flags themselves; [`KafkaArgs`] adds the environment variable.
+#[derive(Clone, clap::Args)]
+struct KafkaFlags {
     /// Bootstrap servers (host:port,...). Empty means: start the embedded mock cluster
     /// (only `dev` and `demo` allow that).
     #[arg(long = "bootstrap", env = "COURIER_BOOTSTRAP", default_value = "")]
-    pub bootstrap: String,
+    bootstrap: String,
     /// Topic prefix: topics are `<prefix>.commands`, `<prefix>.results`, ...
     #[arg(long = "prefix", env = "COURIER_TOPIC_PREFIX", default_value = "courier")]
-    pub prefix: String,
-    /// Extra librdkafka properties, KEY=VALUE; repeat the flag or comma-separate in env.
-    #[arg(long = "kafka-opt", env = "COURIER_KAFKA_OPTS", value_delimiter = ',')]
-    pub kafka_opts: Vec<String>,
+    prefix: String,
+    /// An extra librdkafka property, KEY=VALUE, taken whole (commas included);
+    /// repeat the flag for more. COURIER_KAFKA_OPTS adds more, comma-separated, with
+    /// `\,` for a literal comma and `\\` for a backslash; a flag wins over the env
+    /// var for the same key.
+    #[arg(long = "kafka-opt", value_name = "KEY=VALUE")]
+    kafka_opts: Vec<String>,
+}
+
+impl clap::FromArgMatches for KafkaArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Self::from_arg_matches_mut(&mut matches.clone())
+    }
+
+    fn from_arg_matches_mut(matches: &mut clap::ArgMatches) -> Result<Self, clap::Error> {
+        let flags = KafkaFlags::from_arg_matches_mut(matches)?;
+        let args = KafkaArgs { bootstrap: flags.bootstrap, prefix: flags.prefix, kafka_opts: flags.kafka_opts };
+        args.with_env_opts().map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, format!("{e}\n")))
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for KafkaArgs {
+    fn group_id() -> Option<clap::Id> {
+        KafkaFlags::group_id()
+    }
+
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        KafkaFlags::augment_args(cmd)
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        KafkaFlags::augment_args_for_update(cmd)
+    }
+}
+
+impl std::fmt::Debug for KafkaArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let opts: Vec<String> = self.kafka_opts.iter().map(|o| redacted(o)).collect();
+        f.debug_struct("KafkaArgs").field("bootstrap", &self.bootstrap).field("prefix", &self.prefix).field("kafka_opts", &opts).finish()
+    }
+}
+
+/// Parts of a property name that mark its value as a secret.
+const SECRET_KEY_PARTS: [&str; 7] = ["password", "secret", "key", "token", "jaas", "credential", "oauthbearer"];
+
+/// An option as `{:?}` may show it: the value of a secret-looking key replaced, and
+/// an option without `=` (which may be a pasted secret) not shown at all.
+fn redacted(opt: &str) -> String {
+    match opt.split_once('=') {
+        None => "<not KEY=VALUE, hidden>".to_string(),
+        Some((key, _)) if SECRET_KEY_PARTS.iter().any(|p| key.to_ascii_lowercase().contains(p)) => format!("{}=<redacted>", key.trim()),
+        Some(_) => opt.to_string(),
+    }
+}
+
+/// Splits `COURIER_KAFKA_OPTS` on unescaped commas: `\,` is a literal comma and
+/// `\\` a backslash (so SASL passwords with commas can be passed); empty entries
+/// are skipped. Any other backslash is an error rather than a guess.
+pub fn split_env_opts(text: &str) -> Result<Vec<String>, EnvOptsError> {
+    let mut opts = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some((_, escaped @ (',' | '\\'))) => current.push(escaped),
+                _ => return Err(EnvOptsError::BadEscape(at)),
+            },
+            ',' => opts.push(std::mem::take(&mut current)),
+            other => current.push(other),
+        }
+    }
+    opts.push(current);
+    Ok(opts.into_iter().filter(|o| !o.trim().is_empty()).collect())
 }
 
 impl KafkaArgs {
@@ -39,20 +149,55 @@ impl KafkaArgs {
         KafkaArgs { bootstrap: bootstrap.into(), prefix: prefix.into(), kafka_opts: Vec::new() }
     }
 
-    /// A librdkafka config with bootstrap servers and pass-through options applied.
+    /// These args with the options of `COURIER_KAFKA_OPTS` put before their own, so
+    /// a `--kafka-opt` for the same key wins. What every parsed command line gets.
+    pub fn with_env_opts(mut self) -> Result<Self, KafkaSetupError> {
+        let Some(raw) = std::env::var_os(KAFKA_OPTS_ENV) else { return Ok(self) };
+        let text = raw.into_string().map_err(|_| KafkaSetupError::BadEnv(EnvOptsError::NotUnicode))?;
+        let mut opts = split_env_opts(&text).map_err(KafkaSetupError::BadEnv)?;
+        opts.append(&mut self.kafka_opts);
+        self.kafka_opts = opts;
+        Ok(self)
+    }
+
+    /// A librdkafka config with bootstrap servers and pass-through options applied,
+    /// each checked by librdkafka now, so a bad one is named (by key) here rather than
+    /// surfacing, value and all, from whichever client is created first.
     pub fn client_config(&self) -> Result<ClientConfig, KafkaSetupError> {
         let mut cfg = ClientConfig::new();
         cfg.set("bootstrap.servers", &self.bootstrap);
         cfg.set("client.id", "courier");
-        for opt in &self.kafka_opts {
-            let (k, v) = opt.split_once('=').ok_or_else(|| KafkaSetupError::BadOption(opt.clone()))?;
-            cfg.set(k.trim(), v.trim());
+        for (i, opt) in self.kafka_opts.iter().enumerate() {
+            let (k, v) = split_option(i + 1, opt)?;
+            cfg.set(k, v);
         }
+        cfg.create_native_config().map_err(scrubbed)?;
         Ok(cfg)
     }
 
     pub fn topics(&self) -> crate::topics::Topics {
         crate::topics::Topics::new(&self.prefix)
+    }
+}
+
+/// `KEY=VALUE`, trimmed; `position` (from 1) names a bad one without showing it.
+fn split_option(position: usize, opt: &str) -> Result<(&str, &str), KafkaSetupError> {
+    let (k, v) = opt.split_once('=').ok_or(KafkaSetupError::BadOption { position, problem: "it has no '='" })?;
+    if k.trim().is_empty() {
+        return Err(KafkaSetupError::BadOption { position, problem: "its key is empty" });
+    }
+    Ok((k.trim(), v.trim()))
+}
+
+/// librdkafka's refusal of a property without the value: rdkafka's own error
+/// prints it, and librdkafka's reason may quote it.
+fn scrubbed(e: rdkafka::error::KafkaError) -> KafkaSetupError {
+    match e {
+        rdkafka::error::KafkaError::ClientConfig(_, reason, key, value) => {
+            let reason = if value.is_empty() { reason } else { reason.replace(&value, "<value>") };
+            KafkaSetupError::BadProperty { key, reason }
+        }
+        other => KafkaSetupError::Client(other),
     }
 }
 
@@ -151,5 +296,57 @@ pub fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::Co
             };
         }
         std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_env_var_splits_on_unescaped_commas() {
+        let split = |t: &str| split_env_opts(t).unwrap();
+        assert_eq!(split("a=1,b=2"), vec!["a=1", "b=2"]);
+        assert_eq!(split(r"sasl.password=S3cr3t\,with\,commas,acks=all"), vec!["sasl.password=S3cr3t,with,commas", "acks=all"]);
+        assert_eq!(split(r"k=back\\slash,k2=\\\,"), vec![r"k=back\slash", r"k2=\,"]);
+        assert_eq!(split(",,a=1, ,"), vec!["a=1"]);
+        assert!(split("").is_empty());
+        assert_eq!(split_env_opts(r"k=a\b"), Err(EnvOptsError::BadEscape(3)));
+        assert_eq!(split_env_opts(r"k=trailing\"), Err(EnvOptsError::BadEscape(10)));
+    }
+
+    #[test]
+    fn bad_options_are_named_by_position_or_key_never_shown() {
+        let secret = "S3cr3t-never-shown";
+        let with = |opts: &[&str]| KafkaArgs { kafka_opts: opts.iter().map(|o| o.to_string()).collect(), ..KafkaArgs::new("localhost:9092", "p") };
+        let e = with(&["acks=all", secret]).client_config().unwrap_err().to_string();
+        assert!(e.contains("#2") && e.contains("no '='") && !e.contains(secret), "{e}");
+        let e = with(&[&format!("={secret}")]).client_config().unwrap_err().to_string();
+        assert!(e.contains("key is empty") && !e.contains(secret), "{e}");
+        let e = with(&[&format!("sasl.pasword={secret}")]).client_config().unwrap_err().to_string();
+        assert!(e.contains("sasl.pasword") && !e.contains(secret), "{e}");
+        let e = with(&[&format!("acks={secret}")]).client_config().unwrap_err().to_string();
+        assert!(e.contains("acks") && !e.contains(secret), "{e}");
+        assert!(with(&["sasl.password=p,with,commas", "security.protocol=plaintext"]).client_config().is_ok());
+    }
+
+    #[test]
+    fn debug_output_redacts_secret_values() {
+        let args = KafkaArgs {
+            kafka_opts: vec![
+                "sasl.password=S3cr3t,with,commas".into(),
+                "ssl.key.password=Pa55".into(),
+                "sasl.jaas.config=org.Module required password=J4as;".into(),
+                "sasl.oauthbearer.client.secret=0Auth".into(),
+                "no-equals-Pasted5ecret".into(),
+                "acks=all".into(),
+            ],
+            ..KafkaArgs::new("b:9092", "p")
+        };
+        let shown = format!("{args:?}");
+        for secret in ["S3cr3t", "Pa55", "J4as", "0Auth", "Pasted5ecret"] {
+            assert!(!shown.contains(secret), "{secret} in {shown}");
+        }
+        assert!(shown.contains("acks=all") && shown.contains("sasl.password=<redacted>"), "{shown}");
     }
 }

@@ -50,6 +50,7 @@ pub mod duration;
 pub mod envelope;
 pub mod follow;
 pub mod gateway;
+pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod publish;

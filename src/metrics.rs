@@ -124,8 +124,8 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` until `shutdown` fires. Returns the bound address (useful with
-/// port 0) once listening.
+/// Serves `/metrics` until `shutdown` fires, within the default connection limits
+/// ([`crate::http`]). Returns the bound address (useful with port 0) once listening.
 pub async fn serve(
     metrics: Arc<Metrics>,
     addr: SocketAddr,
@@ -141,9 +141,7 @@ pub async fn serve(
             async move { scrape(&m.registry) }
         }),
     );
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    });
+    tokio::spawn(async move { crate::http::serve(listener, app, &crate::http::ConnectionLimits::default(), shutdown).await });
     tracing::info!(%bound, "metrics endpoint listening");
     Ok(bound)
 }

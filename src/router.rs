@@ -104,6 +104,8 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>
 /// A handler with its types erased to JSON, as the worker calls it.
 trait ErasedHandler: Send + Sync {
     fn call(&self, data: Value, ctx: Context) -> HandlerFuture;
+    /// Whether `data` decodes as the handler's input, without running it.
+    fn decodes(&self, data: &Value) -> Result<(), String>;
 }
 
 struct Typed<H>(Arc<H>);
@@ -117,6 +119,10 @@ impl<H: Handler> ErasedHandler for Typed<H> {
             let output = handler.handle(input, ctx).await?;
             serde_json::to_value(output).map_err(|e| HandlerError::permanent("invalid_output", e.to_string()))
         })
+    }
+
+    fn decodes(&self, data: &Value) -> Result<(), String> {
+        <H::Input as serde::Deserialize>::deserialize(data).map(drop).map_err(|e| e.to_string())
     }
 }
 
@@ -135,6 +141,14 @@ pub struct Route {
 impl Route {
     pub fn call(&self, data: Value, ctx: Context) -> HandlerFuture {
         self.handler.call(data, ctx)
+    }
+
+    /// Whether `data` decodes as this route's input, exactly as [`Route::call`]
+    /// would decode it. A JSON Schema says less than the type: `5.0` and
+    /// `1e30` are integers to JSON Schema but not to a `u64`, so the gateway asks
+    /// this too before it accepts a payload the worker would then refuse.
+    pub fn decodes(&self, data: &Value) -> Result<(), String> {
+        self.handler.decodes(data)
     }
 }
 

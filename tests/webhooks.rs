@@ -358,6 +358,34 @@ async fn forbidden_addresses_are_refused_and_never_called() {
     stop.cancel();
 }
 
+/// URLs that reach Kafka without the gateway (a `ce_callbackurl` header sent
+/// straight to the commands topic): the parser would drop the tab and newlines and
+/// call `/ok`, so the policy refuses them on the raw text, and they are never sent.
+#[tokio::test(flavor = "multi_thread")]
+async fn callback_urls_with_control_characters_are_refused_and_never_called() {
+    let schedule = ms(&[300]);
+    let t = topics("webhooks-ctl", &schedule).await;
+    let receiver = Receiver::start(vec![secret(NEW_SECRET)]).await;
+    let stop = CancellationToken::new();
+    let dispatcher = Dispatcher::start(config(&t, &schedule), stop.clone()).await.expect("dispatcher");
+    let port = receiver.addr.port();
+    let urls = [format!("http://127.0.0.1:{port}/ok\r\nX-Injected: 1"), format!("http://127.0.0.1:{port}/o\tk"), format!(" http://127.0.0.1:{port}/ok\n")];
+    let mut events = Vec::new();
+    for url in &urls {
+        events.push(publish_final(&t, url).await);
+    }
+    for event in &events {
+        let log = eventually("the refusal", Duration::from_secs(30), || attempts(&dispatcher, event.command_id(), 1)).await;
+        assert_eq!((log[0].outcome.as_str(), log[0].status), ("refused", None), "{:?}", log[0]);
+        assert!(log[0].error.as_deref().unwrap_or_default().contains("control characters"), "{:?}", log[0]);
+    }
+    let dead = records(&t, &t.topics.webhooks_dlq, None).await;
+    assert_eq!(dead.len(), urls.len());
+    assert!(dead.iter().all(|d| d.2.get_str("courier_dlq_reason").unwrap() == Some("url_refused")));
+    assert!(receiver.calls.lock().unwrap().is_empty(), "a refused URL is never called");
+    stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_profile_shapes_the_body() {
     let schedule = ms(&[300]);

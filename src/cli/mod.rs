@@ -159,3 +159,67 @@ fn install_signal_handlers() -> CancellationToken {
     });
     token
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// The Kafka args of every subcommand that has them.
+    fn kafka_of(cmd: Cmd) -> KafkaArgs {
+        match cmd {
+            Cmd::Topics { action: TopicsCmd::Create { kafka, .. } } => kafka,
+            Cmd::Worker(c) => c.kafka,
+            Cmd::Submit(a) => a.kafka,
+            Cmd::Status(a) => a.kafka,
+            Cmd::Cancel(a) => a.kafka,
+            Cmd::Gateway(c) => c.kafka,
+            Cmd::Webhooks { action: webhooks::WebhooksCmd::Run(c) } => c.kafka,
+            Cmd::Webhooks { action: webhooks::WebhooksCmd::Replay(a) } => a.kafka,
+            Cmd::Dev(a) => a.kafka,
+            Cmd::Bench(c) => c.kafka,
+            other => panic!("no kafka args in {other:?}"),
+        }
+    }
+
+    /// One test, so no other test in this binary reads the env var while it is set.
+    #[test]
+    fn kafka_opt_flags_are_taken_whole_and_the_env_var_is_merged_everywhere() {
+        let id = "01a20e65-7676-7288-b863-4588369ab535";
+        let subcommands: [&[&str]; 10] = [
+            &["topics", "create"],
+            &["worker"],
+            &["submit", "echo"],
+            &["status", id],
+            &["cancel", id],
+            &["gateway"],
+            &["webhooks", "run"],
+            &["webhooks", "replay", "--all"],
+            &["dev"],
+            &["bench"],
+        ];
+        let parse = |sub: &[&str]| {
+            let mut argv = vec!["courier"];
+            argv.extend_from_slice(sub);
+            argv.extend(["--kafka-opt", "sasl.password=S3cr3t,with,commas", "--kafka-opt", "acks=all"]);
+            kafka_of(Cli::try_parse_from(argv).unwrap_or_else(|e| panic!("{sub:?}: {e}")).command).kafka_opts
+        };
+        std::env::remove_var(courier::kafka::KAFKA_OPTS_ENV);
+        for sub in subcommands {
+            assert_eq!(parse(sub), ["sasl.password=S3cr3t,with,commas", "acks=all"], "{sub:?}");
+        }
+        std::env::set_var(courier::kafka::KAFKA_OPTS_ENV, r"sasl.username=u\,1,linger.ms=7");
+        for sub in subcommands {
+            assert_eq!(parse(sub), ["sasl.username=u,1", "linger.ms=7", "sasl.password=S3cr3t,with,commas", "acks=all"], "{sub:?}");
+        }
+        std::env::set_var(courier::kafka::KAFKA_OPTS_ENV, r"sasl.password=S3cr3t\q");
+        let e = Cli::try_parse_from(["courier", "worker"]).unwrap_err().render().to_string();
+        assert!(e.contains("COURIER_KAFKA_OPTS") && !e.contains("S3cr3t"), "{e}");
+        std::env::remove_var(courier::kafka::KAFKA_OPTS_ENV);
+    }
+}

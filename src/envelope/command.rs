@@ -228,8 +228,10 @@ impl NewCommand {
 
     /// Deadline relative to now.
     pub fn deadline_in(self, within: std::time::Duration) -> Self {
+        // Saturates: `Utc::now() + TimeDelta::MAX` would panic, and "no deadline to
+        // speak of" is what a caller asking for `Duration::MAX` means.
         let delta = chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
-        self.deadline(Utc::now() + delta)
+        self.deadline(Utc::now().checked_add_signed(delta).unwrap_or(DateTime::<Utc>::MAX_UTC))
     }
 
     pub fn callback_url(mut self, url: impl Into<String>) -> Self {

@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -20,6 +18,7 @@ use serde_json::{json, Value};
 use super::admission::{parse_body, CommandRequest};
 use super::metrics::{counted, GatewayMetrics};
 use super::submit::Validated;
+use super::error::JsonBody;
 use super::{ApiError, App};
 use crate::envelope::{OperationSnapshot, State as OpState};
 
@@ -82,8 +81,8 @@ impl BatchStatus {
     }
 }
 
-async fn create_batch(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>) -> Result<Response, ApiError> {
-    let req: BatchRequest = parse_body(&body?)?;
+async fn create_batch(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+    let req: BatchRequest = parse_body(&body)?;
     if req.commands.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "commands must hold at least one command"));
     }

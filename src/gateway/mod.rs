@@ -40,6 +40,7 @@ pub use error::{ApiError, GatewayError};
 pub use operation::{rpc_code, Operation, RpcStatus};
 
 use crate::duration::parse_duration;
+use crate::http::ConnectionLimits;
 use crate::kafka::KafkaArgs;
 use crate::publish::Publisher;
 use crate::router::Router;
@@ -72,8 +73,14 @@ pub struct GatewayConfig {
     /// can show (read from the delivery log topic the dispatchers write).
     #[arg(long, env = "COURIER_GATEWAY_DELIVERY_LOG_CAPACITY", default_value_t = 100_000)]
     pub delivery_log_capacity: usize,
+    /// A request body must arrive whole this soon after its head; a slower one is
+    /// `408` (a client trickling a body would otherwise hold its request forever).
+    #[arg(long, env = "COURIER_GATEWAY_BODY_READ_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
     #[command(flatten)]
     pub url_policy: UrlPolicy,
+    #[command(flatten)]
+    pub connections: ConnectionLimits,
 }
 
 impl GatewayConfig {
@@ -87,7 +94,9 @@ impl GatewayConfig {
             max_body_bytes: 1_000_000,
             max_wait: Duration::from_secs(60),
             delivery_log_capacity: 100_000,
+            body_read_timeout: Duration::from_secs(30),
             url_policy: UrlPolicy::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 
@@ -102,7 +111,10 @@ impl GatewayConfig {
         if self.max_body_bytes < 64 {
             return bad("--max-body-bytes must be at least 64");
         }
-        Ok(())
+        if self.body_read_timeout.is_zero() {
+            return bad("--body-read-timeout must be positive");
+        }
+        self.connections.validate().map_err(|e| GatewayError::Config(e.to_string()))
     }
 }
 
@@ -114,6 +126,7 @@ pub(crate) struct App {
     metrics: Arc<metrics::GatewayMetrics>,
     max_wait: Duration,
     max_body_bytes: usize,
+    body_read_timeout: Duration,
     /// Fires on shutdown; long polls end early on it.
     shutdown: CancellationToken,
 }
@@ -122,6 +135,7 @@ pub(crate) struct App {
 pub struct Gateway {
     app: Arc<App>,
     deliveries: Arc<DeliveryLog>,
+    connections: ConnectionLimits,
 }
 
 impl Gateway {
@@ -150,23 +164,27 @@ impl Gateway {
             metrics: metrics::GatewayMetrics::new(),
             max_wait: config.max_wait,
             max_body_bytes: config.max_body_bytes,
+            body_read_timeout: config.body_read_timeout,
             shutdown,
         };
-        Ok(Gateway { app: Arc::new(app), deliveries })
+        Ok(Gateway { app: Arc::new(app), deliveries, connections: config.connections.clone() })
     }
 
     /// The HTTP API as an axum router, to serve or to nest in a larger app.
     pub fn router(&self) -> axum::Router {
-        routes::api(self.app.clone()).merge(deliveries_router(self.deliveries.clone()))
+        routes::api(self.app.clone())
+            .merge(deliveries_router(self.deliveries.clone()))
+            .layer(axum::middleware::map_response(error::json_errors))
     }
 
-    /// Serves on `listener` until the shutdown token fires, then finishes the
-    /// requests in progress (long polls return early) and returns.
+    /// Serves on `listener`, within the connection limits ([`crate::http`]), until
+    /// the shutdown token fires, then finishes the requests in progress (long polls
+    /// return early) and returns.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), GatewayError> {
         let addr = listener.local_addr()?;
         tracing::info!(%addr, "gateway listening");
         let shutdown = self.app.shutdown.clone();
-        axum::serve(listener, self.router()).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+        crate::http::serve(listener, self.router(), &self.connections, shutdown).await;
         tracing::info!("gateway stopped");
         Ok(())
     }

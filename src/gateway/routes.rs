@@ -13,8 +13,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +28,7 @@ use super::metrics::counted;
 use super::operation::Operation;
 use super::store::Filter;
 use super::submit::{Accepted, Validated};
+use super::error::JsonBody;
 use super::{batches, runpod, ApiError, App};
 
 /// The longest `Idempotency-Key` accepted (Stripe's limit).
@@ -67,9 +67,9 @@ pub(super) async fn accept(app: &App, req: &CommandRequest, headers: &HeaderMap)
 async fn create_command(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
-    let req = CommandRequest::from_body(&body?)?;
+    let req = CommandRequest::from_body(&body)?;
     let accepted = accept(&app, &req, &headers).await?;
     let id = accepted.snapshot.command_id;
     let mut response =

@@ -13,8 +13,6 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
@@ -25,6 +23,7 @@ use serde_json::Value;
 use super::admission::{parse_body, CommandRequest};
 use super::metrics::{counted, GatewayMetrics};
 use super::routes::{accept, cancel, operation_id};
+use super::error::JsonBody;
 use super::{ApiError, App};
 use crate::envelope::{OperationSnapshot, State as OpState};
 
@@ -118,10 +117,10 @@ async fn run(
     State(app): State<Arc<App>>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    JsonBody(body): JsonBody,
 ) -> Result<Json<Value>, ApiError> {
     known_endpoint(&app, &endpoint)?;
-    let run: RunRequest = parse_body(&body?)?;
+    let run: RunRequest = parse_body(&body)?;
     let req = CommandRequest {
         command_type: endpoint,
         payload: run.input,

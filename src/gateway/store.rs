@@ -96,7 +96,7 @@ impl Store {
     /// idempotency key, the batch) is kept when a worker's snapshot lacks it.
     pub fn apply(&self, mut s: OperationSnapshot) {
         self.lock_index().record(&s);
-        if s.state.is_final() && s.updated < Utc::now() - self.retention {
+        if s.state.is_final() && s.updated < before(Utc::now(), self.retention) {
             self.remove(s.command_id);
             return;
         }
@@ -203,7 +203,7 @@ impl Store {
     /// Forgets done operations past the retention and keys past their ttl.
     pub fn evict(&self, now: DateTime<Utc>) {
         self.lock_index().evict(now);
-        let oldest = now - self.retention;
+        let oldest = before(now, self.retention);
         let expired: Vec<Uuid> = self
             .lock()
             .ops
@@ -220,6 +220,12 @@ impl Store {
     pub fn sizes(&self) -> (usize, usize) {
         (self.lock().ops.len(), self.lock_index().len())
     }
+}
+
+/// `now - age`, or the earliest date when that is before it: retention and ttl come
+/// from flags that accept any duration, and an unchecked subtraction would panic.
+pub(super) fn before(now: DateTime<Utc>, age: chrono::Duration) -> DateTime<Utc> {
+    now.checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 #[cfg(test)]
@@ -276,6 +282,15 @@ mod tests {
         store.apply(snap(b, State::Queued, "echo"));
         store.evict(Utc::now() + chrono::Duration::seconds(120));
         assert!(store.get(&a).is_none() && store.get(&b).is_some());
+    }
+
+    #[test]
+    fn a_retention_longer_than_time_itself_keeps_everything() {
+        let store = Store::new(Duration::MAX, Duration::MAX);
+        let a = new_id();
+        store.apply(snap(a, State::Completed, "echo"));
+        store.evict(Utc::now());
+        assert!(store.get(&a).is_some());
     }
 
     #[tokio::test]

@@ -154,7 +154,7 @@ pub fn deliveries_router(log: Arc<DeliveryLog>) -> Router {
 async fn list(State(log): State<Arc<DeliveryLog>>, Path(id): Path<String>) -> Response {
     match Uuid::parse_str(&id) {
         Ok(id) => Json(log.attempts(&id)).into_response(),
-        Err(_) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": "operation id must be a UUID"}))).into_response(),
+        Err(_) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": {"code": "invalid_id", "message": "operation id must be a UUID"}}))).into_response(),
     }
 }
 

@@ -37,6 +37,7 @@ mod outcome;
 pub mod profiles;
 pub mod replay;
 pub mod schedule;
+pub mod secrets;
 pub mod signing;
 
 use std::net::SocketAddr;
@@ -46,12 +47,14 @@ use std::time::Duration;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::duration::parse_duration;
+use crate::http::ConnectionLimits;
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::{PublishError, Publisher};
 use crate::topics::Topics;
 use crate::urlpolicy::UrlPolicy;
 pub use log::{deliveries_router, Attempt, DeliveryLog};
 pub use profiles::Profile;
+pub use secrets::{SecretParser, SecretText};
 pub use signing::{verify, Secret, SignatureError};
 
 /// Why a dispatcher could not start, or a webhook command failed.
@@ -79,14 +82,14 @@ pub struct WebhookConfig {
     pub group_id: String,
     /// Signing secret, `whsec_<base64>`; repeat (or comma-separate in env) to rotate:
     /// every delivery is signed with each.
-    #[arg(long = "webhook-secret", env = "COURIER_WEBHOOK_SECRETS", value_delimiter = ',')]
+    #[arg(long = "webhook-secret", env = "COURIER_WEBHOOK_SECRETS", value_delimiter = ',', value_parser = SecretParser, hide_env_values = true)]
     pub secrets: Vec<Secret>,
     /// Body shape of every delivery.
     #[arg(long = "webhook-profile", env = "COURIER_WEBHOOK_PROFILE", value_enum, default_value_t = Profile::Cloudevents)]
     pub profile: Profile,
     /// Sent as `ouro-webhook-token` with the `ouro` profile.
-    #[arg(long = "ouro-webhook-token", env = "COURIER_OURO_WEBHOOK_TOKEN")]
-    pub ouro_token: Option<String>,
+    #[arg(long = "ouro-webhook-token", env = "COURIER_OURO_WEBHOOK_TOKEN", hide_env_values = true)]
+    pub ouro_token: Option<SecretText>,
     /// Delays before each retry (match `courier topics create --webhook-schedule`).
     #[arg(long = "webhook-schedule", env = "COURIER_WEBHOOK_SCHEDULE", value_delimiter = ',', value_parser = parse_duration, default_value = crate::topics::DEFAULT_WEBHOOK_SCHEDULE)]
     pub schedule: Vec<Duration>,
@@ -127,6 +130,9 @@ pub struct WebhookConfig {
     pub shutdown_grace: Duration,
     #[command(flatten)]
     pub url_policy: UrlPolicy,
+    /// Bounds of the `/metrics` and deliveries listener's connections.
+    #[command(flatten)]
+    pub connections: ConnectionLimits,
 }
 
 impl WebhookConfig {
@@ -152,6 +158,7 @@ impl WebhookConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             shutdown_grace: Duration::from_secs(20),
             url_policy: UrlPolicy::default(),
+            connections: ConnectionLimits::default(),
         }
     }
 
@@ -172,6 +179,7 @@ impl WebhookConfig {
         if self.max_in_flight == 0 {
             return bad("--max-in-flight must be at least 1");
         }
+        self.connections.validate().map_err(|e| WebhookError::Config(e.to_string()))?;
         if self.profile == Profile::Ouro && self.ouro_token.is_none() {
             tracing::warn!("ouro profile without --ouro-webhook-token: receivers expecting the header will refuse");
         }
@@ -224,7 +232,7 @@ impl Dispatcher {
             DeliveryLog::follow(kafka, config.log_capacity, 50, followers.clone()),
         )?;
         let metrics = Arc::new(metrics::WebhookMetrics::default());
-        let addr = serve(config.listen, metrics.clone(), log.clone(), shutdown.clone()).await?;
+        let addr = serve(config.listen, &config.connections, metrics.clone(), log.clone(), shutdown.clone()).await?;
         let limits = deliver::HttpLimits {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -280,6 +288,7 @@ async fn require_topics(kafka: &KafkaArgs, names: Vec<String>) -> Result<(), Web
 /// `/metrics` and the deliveries route, until `shutdown`.
 async fn serve(
     addr: SocketAddr,
+    limits: &ConnectionLimits,
     metrics: Arc<metrics::WebhookMetrics>,
     log: Arc<DeliveryLog>,
     shutdown: CancellationToken,
@@ -292,8 +301,7 @@ async fn serve(
         async move { metrics.scrape() }
     };
     let app = axum::Router::new().route("/metrics", get(render)).merge(deliveries_router(log));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-    });
+    let limits = limits.clone();
+    tokio::spawn(async move { crate::http::serve(listener, app, &limits, shutdown).await });
     Ok(bound)
 }

@@ -119,7 +119,7 @@ async fn send(ctx: &Context, d: &Delivery) -> Response {
         ("webhook-signature", signature_header(&ctx.config.secrets, &id, timestamp, &body)),
     ];
     if let (Profile::Ouro, Some(token)) = (profile, &ctx.config.ouro_token) {
-        headers.push((OURO_TOKEN_HEADER, token.clone()));
+        headers.push((OURO_TOKEN_HEADER, token.expose().to_string()));
     }
     post(&ctx.clients, &ctx.config.url_policy, &d.url, &headers, body).await
 }

@@ -15,8 +15,9 @@ use sha2::Sha256;
 /// Why a secret or a delivery was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SignatureError {
-    #[error("secret must be `whsec_` followed by base64")]
-    BadSecret,
+    /// Says what is wrong, never the text: it is a signing key.
+    #[error("secret must be `whsec_` followed by base64: {0}")]
+    BadSecret(&'static str),
     #[error("missing header {0}")]
     MissingHeader(&'static str),
     #[error("webhook-timestamp is not a unix time")]
@@ -41,10 +42,10 @@ impl std::str::FromStr for Secret {
     type Err = SignatureError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let encoded = s.trim().strip_prefix("whsec_").ok_or(SignatureError::BadSecret)?;
-        let key = B64.decode(encoded).map_err(|_| SignatureError::BadSecret)?;
+        let encoded = s.trim().strip_prefix("whsec_").ok_or(SignatureError::BadSecret("it does not start with whsec_"))?;
+        let key = B64.decode(encoded).map_err(|_| SignatureError::BadSecret("what follows whsec_ is not base64"))?;
         if key.is_empty() {
-            return Err(SignatureError::BadSecret);
+            return Err(SignatureError::BadSecret("the key after whsec_ is empty"));
         }
         Ok(Secret(key))
     }
