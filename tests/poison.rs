@@ -125,3 +125,57 @@ async fn an_impossible_reply_partition_does_not_wedge_its_key() {
     let lag = common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(30));
     assert_eq!(lag, 0);
 }
+
+/// The last line of "nothing lost": when the broker refuses even a minimal dead letter
+/// (here the DLQ topic is deleted under a running worker), the record is held, not
+/// finished: counted in `courier_held_records`, its offset not committed, while other
+/// keys go on; once the topic is back, its dead letter lands and the lag drains.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_dead_letter_holds_its_record_until_it_can_be_written() {
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+
+    let t = common::fresh_topics("held", 1).await;
+    let port = common::free_port();
+    let worker = common::WorkerProc::spawn(&t, "held-1", &["--metrics-addr", &format!("127.0.0.1:{port}")]);
+    assert!(worker.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", worker.log_text());
+    let admin: AdminClient<DefaultClientContext> = t.kafka.client_config().expect("config").create().expect("admin");
+    let deleted = admin.delete_topics(&[t.topics.dlq.as_str()], &AdminOptions::new()).await.expect("delete");
+    assert!(deleted.iter().all(Result::is_ok), "{deleted:?}");
+
+    let (key, _, headers) = NewCommand::new("echo", json!({})).key("held").into_command("//poison-test").encode();
+    let poison_id = courier::Command::peek_id(&headers).unwrap();
+    common::produce_raw(&t, &t.topics.commands, Some(&key), Some(b"{not json"), &headers, None).await;
+    let (key, value, headers) = NewCommand::new("echo", json!({"after": 1})).key("other").into_command("//poison-test").encode();
+    let good_id = courier::Command::peek_id(&headers).unwrap();
+    common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
+
+    let until = std::time::Instant::now() + Duration::from_secs(60);
+    while common::scrape(port, "courier_held_records") != Some(1.0) {
+        assert!(std::time::Instant::now() < until, "never held: {}", worker.log_text());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let seen = common::collect_results(&t, Duration::from_secs(60), |s| s.iter().any(|s| s.event.command_id() == good_id && s.event.state().is_final()));
+    assert!(seen.iter().any(|s| s.event.command_id() == good_id && s.event.state() == State::Completed), "another key goes on");
+    assert!(!seen.iter().any(|s| s.event.command_id() == poison_id && s.event.state().is_final()), "no failed event before the dead letter");
+    let group = common::worker_group(&t);
+    // Past a commit round and a commit refresh: the held record's offset stays uncommitted.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(common::group_lag(&t, &group, &t.topics.commands), 2, "no commit passes a held record");
+    assert_eq!(common::scrape(port, "courier_held_records"), Some(1.0));
+
+    let created = admin
+        .create_topics(&[NewTopic::new(&t.topics.dlq, 1, TopicReplication::Fixed(1))], &AdminOptions::new())
+        .await
+        .expect("create");
+    assert!(created.iter().all(Result::is_ok), "{created:?}");
+    let lag = common::wait_for_zero_lag(&t, &group, &t.topics.commands, Duration::from_secs(120));
+    assert_eq!(lag, 0, "the held record finished once its dead letter could be written: {}", worker.log_text());
+    assert_eq!(common::scrape(port, "courier_held_records"), Some(0.0));
+    let reader = common::TopicReader::new(&t, &t.topics.dlq);
+    let letters = reader.poll_raw(Duration::from_secs(5));
+    assert_eq!(letters.len(), 1, "exactly one dead letter");
+    let letter = courier::dlq::DeadLetter::from_headers(&letters[0].4).expect("reason headers");
+    assert_eq!(letter.reason, "not_json");
+    assert!(worker.log_text().contains("not even a minimal dead letter could be written"), "reported in the log");
+}
