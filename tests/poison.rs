@@ -179,3 +179,45 @@ async fn a_refused_dead_letter_holds_its_record_until_it_can_be_written() {
     assert_eq!(letter.reason, "not_json");
     assert!(worker.log_text().contains("not even a minimal dead letter could be written"), "reported in the log");
 }
+
+/// A command the broker took whose *result* cannot be published (an echo of a payload
+/// just under the producer's 1,000,000-byte limit; the worker takes records up to
+/// 1,048,000): dead-lettered as `output_too_large` with a `failed` event instead of
+/// vanishing, its letter minimal (the record does not fit again with reason headers);
+/// a normal command behind it on the same key completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_result_too_large_to_publish_is_dead_lettered_with_a_failed_event() {
+    let t = common::fresh_topics("bigresult", 1).await;
+    let worker = common::WorkerProc::spawn(&t, "bigresult-1", &["--max-message-bytes", "1048000"]);
+    assert!(worker.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", worker.log_text());
+    let big = json!({"s": "x".repeat(999_450)});
+    let (key, value, headers) = NewCommand::new("echo", big).key("k").into_command("//poison-test").encode();
+    let big_id = courier::Command::peek_id(&headers).unwrap();
+    let big_len = value.len();
+    common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
+    let (key, value, headers) = NewCommand::new("echo", json!({"small": true})).key("k").into_command("//poison-test").encode();
+    let small_id = courier::Command::peek_id(&headers).unwrap();
+    common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
+
+    let seen = common::collect_results(&t, Duration::from_secs(60), |s| common::count_distinct_finals(s) >= 2);
+    let finals = common::finals_by_command(&seen);
+    assert_eq!(finals[&big_id].len(), 1, "exactly one final event");
+    let failed = &finals[&big_id][0].event;
+    assert_eq!(failed.state(), State::Failed, "{}", worker.log_text());
+    assert_eq!(failed.data.error.as_ref().map(|e| e.code.as_str()), Some("output_too_large"));
+    assert_eq!(failed.key, b"k", "keyed like its command");
+    assert_eq!(finals[&small_id][0].event.state(), State::Completed);
+    assert!(finals[&big_id][0].offset < finals[&small_id][0].offset, "same key, in order");
+    let reader = common::TopicReader::new(&t, &t.topics.dlq);
+    let letters = reader.poll_raw(Duration::from_secs(5));
+    assert_eq!(letters.len(), 1);
+    let (_, _, letter_key, letter_value, letter_headers) = &letters[0];
+    assert_eq!(courier::dlq::DeadLetter::from_headers(letter_headers).unwrap().reason, "output_too_large");
+    assert_eq!(courier::Command::peek_id(letter_headers), Some(big_id), "the original headers are kept");
+    assert_eq!(letter_key.as_deref(), Some(&b"k"[..]));
+    assert_eq!(letter_headers.get_str("courier_dlq_truncated").unwrap(), Some("true"));
+    assert_eq!(letter_headers.get_str("courier_dlq_value_bytes").unwrap(), Some(big_len.to_string().as_str()));
+    assert!(letter_value.is_none(), "the value did not fit beside the reason headers");
+    let lag = common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(30));
+    assert_eq!(lag, 0);
+}
