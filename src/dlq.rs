@@ -222,7 +222,7 @@ impl DeadLetterRecord {
         let mut headers = HeaderMap::new();
         for (name, value) in self.headers.iter() {
             if !name.starts_with(b"courier_") && name != crate::envelope::header_names::ATTEMPT.as_bytes() {
-                headers.insert(name, value.to_vec());
+                headers.insert(name, value);
             }
         }
         headers.insert(crate::envelope::header_names::ATTEMPT, "1");
