@@ -111,11 +111,39 @@ impl FromRequest<Arc<App>> for JsonBody {
             let message = "the request body must be JSON (Content-Type: application/json)";
             return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message));
         }
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        if let Some(size) = declared.filter(|n| *n > app.max_body_bytes as u64) {
+            drain(req.into_body(), app.body_read_timeout).await;
+            let message = format!("the body is {size} bytes, over the {} byte limit", app.max_body_bytes);
+            return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message));
+        }
         match tokio::time::timeout(app.body_read_timeout, Bytes::from_request(req, app)).await {
             Ok(body) => Ok(JsonBody(body?)),
             Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")),
         }
     }
+}
+
+/// Most of an oversized body read and thrown away before answering `413`.
+const DRAIN_CAP: usize = 64 * 1024 * 1024;
+
+/// Reads and discards a body declared too large (up to [`DRAIN_CAP`], within
+/// `within`), so the client, still sending, gets the `413` instead of a reset: a
+/// socket closed with unread data in it answers the sender with RST, which throws the
+/// response away before the client reads it.
+async fn drain(body: Body, within: std::time::Duration) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let _ = tokio::time::timeout(within, async {
+        let mut read = 0usize;
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len();
+            if read > DRAIN_CAP {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// `application/json`, any `application/<x>+json`, with or without parameters.
