@@ -97,11 +97,20 @@ impl Tasks {
         let (ctx, abandon, ledger) = (self.ctx.clone(), self.abandon.clone(), self.ledger.clone());
         self.runtime.spawn(async move {
             ctx.metrics.in_flight.inc();
-            let done = if from_results {
-                outcome::on_result(&ctx, &m, &abandon).await
-            } else {
-                outcome::on_tier(&ctx, &m, &abandon).await
+            let delivery = async {
+                if from_results {
+                    outcome::on_result(&ctx, &m, &abandon).await
+                } else {
+                    outcome::on_tier(&ctx, &m, &abandon).await
+                }
             };
+            // A panic would end this task with the record still admitted, and no
+            // commit of its partition would ever pass it again: caught and reported.
+            let done = futures::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(delivery)).await.unwrap_or_else(|panic| {
+                tracing::error!(panic = %crate::supervise::panic_text(panic.as_ref()), topic = m.topic(), offset = m.offset(),
+                    "panic delivering a webhook; the record is skipped");
+                Ok(())
+            });
             ctx.metrics.in_flight.dec();
             match done {
                 Err(PublishError::Abandoned { .. }) => lock(&ledger).abandon(&tp, epoch),
