@@ -410,8 +410,8 @@ async fn secrets_never_appear_in_output_errors_or_metrics() {
         ("unknown property", vec!["gateway", "--kafka-opt", "sasl.pasword=S3cr3tTypo"], &[], "sasl.pasword"),
         ("invalid value", vec!["worker", "--kafka-opt", "acks=S3cr3tAcks"], &[], "acks"),
     ];
-    for (what, args, env, reason) in cases {
-        let mut refused = Courier::spawn(&t, "refused", &args, env);
+    for (i, (what, args, env, reason)) in cases.into_iter().enumerate() {
+        let mut refused = Courier::spawn(&t, &format!("refused-{i}"), &args, env);
         let code = refused.exit_code();
         let out = refused.output();
         assert_ne!(code, Some(0), "{what}: {out}");
