@@ -101,7 +101,7 @@ impl HeaderMap {
     pub fn from_kafka<H: KafkaHeaders + ?Sized>(headers: Option<&H>) -> Self {
         let mut map = HeaderMap::new();
         let Some(headers) = headers else { return map };
-        let native = headers.borrowed() as *const BorrowedHeaders as *const rd::rd_kafka_headers_t;
+        let native = native_list(headers.borrowed());
         for idx in 0.. {
             let Some((name, value)) = raw_header(native, idx) else { break };
             map.insert(name, value);
@@ -185,7 +185,7 @@ impl HeaderMap {
         // rdkafka's `insert` takes names as `&str` only; a name read from a foreign
         // record may be any bytes, and is written back unchanged. `as_borrowed` is the
         // native list itself (rdkafka's own accessors use the same cast).
-        let native = headers.as_borrowed() as *const BorrowedHeaders as *mut rd::rd_kafka_headers_t;
+        let native = native_list(headers.as_borrowed()) as *mut rd::rd_kafka_headers_t;
         for (name, value) in self.iter() {
             // SAFETY: `native` is the live list `headers` owns; librdkafka copies name
             // and value (sizes given, no NUL needed) before returning.
@@ -221,6 +221,12 @@ impl KafkaHeaders for OwnedHeaders {
     }
 }
 
+/// librdkafka's header list behind a `BorrowedHeaders`: rdkafka's type is that
+/// pointer itself (its own accessors make the same cast).
+fn native_list(headers: &BorrowedHeaders) -> *const rd::rd_kafka_headers_t {
+    headers as *const BorrowedHeaders as *const rd::rd_kafka_headers_t
+}
+
 /// Per-header framing on the wire (varint lengths), generously rounded up.
 const HEADER_FRAMING: usize = 10;
 
@@ -242,7 +248,7 @@ fn raw_header<'a>(native: *const rd::rd_kafka_headers_t, idx: usize) -> Option<(
 /// The last value of header `name` in a consumed record, read in place: for readers
 /// that pass over most records (the webhook dispatcher) and should not copy them.
 pub fn last_kafka_header<'a, H: KafkaHeaders + ?Sized>(headers: Option<&'a H>, name: &str) -> Option<&'a [u8]> {
-    let native = headers?.borrowed() as *const BorrowedHeaders as *const rd::rd_kafka_headers_t;
+    let native = native_list(headers?.borrowed());
     let mut last = None;
     for idx in 0.. {
         let Some((n, v)) = raw_header(native, idx) else { break };

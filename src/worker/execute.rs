@@ -78,7 +78,7 @@ async fn process_guarded(shared: &Arc<Shared>, record: &Record) -> Processed {
     match AssertUnwindSafe(process(shared, record)).catch_unwind().await {
         Ok(processed) => processed,
         Err(panic) => {
-            let msg = format!("worker panicked processing this record: {}", panic_message(panic));
+            let msg = format!("worker panicked processing this record: {}", crate::supervise::panic_text(panic.as_ref()));
             tracing::error!(message = %msg);
             shared.metrics.panics.get_or_create(&vec![("where".into(), "record".into())]).inc();
             dead_letter(shared, record, INTERNAL_ERROR, &msg, None, None).await
@@ -184,7 +184,7 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         Ran::Returned(Ok(Err(e))) if e.retryable => retry_or_fail(shared, record, command, e).await,
         Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing)).await,
         Ran::Returned(Err(panic)) => {
-            let msg = format!("handler panicked: {}", panic_message(panic));
+            let msg = format!("handler panicked: {}", crate::supervise::panic_text(panic.as_ref()));
             tracing::error!(message = %msg);
             dead_letter(shared, record, "handler_panic", &msg, Some(command), None).await
         }
@@ -244,9 +244,6 @@ async fn deadline_sleep(command: &Command) {
     }
 }
 
-fn panic_message(panic: Box<dyn std::any::Any + Send>) -> String {
-    crate::supervise::panic_text(panic.as_ref())
-}
 
 /// A command's `started` event and snapshot, sent at most once: when the handler has
 /// run for `--started-after`, or just before its first progress report (so the order

@@ -232,23 +232,15 @@ async fn send_letter(shared: &Shared, record: &Record, letter: &DeadLetter) -> O
     }
     let mut backoff = Duration::from_secs(1);
     let mut held = false;
-    loop {
+    let done = loop {
         let minimal = letter.minimal_record(dlq, key, value, &record.headers, limit);
-        let sent = shared.sink.emit(&record.tp, record.offset, vec![minimal], &record.stop).await;
-        let outcome = match sent {
-            Ok(()) => Some(Some(Durable(()))),
-            Err(PublishError::Abandoned { .. }) => Some(None),
+        match shared.sink.emit(&record.tp, record.offset, vec![minimal], &record.stop).await {
+            Ok(()) => break Some(Durable(())),
+            Err(PublishError::Abandoned { .. }) => break None,
             Err(PublishError::Kafka { topic, source }) => {
                 tracing::error!(%topic, error = %source, ?backoff, partition = record.tp.1, offset = record.offset,
                     "not even a minimal dead letter could be written; the record is held and retried");
-                None
             }
-        };
-        if let Some(done) = outcome {
-            if held {
-                shared.metrics.held_records.dec();
-            }
-            return done;
         }
         if !held {
             held = true;
@@ -256,13 +248,14 @@ async fn send_letter(shared: &Shared, record: &Record, letter: &DeadLetter) -> O
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = record.stop.cancelled() => {
-                shared.metrics.held_records.dec();
-                return None;
-            }
+            _ = record.stop.cancelled() => break None,
         }
         backoff = (backoff * 2).min(Duration::from_secs(60));
+    };
+    if held {
+        shared.metrics.held_records.dec();
     }
+    done
 }
 
 /// The `failed` event (and snapshot) that follows a dead letter. Its echoes are
