@@ -6,7 +6,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::envelope::HeaderMap;
+use crate::envelope::{HeaderMap, Reason};
 use crate::publish::Outgoing;
 
 /// Header names added to dead-lettered records.
@@ -44,7 +44,8 @@ pub struct DeadLetter {
     pub topic: String,
     pub partition: i32,
     pub offset: i64,
-    /// Stable reason code: `not_json`, `bad_headers`, `unknown_type`, ...
+    /// Stable reason code ([`Reason`]); read back from a record as written, so a
+    /// code from a newer or foreign writer survives a replay.
     pub reason: String,
     pub message: String,
     pub attempts: u32,
@@ -55,14 +56,14 @@ pub struct DeadLetter {
 impl DeadLetter {
     /// Reason and message are cut to their echo bounds: a message quotes the input
     /// that failed, and the letter must still fit beside that input.
-    pub fn new(topic: &str, partition: i32, offset: i64, reason: &str, message: &str, attempts: u32) -> Self {
-        use crate::envelope::bounds::{truncate, MAX_MESSAGE_ECHO, MAX_NAME_ECHO};
+    pub fn new(topic: &str, partition: i32, offset: i64, reason: Reason, message: &str, attempts: u32) -> Self {
+        use crate::envelope::bounds::{truncate, MAX_MESSAGE_ECHO};
         let now = Utc::now();
         DeadLetter {
             topic: topic.to_string(),
             partition,
             offset,
-            reason: truncate(reason, MAX_NAME_ECHO),
+            reason: reason.as_str().to_string(),
             message: truncate(message, MAX_MESSAGE_ECHO),
             attempts,
             first_failure: now,
@@ -159,7 +160,7 @@ mod tests {
     fn reason_headers_round_trip_and_original_kept() {
         let mut original = HeaderMap::new();
         original.insert("ce_id", "abc");
-        let letter = DeadLetter::new("courier.commands", 3, 42, "not_json", "expected value", 1);
+        let letter = DeadLetter::new("courier.commands", 3, 42, Reason::NotJson, "expected value", 1);
         let out = letter.to_record("courier.commands.dlq", Some(b"k"), Some(b"{bad"), &original);
         assert_eq!(out.value.as_deref(), Some(&b"{bad"[..]));
         assert_eq!(out.headers.get_str("ce_id").unwrap(), Some("abc"));
@@ -174,7 +175,7 @@ mod tests {
         let mut original = HeaderMap::new();
         original.insert("ce_id", "abc").insert("ce_type", "t".repeat(600_000));
         let message = format!("no handler for command type {:?}", "t".repeat(600_000));
-        let letter = DeadLetter::new("c", 0, 7, "unknown_type", &message, 1);
+        let letter = DeadLetter::new("c", 0, 7, Reason::UnknownType, &message, 1);
         assert!(letter.message.len() <= crate::envelope::bounds::MAX_MESSAGE_ECHO);
         let fits = letter.to_record_within("c.dlq", Some(b"k"), Some(b"{}"), &original, limit);
         assert!(fits.headers.get(dlq_headers::TRUNCATED).is_none(), "a 600 KB type fits once the message is bounded");

@@ -98,8 +98,19 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, input: Self::Input, ctx: Context) -> impl Future<Output = Result<Self::Output, HandlerError>> + Send;
 }
 
+/// Why a routed call did not produce a result.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The payload does not decode as the handler's input (the worker dead-letters it as `schema_violation`).
+    #[error("payload does not match the handler's input: {0}")]
+    InvalidInput(String),
+    /// The handler, or a layer around it, failed.
+    #[error(transparent)]
+    Handler(HandlerError),
+}
+
 /// A boxed future returning a handler's JSON result.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
+pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, RouteError>> + Send>>;
 
 /// A handler with its types erased to JSON, as the worker calls it.
 trait ErasedHandler: Send + Sync {
@@ -114,10 +125,9 @@ impl<H: Handler> ErasedHandler for Typed<H> {
     fn call(&self, data: Value, ctx: Context) -> HandlerFuture {
         let handler = self.0.clone();
         Box::pin(async move {
-            let input: H::Input = serde_json::from_value(data)
-                .map_err(|e| HandlerError::permanent("invalid_payload", e.to_string()))?;
-            let output = handler.handle(input, ctx).await?;
-            serde_json::to_value(output).map_err(|e| HandlerError::permanent("invalid_output", e.to_string()))
+            let input: H::Input = serde_json::from_value(data).map_err(|e| RouteError::InvalidInput(e.to_string()))?;
+            let output = handler.handle(input, ctx).await.map_err(RouteError::Handler)?;
+            serde_json::to_value(output).map_err(|e| RouteError::Handler(HandlerError::permanent("invalid_output", e.to_string())))
         })
     }
 

@@ -189,7 +189,7 @@ fn every_kind_of_record_validates_and_bad_ones_do_not() {
     let failed = FailedRecord { partition: 1, key: Some(&key), value: Some(&value), headers: &headers };
     let retry = retry_record(&courier::topics::Topics::new("courier"), &RetryPolicy::default(), &failed, 1, "busy: try later");
     check_record(&doc, "command.primes", &retry.headers, retry.value.as_deref()).unwrap();
-    let letter = DeadLetter::new("courier.commands", 0, 7, "retries_exhausted", "busy", 4);
+    let letter = DeadLetter::new("courier.commands", 0, 7, courier::envelope::Reason::RetriesExhausted, "busy", 4);
     let out = letter.to_record("courier.commands.dlq", Some(&key), retry.value.as_deref(), &retry.headers);
     check_record(&doc, "dlq.record", &out.headers, out.value.as_deref()).unwrap();
     let out = letter.to_record("courier.commands.dlq", None, Some(b"{oops"), &HeaderMap::new());

@@ -125,7 +125,7 @@ pub fn dead_letter(prefix: &str) -> Value {
     cmd.id = COMMAND_ID;
     cmd.time = Some(time());
     let (key, value, headers) = cmd.encode();
-    let mut letter = DeadLetter::new(&format!("{prefix}.commands"), 3, 1041, "schema_violation", "\"ten\" is not of type \"integer\"", 1);
+    let mut letter = DeadLetter::new(&format!("{prefix}.commands"), 3, 1041, crate::envelope::Reason::SchemaViolation, "\"ten\" is not of type \"integer\"", 1);
     letter.first_failure = time();
     letter.last_failure = time();
     let record = letter.to_record(&format!("{prefix}.commands.dlq"), Some(&key), Some(&value), &headers);

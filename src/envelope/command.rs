@@ -355,7 +355,7 @@ mod tests {
         ];
         for (value, headers, reason) in cases {
             let err = Command::decode(None, value, &headers).unwrap_err();
-            assert_eq!(err.reason(), reason, "{err}");
+            assert_eq!(err.reason().as_str(), reason, "{err}");
         }
     }
 

@@ -4,6 +4,7 @@ use std::ffi::{c_char, c_void};
 
 use rdkafka::bindings as rd;
 use rdkafka::message::{BorrowedHeaders, OwnedHeaders};
+use super::reason::Reason;
 
 /// Names of the Kafka headers Courier reads and writes.
 ///
@@ -62,14 +63,14 @@ pub enum DecodeError {
 
 impl DecodeError {
     /// A stable, machine-readable reason code for dead letters and metrics.
-    pub fn reason(&self) -> &'static str {
+    pub fn reason(&self) -> Reason {
         match self {
-            DecodeError::EmptyValue | DecodeError::NotJson(_) => "not_json",
-            DecodeError::NotUtf8 => "not_utf8",
-            DecodeError::MissingHeader(_) | DecodeError::BadHeader { .. } => "bad_headers",
-            DecodeError::NotUtf8Header(_) => "bad_header",
-            DecodeError::UnsupportedVersion(_) => "unsupported_version",
-            DecodeError::TooLarge { .. } => "too_large",
+            DecodeError::EmptyValue | DecodeError::NotJson(_) => Reason::NotJson,
+            DecodeError::NotUtf8 => Reason::NotUtf8,
+            DecodeError::MissingHeader(_) | DecodeError::BadHeader { .. } => Reason::BadHeaders,
+            DecodeError::NotUtf8Header(_) => Reason::BadHeader,
+            DecodeError::UnsupportedVersion(_) => Reason::UnsupportedVersion,
+            DecodeError::TooLarge { .. } => Reason::TooLarge,
         }
     }
 }
@@ -293,7 +294,7 @@ mod tests {
         h.insert(b"\xff\xfe-x", b"v").insert("", "empty name").insert("ce_type", [0xc3u8]);
         let back = HeaderMap::from_kafka(Some(&h.to_kafka()));
         assert_eq!(back, h);
-        assert_eq!(back.get_str("ce_type").unwrap_err().reason(), "bad_header");
+        assert_eq!(back.get_str("ce_type").unwrap_err().reason().as_str(), "bad_header");
         assert_eq!(last_kafka_header(Some(&h.to_kafka()), "ce_type"), Some(&[0xc3u8][..]));
     }
 }

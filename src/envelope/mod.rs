@@ -19,6 +19,7 @@ pub mod bounds;
 mod command;
 mod control;
 mod headers;
+mod reason;
 mod result;
 mod status;
 mod time;
@@ -28,6 +29,7 @@ pub(crate) use status::test_snapshot;
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};
 pub use headers::{header_names, DecodeError, HeaderMap, KafkaHeaders};
+pub use reason::Reason;
 pub use status::{OperationSnapshot, SNAPSHOT_TYPE};
 pub use result::{is_final_record, ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};
 

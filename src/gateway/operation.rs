@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::envelope::{rfc3339, ErrorInfo, OperationSnapshot, State, Timing};
+use crate::envelope::{rfc3339, ErrorInfo, OperationSnapshot, Reason, State, Timing};
 
 /// `google.rpc.Code` values Courier maps its outcomes to.
 pub mod rpc_code {
@@ -129,15 +129,15 @@ pub fn rpc_status(state: State, error: Option<&ErrorInfo>) -> Option<RpcStatus> 
 /// A `failed` command's canonical code, from Courier's error code (the worker's
 /// reason codes, or a handler's own code, which maps to UNKNOWN).
 fn code_for_failure(info: &ErrorInfo) -> i32 {
-    match info.code.as_str() {
-        "cancelled" => rpc_code::CANCELLED,
-        "deadline_exceeded" => rpc_code::DEADLINE_EXCEEDED,
-        "invalid_payload" | "schema_violation" | "not_json" | "not_utf8" | "bad_headers" | "too_large" => {
-            rpc_code::INVALID_ARGUMENT
-        }
-        "unknown_type" | "unsupported_version" => rpc_code::UNIMPLEMENTED,
-        "handler_panic" => rpc_code::INTERNAL,
-        "submit_failed" => rpc_code::UNAVAILABLE,
+    match (info.code.as_str(), Reason::from_code(&info.code)) {
+        ("cancelled", _) => rpc_code::CANCELLED,
+        ("deadline_exceeded", _) => rpc_code::DEADLINE_EXCEEDED,
+        // A handler's own typed-input failure (older workers) reads like a schema violation.
+        ("invalid_payload", _) => rpc_code::INVALID_ARGUMENT,
+        (_, Some(r)) if r.is_bad_input() => rpc_code::INVALID_ARGUMENT,
+        (_, Some(Reason::UnknownType | Reason::UnsupportedVersion)) => rpc_code::UNIMPLEMENTED,
+        (_, Some(Reason::HandlerPanic | Reason::InternalError)) => rpc_code::INTERNAL,
+        ("submit_failed", _) => rpc_code::UNAVAILABLE,
         _ if info.retryable => rpc_code::UNAVAILABLE,
         _ => rpc_code::UNKNOWN,
     }

@@ -15,7 +15,7 @@ use super::profiles::{Profile, OURO_TOKEN_HEADER};
 use super::schedule::{random_unit, Delivery, Next};
 use super::signing::signature_header;
 use super::Context;
-use crate::envelope::{HeaderMap, ResultEvent};
+use crate::envelope::{HeaderMap, Reason, ResultEvent};
 use crate::publish::{Outgoing, PublishError};
 
 /// Where a record was read from: a dead letter says so.
@@ -35,7 +35,7 @@ impl<'a> Origin<'a> {
 enum Then {
     Done,
     Retry(std::time::Duration, std::time::Duration),
-    DeadLetter(&'static str, String),
+    DeadLetter(Reason, String),
 }
 
 /// A final result event: delivered if its command has a callback URL.
@@ -73,7 +73,7 @@ async fn attempt(ctx: &Context, d: Delivery, origin: Origin<'_>, stop: &Cancella
             Some(off) => {
                 let why = format!("endpoint disabled ({}): {}", off.reason, off.detail);
                 let skipped = Response { outcome: Outcome::Skipped, status: None, error: Some(why.clone()), latency: Default::default() };
-                (skipped, Then::DeadLetter("endpoint_disabled", why))
+                (skipped, Then::DeadLetter(Reason::EndpointDisabled, why))
             }
             None => {
                 let response = send(ctx, &d).await;
@@ -94,8 +94,8 @@ async fn attempt(ctx: &Context, d: Delivery, origin: Origin<'_>, stop: &Cancella
                 Some(format!("retry in {:.1}s", delay.as_secs_f64()))
             }
             Then::DeadLetter(reason, message) => {
-                ctx.metrics.dead_letter(reason);
-                outs.push(d.dead_letter(&ctx.topics, (origin.topic, origin.partition, origin.offset), reason, message));
+                ctx.metrics.dead_letter(reason.as_str());
+                outs.push(d.dead_letter(&ctx.topics, (origin.topic, origin.partition, origin.offset), *reason, message));
                 Some(format!("dead-lettered: {reason}"))
             }
         };
@@ -135,10 +135,10 @@ fn judge(ctx: &Context, d: &Delivery, response: &Response, outs: &mut Vec<Outgoi
         }
         Outcome::Gone => {
             outs.push(ctx.endpoints.gone(&d.url, &error).record(endpoints_topic, &ctx.source));
-            Then::DeadLetter("endpoint_gone", error)
+            Then::DeadLetter(Reason::EndpointGone, error)
         }
-        Outcome::Refused => Then::DeadLetter("url_refused", error),
-        Outcome::Skipped => Then::DeadLetter("endpoint_disabled", error),
+        Outcome::Refused => Then::DeadLetter(Reason::UrlRefused, error),
+        Outcome::Skipped => Then::DeadLetter(Reason::EndpointDisabled, error),
         Outcome::Failed => {
             let now = chrono::Utc::now();
             let (state, exhausted) = ctx.endpoints.failed(&d.url, now, ctx.config.disable_after, &error);
@@ -150,7 +150,7 @@ fn judge(ctx: &Context, d: &Delivery, response: &Response, outs: &mut Vec<Outgoi
             }
             outs.extend(state.map(|s| s.record(endpoints_topic, &ctx.source)));
             if exhausted {
-                return Then::DeadLetter("endpoint_exhausted", error);
+                return Then::DeadLetter(Reason::EndpointExhausted, error);
             }
             match ctx.schedule.after(d.attempt, d.first_attempt, now, random_unit()) {
                 Next::Retry { tier, delay } => Then::Retry(tier, delay),

@@ -19,7 +19,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::dlq::{dlq_headers, DeadLetter};
-use crate::envelope::{rfc3339, DecodeError, HeaderMap, ResultEvent};
+use crate::envelope::{rfc3339, DecodeError, HeaderMap, Reason, ResultEvent};
 use crate::publish::Outgoing;
 use crate::retry::retry_headers;
 use crate::topics::{webhook_tier_topic, Topics};
@@ -50,7 +50,7 @@ pub enum Next {
     /// Wait `delay` (jittered) in the tier topic of the nominal `tier`.
     Retry { tier: Duration, delay: Duration },
     /// Stop: a reason code for the DLQ and a message.
-    GiveUp { reason: &'static str, message: String },
+    GiveUp { reason: Reason, message: String },
 }
 
 impl Schedule {
@@ -58,7 +58,7 @@ impl Schedule {
     /// `first_attempt`. `unit` is a random number in [0, 1) that picks the jitter.
     pub fn after(&self, attempt: u32, first_attempt: DateTime<Utc>, now: DateTime<Utc>, unit: f64) -> Next {
         let Some(tier) = self.delays.get(attempt.max(1) as usize - 1).copied() else {
-            return Next::GiveUp { reason: "schedule_exhausted", message: format!("gave up after {attempt} attempts") };
+            return Next::GiveUp { reason: Reason::ScheduleExhausted, message: format!("gave up after {attempt} attempts") };
         };
         let stretch = 1.0 + self.jitter * (2.0 * unit.clamp(0.0, 1.0) - 1.0);
         let delay = tier.mul_f64(stretch.max(0.0));
@@ -66,7 +66,7 @@ impl Schedule {
         let limit = chrono::Duration::from_std(self.give_up_after).ok().and_then(|g| first_attempt.checked_add_signed(g));
         if let Some(limit) = limit.filter(|limit| next_at > *limit) {
             let message = format!("gave up after {attempt} attempts: the next would be past the give-up time {}", rfc3339(limit));
-            return Next::GiveUp { reason: "give_up_time", message };
+            return Next::GiveUp { reason: Reason::GiveUpTime, message };
         }
         Next::Retry { tier, delay }
     }
@@ -149,7 +149,7 @@ impl Delivery {
 
     /// The webhook DLQ record for a delivery given up after this attempt, with where
     /// it was read from (`origin`: topic, partition, offset) and why.
-    pub fn dead_letter(&self, topics: &Topics, origin: (&str, i32, i64), reason: &str, message: &str) -> Outgoing {
+    pub fn dead_letter(&self, topics: &Topics, origin: (&str, i32, i64), reason: Reason, message: &str) -> Outgoing {
         let (topic, partition, offset) = origin;
         let mut letter = DeadLetter::new(topic, partition, offset, reason, message, self.attempt);
         letter.first_failure = self.first_attempt;
@@ -186,9 +186,9 @@ mod tests {
             assert!(delay >= Duration::from_millis(4500) && delay <= Duration::from_millis(5500), "{delay:?}");
         }
         assert_eq!(s.after(2, now, now, 0.5), Next::Retry { tier: Duration::from_secs(300), delay: Duration::from_secs(300) });
-        assert!(matches!(s.after(3, now, now, 0.5), Next::GiveUp { reason: "schedule_exhausted", .. }));
+        assert!(matches!(s.after(3, now, now, 0.5), Next::GiveUp { reason: Reason::ScheduleExhausted, .. }));
         let late = now + chrono::Duration::seconds(3500);
-        assert!(matches!(s.after(2, now, late, 0.5), Next::GiveUp { reason: "give_up_time", .. }));
+        assert!(matches!(s.after(2, now, late, 0.5), Next::GiveUp { reason: Reason::GiveUpTime, .. }));
         let unit = random_unit();
         assert!((0.0..1.0).contains(&unit));
     }
@@ -213,7 +213,7 @@ mod tests {
         assert_eq!((retry.topic.as_str(), retry.key.clone()), ("c.webhooks.retry.5s", Some(d.event.command_id().to_string().into_bytes())));
         let back = Delivery::decode(retry.key.as_deref(), retry.value.as_deref(), &retry.headers).unwrap();
         assert_eq!((back.attempt, back.url.as_str(), back.event.id), (2, "http://h/x", d.event.id));
-        let dead = back.dead_letter(&topics, ("c.webhooks.retry.5s", 0, 9), "schedule_exhausted", "gave up");
+        let dead = back.dead_letter(&topics, ("c.webhooks.retry.5s", 0, 9), Reason::ScheduleExhausted, "gave up");
         let letter = DeadLetter::from_headers(&dead.headers).unwrap();
         assert_eq!((letter.reason.as_str(), letter.attempts, letter.offset), ("schedule_exhausted", 2, 9));
         let again = Delivery::decode(dead.key.as_deref(), dead.value.as_deref(), &dead.headers).unwrap();

@@ -19,10 +19,11 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::execute::run_lane;
+use super::lane::Lanes;
 use super::ledger::{Lane, Tp};
 use super::sink::Sink;
-use super::{Record, Shared, WorkerError};
+use super::config::WorkerError;
+use super::state::{Record, WorkerState};
 use crate::envelope::HeaderMap;
 use crate::kafka::{set_default, set_fetch_defaults};
 
@@ -40,7 +41,7 @@ const ABANDON_WAIT: Duration = Duration::from_secs(6);
 
 /// Connects rebalance callbacks to the ledger.
 pub(super) struct WorkerContext {
-    shared: Arc<Shared>,
+    shared: Arc<WorkerState>,
     /// One token per assigned partition; cancelling it abandons that partition's work.
     tokens: Mutex<HashMap<Tp, CancellationToken>>,
     /// Parent of every partition token: cancelled only to abandon everything, after
@@ -157,11 +158,11 @@ impl WorkerContext {
 }
 
 fn wait_until_idle<'a>(
-    shared: &'a Shared,
-    mut ledger: std::sync::MutexGuard<'a, super::Ledger<Record>>,
+    shared: &'a WorkerState,
+    mut ledger: std::sync::MutexGuard<'a, super::ledger::Ledger<Record>>,
     tps: &[Tp],
     until: Instant,
-) -> std::sync::MutexGuard<'a, super::Ledger<Record>> {
+) -> std::sync::MutexGuard<'a, super::ledger::Ledger<Record>> {
     while ledger.running_in(tps) > 0 {
         let now = Instant::now();
         if now >= until {
@@ -188,7 +189,8 @@ fn commit_list(commits: &[(Tp, i64)]) -> TopicPartitionList {
 }
 
 /// The consumer thread's body; returns when `stop` fires and the group is left.
-pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: CancellationToken) -> Result<(), WorkerError> {
+pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerError> {
+    let shared = lanes.shared.clone();
     let context = WorkerContext {
         shared: shared.clone(),
         tokens: Mutex::new(HashMap::new()),
@@ -210,14 +212,14 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
         // The main queue carries rebalances, errors, and records fetched before their
         // partition got its own queue; polled every round, briefly when idle.
         match consumer.poll(if busy { Duration::ZERO } else { IDLE_POLL }) {
-            Some(Ok(msg)) => admit(&shared, &consumer, &runtime, &msg),
+            Some(Ok(msg)) => admit(&lanes, &consumer, &msg),
             Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
             None => {}
         }
         if consumer.context().reassigned.swap(false, AtomicOrdering::SeqCst) {
             queues = split_queues(&consumer);
         }
-        busy = take_from_queues(&shared, &consumer, &runtime, &queues);
+        busy = take_from_queues(&lanes, &consumer, &queues);
         if last_refresh.elapsed() >= COMMIT_REFRESH {
             let mut ledger = shared.lock_ledger();
             for tp in ledger.assigned() {
@@ -258,20 +260,19 @@ fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(Tp, Partiti
 /// Admits records from the partition queues while the in-flight bound allows, a
 /// fair share per partition per round. Returns whether anything was admitted.
 fn take_from_queues(
-    shared: &Arc<Shared>,
+    lanes: &Lanes,
     consumer: &BaseConsumer<WorkerContext>,
-    runtime: &tokio::runtime::Handle,
     queues: &[(Tp, PartitionQueue<WorkerContext>)],
 ) -> bool {
     let mut admitted = false;
     for (_, queue) in queues {
         for _ in 0..PER_PARTITION_ROUND {
-            if !has_capacity(shared) {
+            if !has_capacity(&lanes.shared) {
                 return admitted;
             }
             match queue.poll(Duration::ZERO) {
                 Some(Ok(msg)) => {
-                    admit(shared, consumer, runtime, &msg);
+                    admit(lanes, consumer, &msg);
                     admitted = true;
                 }
                 Some(Err(e)) => {
@@ -288,12 +289,12 @@ fn take_from_queues(
 /// Room for another record: under the in-flight bound, or nothing running at all
 /// (everything admitted waits behind keys parked for a retry, and only consuming
 /// further can bring those retries back).
-fn has_capacity(shared: &Shared) -> bool {
+fn has_capacity(shared: &WorkerState) -> bool {
     let ledger = shared.lock_ledger();
     ledger.in_flight() < shared.config.max_in_flight || ledger.running_total() == 0
 }
 
-fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError> {
+fn consumer_config(shared: &WorkerState) -> Result<rdkafka::ClientConfig, WorkerError> {
     let mut cfg = shared.config.kafka.client_config()?;
     cfg.set("group.id", &shared.config.group_id);
     cfg.set("enable.auto.commit", "false");
@@ -310,7 +311,8 @@ fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError
     Ok(cfg)
 }
 
-fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: &tokio::runtime::Handle, msg: &rdkafka::message::BorrowedMessage<'_>) {
+fn admit(lanes: &Lanes, consumer: &BaseConsumer<WorkerContext>, msg: &rdkafka::message::BorrowedMessage<'_>) {
+    let shared = &lanes.shared;
     let tp: Tp = (msg.topic().to_string(), msg.partition());
     let Some(stop) = consumer.context().lock_tokens().get(&tp).cloned() else {
         tracing::debug!(?tp, "record for an unassigned partition ignored");
@@ -339,11 +341,11 @@ fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: 
         a
     };
     if let Ok(Some(entry)) = admitted {
-        runtime.spawn(run_lane(shared.clone(), entry));
+        lanes.start(entry);
     }
 }
 
-fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: CommitMode) {
+fn commit_ready(shared: &WorkerState, consumer: &BaseConsumer<WorkerContext>, mode: CommitMode) {
     let commits = shared.lock_ledger().take_commits(None);
     commit(shared, consumer, commits, mode);
 }
@@ -351,7 +353,7 @@ fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: C
 /// Commits offsets: a plain group commit, or, in exactly-once mode, a transaction
 /// carrying the outputs of the records the offsets pass. On failure the ledger
 /// forgets the commit so the next round retries it.
-fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(Tp, i64)>, mode: CommitMode) {
+fn commit(shared: &WorkerState, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(Tp, i64)>, mode: CommitMode) {
     let tps: Vec<Tp> = commits.iter().map(|(tp, _)| tp.clone()).collect();
     let commits_seen = commits.clone();
     let result = match &shared.sink {
@@ -384,7 +386,7 @@ fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<
 }
 
 /// Graceful stop: drain every partition (as a revoke would), then leave the group.
-fn shutdown(shared: &Shared, consumer: Arc<BaseConsumer<WorkerContext>>) {
+fn shutdown(shared: &WorkerState, consumer: Arc<BaseConsumer<WorkerContext>>) {
     tracing::info!(in_flight = shared.lock_ledger().in_flight(), "stopping: draining in-flight work");
     let tps = shared.lock_ledger().assigned();
     consumer.context().drain(&consumer, &tps);

@@ -6,8 +6,8 @@
 //!   is bounded, so nothing piles up and no partition is paused), commits the offsets
 //!   the ledger says are safe, and handles rebalances (it owns the rdkafka consumer,
 //!   whose callbacks are synchronous);
-//! - **lane tasks** ([`execute`]) on the tokio runtime decode, run the handler and
-//!   publish, then tell the ledger the record is finished.
+//! - **lane tasks** ([`lane`]) on the tokio runtime take one record through read,
+//!   admit, run, decide and emit, then tell the ledger how it settled.
 //!
 //! ```no_run
 //! use courier::{Context, Handler, HandlerError, Router, Worker, WorkerConfig};
@@ -24,220 +24,37 @@
 //! # }
 //! ```
 
-mod acks;
+mod config;
 mod consume;
-mod execute;
+mod disposition;
+mod emit;
 mod followers;
+mod handler;
+mod lane;
 pub mod ledger;
-mod outcome;
 mod sink;
+mod state;
 mod txn;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
-use crate::duration::parse_duration;
-use crate::envelope::{Command, ErrorInfo, HeaderMap, OperationSnapshot, ResultData, ResultEvent, State, Timing};
-use crate::kafka::{KafkaArgs, KafkaSetupError};
-use crate::metrics::Metrics;
-use crate::publish::{Outgoing, Publisher};
-use crate::retry::RetryPolicy;
+pub use config::{WorkerConfig, WorkerError};
 use followers::RecentIds;
-use sink::Sink;
-use crate::router::Router;
-use crate::topics::Topics;
 pub use ledger::Ordering;
-use ledger::{Ledger, Tp};
-
-/// Why a worker could not start or stopped abnormally.
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error(transparent)]
-    Setup(#[from] KafkaSetupError),
-    #[error("no handlers registered: a worker needs at least one route")]
-    NoRoutes,
-    #[error("invalid worker config: {0}")]
-    Config(String),
-    #[error("metrics endpoint: {0}")]
-    Metrics(std::io::Error),
-    #[error("consumer thread failed: {0}")]
-    Consumer(String),
-    #[error("worker did not stop within {0:?} (--shutdown-grace + 15 s); left without a clean exit")]
-    StopTimeout(Duration),
-}
-
-/// Worker settings, from flags or env vars.
-#[derive(Debug, Clone, clap::Args)]
-pub struct WorkerConfig {
-    #[command(flatten)]
-    pub kafka: KafkaArgs,
-    /// Consumer group: workers sharing it split the partitions.
-    #[arg(long, env = "COURIER_GROUP_ID", default_value = "courier-workers")]
-    pub group_id: String,
-    /// Most commands admitted and unfinished at once; at the bound the worker stops
-    /// taking records until one finishes.
-    #[arg(long, env = "COURIER_MAX_IN_FLIGHT", default_value_t = 1024)]
-    pub max_in_flight: usize,
-    /// Which commands must wait for each other: same key, same partition, or none.
-    #[arg(long, env = "COURIER_ORDERING", value_enum, default_value_t = Ordering::Key)]
-    pub ordering: Ordering,
-    /// On shutdown or revoke: how long running handlers get to finish.
-    #[arg(long, env = "COURIER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
-    pub shutdown_grace: Duration,
-    /// Records with larger values are dead-lettered as `too_large`.
-    #[arg(long, env = "COURIER_MAX_MESSAGE_BYTES", default_value_t = 1_000_000)]
-    pub max_message_bytes: usize,
-    /// Serve Prometheus metrics here (e.g. 0.0.0.0:9464); off when unset.
-    #[arg(long, env = "COURIER_METRICS_ADDR")]
-    pub metrics_addr: Option<SocketAddr>,
-    /// Name in result events and logs; defaults to host name and pid.
-    #[arg(long, env = "COURIER_WORKER_ID")]
-    pub worker_id: Option<String>,
-    #[command(flatten)]
-    pub retry: RetryPolicy,
-    /// Exactly-once mode: result events and consumed offsets commit in one Kafka
-    /// transaction (readers use read_committed). Give each worker a stable
-    /// --worker-id so a restart fences its predecessor at once.
-    #[arg(long, env = "COURIER_EXACTLY_ONCE")]
-    pub exactly_once: bool,
-    /// Recent finished command ids remembered to skip duplicates.
-    #[arg(long, env = "COURIER_DEDUPE_CAPACITY", default_value_t = 200_000)]
-    pub dedupe_capacity: usize,
-    /// A `started` event (and `started` snapshot) is sent once a handler has run this
-    /// long, or before its first progress report; commands that finish sooner get
-    /// only their final event, which halves the records a fast command costs (Celery
-    /// does not track "started" by default at all). `0s` sends it for every command.
-    #[arg(long, env = "COURIER_STARTED_AFTER", value_parser = parse_duration, default_value = "100ms")]
-    pub started_after: Duration,
-}
-
-impl WorkerConfig {
-    /// Defaults for everything but the bootstrap servers.
-    pub fn new(bootstrap: impl Into<String>) -> Self {
-        WorkerConfig {
-            kafka: KafkaArgs::new(bootstrap, "courier"),
-            group_id: "courier-workers".into(),
-            max_in_flight: 1024,
-            ordering: Ordering::Key,
-            shutdown_grace: Duration::from_secs(20),
-            max_message_bytes: 1_000_000,
-            metrics_addr: None,
-            worker_id: None,
-            retry: RetryPolicy::default(),
-            exactly_once: false,
-            dedupe_capacity: 200_000,
-            started_after: Duration::from_millis(100),
-        }
-    }
-
-    fn validate(&self) -> Result<(), WorkerError> {
-        if self.kafka.bootstrap.trim().is_empty() {
-            return Err(WorkerError::Config("bootstrap servers are empty (--bootstrap / COURIER_BOOTSTRAP)".into()));
-        }
-        if self.max_in_flight == 0 {
-            return Err(WorkerError::Config("--max-in-flight must be at least 1".into()));
-        }
-        if self.group_id.trim().is_empty() {
-            return Err(WorkerError::Config("--group-id is empty".into()));
-        }
-        if self.retry.tiers.is_empty() || self.retry.max_attempts == 0 {
-            return Err(WorkerError::Config("--retry-tiers needs at least one delay and --max-attempts at least 1".into()));
-        }
-        Ok(())
-    }
-}
-
-/// A consumed record, owned, with the token that stops its processing.
-#[derive(Debug)]
-pub(crate) struct Record {
-    pub tp: Tp,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
-    pub headers: HeaderMap,
-    /// Fires when the partition is revoked or the worker stops.
-    pub stop: CancellationToken,
-    /// Set when copying the record out of librdkafka failed (a panic there): the
-    /// record is dead-lettered with this message rather than lost.
-    pub fault: Option<String>,
-}
-
-impl Record {
-    /// Its size as the broker counts it: key, value and headers.
-    pub fn wire_size(&self) -> usize {
-        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.headers.wire_size()
-    }
-}
-
-/// State shared by the consumer thread and the lane tasks.
-pub(crate) struct Shared {
-    pub config: WorkerConfig,
-    pub router: Router,
-    pub publisher: Publisher,
-    /// Where outputs go: direct (at-least-once) or the transactional outbox.
-    pub sink: Sink,
-    pub topics: Topics,
-    /// The largest record the producer takes (its `message.max.bytes`): outputs are
-    /// checked against it before they are sent.
-    pub output_limit: usize,
-    pub metrics: Arc<Metrics>,
-    pub worker_id: String,
-    pub source: String,
-    pub ledger: Mutex<Ledger<Record>>,
-    /// Signalled whenever a record finishes or is abandoned.
-    pub changed: Condvar,
-    /// Commands with a final event (own or seen on the results topic).
-    pub finished: Arc<RecentIds>,
-    /// Commands a cancel was requested for (from the control topic).
-    pub cancelled: Arc<RecentIds>,
-    /// Cancel tokens of commands running on this worker, by id.
-    pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
-    /// Records waiting for their final outputs' acknowledgements.
-    pub(super) acks: acks::AckQueue,
-}
-
-impl Shared {
-    /// A token that fires when a cancel for this command arrives.
-    pub fn register_running(&self, id: Uuid) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token.clone());
-        if self.cancelled.contains(&id) {
-            token.cancel();
-        }
-        token
-    }
-
-    pub fn unregister_running(&self, id: &Uuid) {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
-    }
-
-    pub fn lock_ledger(&self) -> MutexGuard<'_, Ledger<Record>> {
-        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    /// A result event about `command`, from this worker.
-    pub fn event(&self, command: &Command, state: State, result: Option<Value>, error: Option<ErrorInfo>, timing: Timing) -> ResultEvent {
-        ResultEvent::about(command, &self.source, &self.worker_id, state, result, error, timing)
-    }
-
-    /// The status-topic snapshot matching a result event about `command`.
-    pub fn snapshot_record(&self, command: &Command, data: &ResultData) -> Outgoing {
-        let snapshot = OperationSnapshot::after(command, data, &self.worker_id);
-        let (key, value, headers) = snapshot.encode(&self.source);
-        Outgoing::new(self.topics.status.clone(), key, value, headers)
-    }
-}
+use ledger::Ledger;
+use sink::Sink;
+use state::WorkerState;
+use crate::kafka::KafkaSetupError;
+use crate::metrics::Metrics;
+use crate::publish::Publisher;
+use crate::router::Router;
 
 /// A configured worker, ready to run.
 pub struct Worker {
-    shared: Arc<Shared>,
-    acks: tokio::sync::mpsc::UnboundedReceiver<acks::AckJob>,
+    shared: Arc<WorkerState>,
 }
 
 impl Worker {
@@ -259,9 +76,7 @@ impl Worker {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         let sink = if config.exactly_once { transactional_sink(&config, &worker_id)? } else { Sink::Direct(publisher.clone()) };
-        let (acks, acks_rx) = acks::AckQueue::new();
-        let shared = Shared {
-            acks,
+        let shared = WorkerState {
             publisher,
             sink,
             topics: config.kafka.topics(),
@@ -277,7 +92,7 @@ impl Worker {
             cancelled: Arc::new(RecentIds::new(config_capacity)),
             running: Arc::default(),
         };
-        Ok(Worker { shared: Arc::new(shared), acks: acks_rx })
+        Ok(Worker { shared: Arc::new(shared) })
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
@@ -287,7 +102,7 @@ impl Worker {
     /// Runs until `shutdown` fires, then stops fetching, lets running handlers finish
     /// within the grace period, commits, and leaves the group.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
-        let Worker { shared, acks: ack_jobs } = self;
+        let Worker { shared } = self;
         if let Some(addr) = shared.config.metrics_addr {
             crate::metrics::serve(shared.metrics.clone(), addr, shutdown.clone()).await.map_err(WorkerError::Metrics)?;
         }
@@ -298,12 +113,12 @@ impl Worker {
         let _stop_background = background.clone().drop_guard();
         init_transactions(&shared.sink).await?;
         start_background(&shared, &runtime, &background).await?;
-        tokio::spawn(acks::collect(shared.clone(), ack_jobs, background.clone()));
-        let thread_shared = shared.clone();
+        let (lanes, pending) = lane::Lanes::new(shared.clone(), runtime.clone());
+        tokio::spawn(lane::collect(lanes.clone(), pending, background.clone()));
         let thread_stop = shutdown.clone();
         let consumer = std::thread::Builder::new()
             .name("courier-consumer".into())
-            .spawn(move || consume::run(thread_shared, runtime, thread_stop))
+            .spawn(move || consume::run(lanes, thread_stop))
             .map_err(|e| WorkerError::Consumer(e.to_string()))?;
         let stopped = async {
             let joined = tokio::task::spawn_blocking(move || consumer.join()).await;
@@ -371,7 +186,7 @@ async fn init_transactions(sink: &Sink) -> Result<(), WorkerError> {
 
 /// Followers of the control and results topics (caught up before this returns), and
 /// the retry relay: the worker's view of the world beyond its own partitions.
-async fn start_background(shared: &Arc<Shared>, runtime: &tokio::runtime::Handle, stop: &CancellationToken) -> Result<(), WorkerError> {
+async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::Handle, stop: &CancellationToken) -> Result<(), WorkerError> {
     let (kafka, topics) = (shared.config.kafka.clone(), shared.topics.clone());
     let catch_up = Duration::from_secs(30);
     let tail = (shared.config.dedupe_capacity / 8).max(1000) as i64;

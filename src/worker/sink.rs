@@ -1,15 +1,14 @@
 //! Where a worker's outputs go: straight to the broker (at-least-once), or into the
-//! transactional outbox (exactly-once). Lane tasks call the same two methods either
-//! way, so the processing path does not branch on the mode.
+//! transactional outbox (exactly-once). Lanes call the same two methods either way,
+//! so the processing path does not branch on the mode.
 
 use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
-use tokio_util::sync::CancellationToken;
 
 use super::ledger::Tp;
 use super::txn::Outbox;
-use crate::publish::{Acks, Outgoing, PublishError, Publisher};
+use crate::publish::{Acks, Outgoing, Publisher};
 
 #[derive(Clone)]
 pub(crate) enum Sink {
@@ -26,29 +25,16 @@ impl Sink {
         }
     }
 
-    /// The outputs that finish record `offset` of `tp`, handed over without waiting.
-    /// Direct: enqueued, with the acknowledgements the record must still wait for
-    /// before it counts as finished. Transactional: into the outbox (`None`: nothing
-    /// to wait for; the commit's transaction carries them).
-    pub async fn emit_deferred(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
+    /// The outputs that settle record `offset` of `tp`, handed over without waiting.
+    /// Direct: enqueued, with the acknowledgements the record must still wait for.
+    /// Transactional: into the outbox (`None`: nothing to wait for; the transaction
+    /// that commits the offset past this record carries them).
+    pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
         match self {
             Sink::Direct(p) => Some(p.enqueue_all(outs).await),
             Sink::Transactional { outbox, .. } => {
                 outbox.put(tp, offset, outs);
                 None
-            }
-        }
-    }
-
-    /// The outputs that finish record `offset` of `tp`. Direct: returns once all are
-    /// acknowledged. Transactional: returns at once; they are produced in the
-    /// transaction that commits the offset past this record.
-    pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>, stop: &CancellationToken) -> Result<(), PublishError> {
-        match self {
-            Sink::Direct(p) => p.send_all_acked(outs, stop).await,
-            Sink::Transactional { outbox, .. } => {
-                outbox.put(tp, offset, outs);
-                Ok(())
             }
         }
     }

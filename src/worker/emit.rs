@@ -1,0 +1,357 @@
+//! Turning a [`Disposition`] into records, and settling the record once they are on
+//! the broker.
+//!
+//! The one place outputs leave a lane. Every kind goes the same way: the records are
+//! handed to the [`Sink`] without waiting; at-least-once, the acknowledgements are
+//! then awaited off the lane ([`Pending::settle`], run by the ack collector in
+//! [`super::lane`]); exactly-once, the records wait in the outbox for the transaction
+//! that commits their offset, and the record settles at once.
+//!
+//! The ledger only lets a record go with a [`Durable`], and only this module makes
+//! one: from an acknowledged final event, an acknowledged dead letter, a transaction
+//! that will carry its outputs, or a final event seen before (a duplicate). So no
+//! path can finish a record whose fate is not on the broker.
+//!
+//! Outputs are checked against the producer's size limit before anything is sent.
+//! One that can never be written (too large, refused for good) falls back: a final
+//! event or retry record to a dead letter (`output_too_large` / `unpublishable`); a
+//! dead letter to a minimal one that always fits; and when even that is refused, the
+//! record is held: retried with backoff, counted in `held_records`, logged, never
+//! finished and never dropped.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::disposition::{Disposition, Final, Letter};
+use super::state::{Record, WorkerState};
+use crate::dlq::DeadLetter;
+use crate::envelope::{header_names, Command, NewCommand, OperationSnapshot, Reason, ResultData, ResultEvent, State, Timing};
+use crate::publish::{Acks, Outgoing, PublishError};
+use crate::retry::{retry_headers, retry_record, FailedRecord};
+use crate::router::HandlerError;
+
+/// Proof that a record's fate is on the broker, so the ledger may finish it (and a
+/// commit pass it). Made only in this module.
+pub(crate) struct Durable(());
+
+/// What the ledger is told about a record.
+pub(crate) enum Settled {
+    /// Its final event or dead letter is durable: its offset may be committed.
+    Finished(Durable),
+    /// Sent to a retry tier; its lane waits for this command id to come back.
+    Parked(Uuid),
+    /// Not finished here: the partition is going away, and the next owner runs it.
+    Abandoned,
+}
+
+/// What emitting left to do.
+pub(crate) enum Emitted {
+    /// Nothing to wait for.
+    Settled(Settled),
+    /// Records enqueued; the record settles once the broker has acknowledged them.
+    Pending(Pending),
+}
+
+/// Records on their way, and what their acknowledgement means.
+pub(crate) struct Pending {
+    acks: Acks,
+    then: Then,
+}
+
+enum Then {
+    /// A final event (with snapshot and reply copy): the record is finished.
+    Final { id: Uuid, command_type: String, state: State },
+    /// A retry record: the lane parks; refused, the command is dead-lettered instead.
+    Retry { id: Uuid, error: HandlerError },
+    /// A dead letter (`minimal`: the fallback that always fits), then its `failed`
+    /// event. `held`: a minimal letter was refused at least once.
+    Letter { letter: DeadLetter, minimal: bool, held: Option<Duration>, failed: Option<(Command, Letter)> },
+    /// The `failed` event after a durable dead letter: the record is finished
+    /// whatever the broker says about it.
+    FailedEvent { id: Uuid, command_type: String },
+}
+
+/// Writes what `disposition` says. `command` is `None` when the record did not decode.
+pub(crate) async fn emit(shared: &WorkerState, record: &Record, command: Option<&Command>, disposition: Disposition) -> Emitted {
+    match (disposition, command) {
+        (Disposition::Duplicate, _) => {
+            tracing::info!("duplicate of a finished command; skipped");
+            shared.metrics.duplicates.inc();
+            Emitted::Settled(Settled::Finished(Durable(())))
+        }
+        (Disposition::Abandoned, _) => {
+            tracing::info!("partition stopped while the handler ran; abandoned for the next owner");
+            Emitted::Settled(Settled::Abandoned)
+        }
+        (Disposition::Final(end), Some(command)) => final_event(shared, record, command, end).await,
+        (Disposition::Retry(error), Some(command)) => retry(shared, record, command, error).await,
+        (Disposition::DeadLetter(letter), command) => dead_letter(shared, record, command, letter).await,
+        (Disposition::Final(_) | Disposition::Retry(_), None) => {
+            let letter = Letter::new(Reason::InternalError, "a final event or retry was decided for a record that did not decode");
+            dead_letter(shared, record, None, letter).await
+        }
+    }
+}
+
+/// A result event about `command`, from this worker.
+pub(crate) fn event(shared: &WorkerState, command: &Command, state: State, result: Option<Value>, error: Option<crate::envelope::ErrorInfo>, timing: Timing) -> ResultEvent {
+    ResultEvent::about(command, &shared.source, &shared.worker_id, state, result, error, timing)
+}
+
+/// The status-topic snapshot matching a result event about `command`.
+pub(crate) fn snapshot_record(shared: &WorkerState, command: &Command, data: &ResultData) -> Outgoing {
+    let snapshot = OperationSnapshot::after(command, data, &shared.worker_id);
+    let (key, value, headers) = snapshot.encode(&shared.source);
+    Outgoing::new(shared.topics.status.clone(), key, value, headers)
+}
+
+/// The records a final event is made of: the event, its snapshot, and its copy to
+/// `reply_to` when the command names another topic.
+fn final_records(shared: &WorkerState, command: &Command, end: Final) -> Vec<Outgoing> {
+    let Final { state, result, error, timing } = end;
+    let event = event(shared, command, state, result, error, timing);
+    let status = snapshot_record(shared, command, &event.data);
+    let (key, value, headers) = event.encode();
+    let out = Outgoing::new(shared.topics.results.clone(), key, value, headers);
+    let reply = command.reply_to.as_ref().filter(|t| **t != shared.topics.results);
+    let reply = reply.map(|topic| Outgoing { topic: topic.clone(), partition: command.reply_partition, ..out.clone() });
+    [Some(out), Some(status), reply].into_iter().flatten().collect()
+}
+
+/// The final event (and its copy to `reply_to`) and the snapshot, enqueued together,
+/// acknowledged together. Too large to publish (a huge result, say): the command is
+/// dead-lettered instead, with a `failed` event.
+async fn final_event(shared: &WorkerState, record: &Record, command: &Command, end: Final) -> Emitted {
+    let state = end.state;
+    let mut sends = final_records(shared, command, end);
+    if let Some(big) = sends.iter().take(2).find(|o| o.wire_size() > shared.output_limit) {
+        let message = format!("the {state:?} outputs ({} bytes) exceed the {} byte record limit", big.wire_size(), shared.output_limit);
+        return dead_letter(shared, record, Some(command), Letter::new(Reason::OutputTooLarge, message)).await;
+    }
+    if sends.get(2).is_some_and(|reply| reply.wire_size() > shared.output_limit) {
+        tracing::error!(limit = shared.output_limit, "reply copy too large; only the results topic gets the final event");
+        refused_output(shared, "reply");
+        sends.truncate(2);
+    }
+    let then = Then::Final { id: command.id, command_type: command.command_type.clone(), state };
+    send(shared, record, sends, then).await
+}
+
+/// A retryable failure with attempts left: to the next retry tier.
+async fn retry(shared: &WorkerState, record: &Record, command: &Command, error: HandlerError) -> Emitted {
+    let policy = &shared.config.retry;
+    let failed = FailedRecord { partition: record.tp.1, key: record.key.as_deref(), value: record.value.as_deref(), headers: &record.headers };
+    let out = retry_record(&shared.topics, policy, &failed, command.attempt, &error.to_string());
+    if out.wire_size() > shared.output_limit {
+        let message = format!("retry record over the {} byte limit; last error: {}", shared.output_limit, error.message);
+        let letter = Letter { reason: Reason::OutputTooLarge, message, error: Some(error.into_info()) };
+        return dead_letter(shared, record, Some(command), letter).await;
+    }
+    tracing::info!(attempt = command.attempt, tier = %out.topic, %error, "retrying later");
+    send(shared, record, vec![out], Then::Retry { id: command.id, error }).await
+}
+
+/// A record that cannot be processed: to the DLQ (whole if it fits, else minimal),
+/// then a `failed` event when its command id is readable.
+async fn dead_letter(shared: &WorkerState, record: &Record, command: Option<&Command>, why: Letter) -> Emitted {
+    let (outs, then) = letter_records(shared, record, command, why);
+    send(shared, record, outs, then).await
+}
+
+fn letter_records(shared: &WorkerState, record: &Record, command: Option<&Command>, why: Letter) -> (Vec<Outgoing>, Then) {
+    tracing::warn!(reason = %why.reason, message = %crate::envelope::bounds::truncate(&why.message, 512), "dead-lettering record");
+    let attempts = command.map(|c| c.attempt).unwrap_or(1);
+    let mut letter = DeadLetter::new(&record.tp.0, record.tp.1, record.offset, why.reason, &why.message, attempts);
+    if let Some(first) = record.headers.get_str(retry_headers::FIRST_FAILURE).ok().flatten() {
+        if let Ok(t) = chrono::DateTime::parse_from_rfc3339(first) {
+            letter.first_failure = t.with_timezone(&chrono::Utc);
+        }
+    }
+    let failed = match command {
+        Some(c) => Some(c.clone()),
+        None => Command::peek_id(&record.headers).map(|id| partial_command(id, record)),
+    };
+    let whole = letter.to_record_within(&shared.topics.dlq, record.key.as_deref(), record.value.as_deref(), &record.headers, shared.output_limit);
+    (vec![whole], Then::Letter { letter, minimal: false, held: None, failed: failed.map(|c| (c, why)) })
+}
+
+/// The one way out: hand the records to the sink, and settle now (the outbox
+/// carries them) or once they are acknowledged.
+async fn send(shared: &WorkerState, record: &Record, mut outs: Vec<Outgoing>, mut then: Then) -> Emitted {
+    loop {
+        match shared.sink.emit(&record.tp, record.offset, outs).await {
+            Some(acks) => return Emitted::Pending(Pending { acks, then }),
+            None => match then.acknowledged(shared) {
+                Step::Done(settled) => return Emitted::Settled(settled),
+                // Exactly-once: the failed event after a letter goes into the outbox too.
+                Step::Send(more, next) => (outs, then) = (more, next),
+            },
+        }
+    }
+}
+
+/// After an acknowledgement (or refusal): settled, or more records to send.
+enum Step {
+    Done(Settled),
+    Send(Vec<Outgoing>, Then),
+}
+
+impl Pending {
+    /// Waits for the acknowledgements (transient failures are retried until the
+    /// record's stop token fires) and for whatever they lead to, then says how the
+    /// record settles.
+    pub async fn settle(self, shared: &WorkerState, record: &Record) -> Settled {
+        let Pending { mut acks, mut then } = self;
+        loop {
+            let step = match acks.wait(&record.stop).await {
+                Ok(()) => then.acknowledged(shared),
+                Err(PublishError::Abandoned { .. }) => then.abandoned(shared),
+                Err(PublishError::Kafka { topic, source }) => then.refused(shared, record, &topic, &source).await,
+            };
+            match step {
+                Step::Done(settled) => return settled,
+                Step::Send(outs, next) => match send(shared, record, outs, next).await {
+                    Emitted::Settled(settled) => return settled,
+                    Emitted::Pending(more) => (acks, then) = (more.acks, more.then),
+                },
+            }
+        }
+    }
+}
+
+impl Then {
+    fn acknowledged(self, shared: &WorkerState) -> Step {
+        match self {
+            Then::Final { id, command_type, state } => Step::Done(final_recorded(shared, id, &command_type, state)),
+            Then::Retry { id, .. } => {
+                shared.metrics.retries.inc();
+                Step::Done(Settled::Parked(id))
+            }
+            Then::Letter { letter, held, failed, .. } => {
+                if held.is_some() {
+                    shared.metrics.held_records.dec();
+                }
+                shared.metrics.dead_letters.get_or_create(&vec![("reason".into(), letter.reason.clone())]).inc();
+                match failed {
+                    None => Step::Done(Settled::Finished(Durable(()))),
+                    Some((command, why)) => failed_event(shared, command, &why),
+                }
+            }
+            Then::FailedEvent { id, command_type } => Step::Done(final_recorded(shared, id, &command_type, State::Failed)),
+        }
+    }
+
+    fn abandoned(self, shared: &WorkerState) -> Step {
+        match self {
+            // The dead letter is durable already; only its follow-up event was cut short.
+            Then::FailedEvent { .. } => Step::Done(Settled::Finished(Durable(()))),
+            Then::Letter { held: Some(_), .. } => {
+                shared.metrics.held_records.dec();
+                Step::Done(Settled::Abandoned)
+            }
+            _ => Step::Done(Settled::Abandoned),
+        }
+    }
+
+    async fn refused(self, shared: &WorkerState, record: &Record, topic: &str, error: &rdkafka::error::KafkaError) -> Step {
+        match self {
+            Then::Final { id, command_type, state } if topic != shared.topics.results => {
+                // A refused snapshot or reply copy is reported; the event stands.
+                refused(shared, if topic == shared.topics.status { "snapshot" } else { "reply" }, topic, error);
+                Step::Done(final_recorded(shared, id, &command_type, state))
+            }
+            Then::Final { .. } => {
+                refused(shared, "final", topic, error);
+                let message = format!("the final event could not be published: {error}");
+                let command = Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers).ok();
+                letter_step(shared, record, command.as_ref(), Letter::new(Reason::Unpublishable, message))
+            }
+            Then::Retry { error: last, .. } => {
+                refused(shared, "retry", topic, error);
+                let message = format!("retry tier {topic} refused the record ({error}); last error: {}", last.message);
+                let command = Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers).ok();
+                letter_step(shared, record, command.as_ref(), Letter { reason: Reason::Unpublishable, message, error: Some(last.into_info()) })
+            }
+            Then::Letter { letter, minimal, held, failed } => {
+                let held = if !minimal {
+                    // Try a minimal letter at once: it leaves out what may be the cause.
+                    refused(shared, "dead_letter", topic, error);
+                    None
+                } else {
+                    let backoff = held.unwrap_or_else(|| {
+                        shared.metrics.held_records.inc();
+                        Duration::from_secs(1)
+                    });
+                    tracing::error!(%topic, %error, ?backoff, partition = record.tp.1, offset = record.offset,
+                        "not even a minimal dead letter could be written; the record is held and retried");
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = record.stop.cancelled() => {
+                            shared.metrics.held_records.dec();
+                            return Step::Done(Settled::Abandoned);
+                        }
+                    }
+                    Some((backoff * 2).min(Duration::from_secs(60)))
+                };
+                let limit = shared.output_limit;
+                let out = letter.minimal_record(&shared.topics.dlq, record.key.as_deref(), record.value.as_deref(), &record.headers, limit);
+                Step::Send(vec![out], Then::Letter { letter, minimal: true, held, failed })
+            }
+            Then::FailedEvent { .. } => {
+                refused(shared, "final", topic, error);
+                Step::Done(Settled::Finished(Durable(())))
+            }
+        }
+    }
+}
+
+/// A dead letter decided after an output was refused for good.
+fn letter_step(shared: &WorkerState, record: &Record, command: Option<&Command>, why: Letter) -> Step {
+    let (outs, then) = letter_records(shared, record, command, why);
+    Step::Send(outs, then)
+}
+
+/// The `failed` event (and snapshot) that follows a durable dead letter. Its echoes
+/// are bounded; if its record key alone is too large, it is keyed by the command id.
+fn failed_event(shared: &WorkerState, command: Command, why: &Letter) -> Step {
+    let timing = Timing { queued_ms: 0, execution_ms: 0, attempts: command.attempt };
+    let end = Final { state: State::Failed, result: None, error: Some(why.failed_error()), timing };
+    let mut sends = final_records(shared, &command, end);
+    if sends[0].wire_size() > shared.output_limit {
+        tracing::warn!("record key too large for its failed event; keyed by the command id instead");
+        sends[0].key = Some(command.id.to_string().into_bytes());
+    }
+    sends.retain(|o| o.wire_size() <= shared.output_limit);
+    Step::Send(sends, Then::FailedEvent { id: command.id, command_type: command.command_type })
+}
+
+fn refused(shared: &WorkerState, kind: &str, topic: &str, error: &rdkafka::error::KafkaError) {
+    tracing::error!(%topic, %error, kind, "the broker refused an output for good");
+    refused_output(shared, kind);
+}
+
+fn refused_output(shared: &WorkerState, kind: &str) {
+    shared.metrics.refused_outputs.get_or_create(&vec![("kind".into(), kind.into())]).inc();
+}
+
+/// Bookkeeping once a final event is safely out (or in the transaction's outbox).
+fn final_recorded(shared: &WorkerState, id: Uuid, command_type: &str, state: State) -> Settled {
+    shared.finished.insert(id);
+    shared.metrics.outcome(command_type, state.as_str());
+    tracing::debug!(%id, state = state.as_str(), "final event acknowledged");
+    Settled::Finished(Durable(()))
+}
+
+/// The parts of an undecodable command that a `failed` event needs.
+fn partial_command(id: Uuid, record: &Record) -> Command {
+    let header = |name: &'static str| record.headers.get_str(name).ok().flatten().filter(|v| !v.is_empty()).map(str::to_string);
+    let mut cmd = NewCommand::new(header(header_names::TYPE).unwrap_or_default(), Value::Null).into_command("");
+    cmd.id = id;
+    cmd.key = record.key.clone();
+    cmd.correlation_id = record.headers.get(header_names::SPRING_CORRELATION_ID).map(<[u8]>::to_vec);
+    cmd.reply_to = header(header_names::REPLY_TO).or_else(|| header(header_names::SPRING_REPLY_TOPIC));
+    cmd.reply_partition = Command::peek_reply_partition(&record.headers);
+    cmd
+}

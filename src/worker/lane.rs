@@ -1,0 +1,217 @@
+//! The life of one record on a worker, top to bottom. Start here.
+//!
+//! A lane is the queue a record waits in (same key, under key ordering): the
+//! consumer thread admits a record to the ledger and, if its lane is idle, starts
+//! a task for it ([`Lanes::start`]). [`process`] then takes the record through five steps:
+//!
+//! 1. **Read**: size check and [`Command::decode`]; a record that is not a command
+//!    Courier can run is decided at once (a dead letter with its reason).
+//! 2. **Admit**: what the worker knows before running it: a final event exists
+//!    (duplicate), no handler for its type, a cancel seen, a deadline already past.
+//! 3. **Run** the handler ([`super::handler`]): its route's tower layers, raced
+//!    against the deadline, a cancel and the partition's stop, panics caught.
+//! 4. **Decide** what that means: a [`Disposition`], a plain value
+//!    ([`super::disposition`] holds the table and its tests).
+//! 5. **Emit** it ([`super::emit`]): records to the sink. At-least-once, their
+//!    acknowledgements are awaited off the lane by one collector task ([`collect`]);
+//!    exactly-once, the outbox takes them and the record settles at once.
+//!
+//! Then **settle** ([`settle`]): the ledger marks the record finished, parked (away in
+//! a retry tier) or abandoned, and hands back the next record of the same lane, which
+//! runs in the same task, or in a new one started by the collector. Either way it
+//! starts only after its predecessor settled: that is the per-key order.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use chrono::Utc;
+use futures::stream::{FuturesUnordered, StreamExt};
+use futures::FutureExt;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{info_span, Instrument};
+
+use super::disposition::{self, Known, Letter};
+use super::emit::{emit, Emitted, Pending, Settled};
+use super::ledger::Entry;
+use super::state::{Record, WorkerState};
+use crate::envelope::{Command, DecodeError, Reason, Timing};
+
+/// Starts lanes: what the consumer thread and the ack collector share to run a
+/// record (the worker's state, the runtime, and where pending records go).
+#[derive(Clone)]
+pub(crate) struct Lanes {
+    pub shared: Arc<WorkerState>,
+    runtime: tokio::runtime::Handle,
+    acks: mpsc::UnboundedSender<AckJob>,
+}
+
+impl Lanes {
+    /// Lanes on `runtime`, and the receiving end for [`collect`].
+    pub fn new(shared: Arc<WorkerState>, runtime: tokio::runtime::Handle) -> (Self, mpsc::UnboundedReceiver<AckJob>) {
+        // Unbounded on purpose: every job is a record the ledger already counts in
+        // flight, so `max_in_flight` bounds it.
+        let (acks, jobs) = mpsc::unbounded_channel();
+        (Lanes { shared, runtime, acks }, jobs)
+    }
+
+    /// Runs `entry` (whose lane the ledger just made busy) in a task of its own.
+    pub fn start(&self, entry: Entry<Record>) {
+        self.runtime.spawn(self.clone().run(entry));
+    }
+
+    /// Runs `entry`, then every record queued behind it in its lane.
+    async fn run(self, mut entry: Entry<Record>) {
+        let shared = &self.shared;
+        loop {
+            let span = info_span!("command", partition = entry.tp.1, offset = entry.offset, id = tracing::field::Empty);
+            let settled = match process_guarded(shared, &entry.job).instrument(span).await {
+                Emitted::Settled(settled) => settled,
+                Emitted::Pending(pending) => {
+                    self.hand_over(AckJob { entry, pending });
+                    return;
+                }
+            };
+            match settle(shared, entry, settled) {
+                Some(next) => entry = next,
+                None => return,
+            }
+        }
+    }
+
+    fn hand_over(&self, job: AckJob) {
+        if let Err(mpsc::error::SendError(job)) = self.acks.send(job) {
+            // Only after the collector stopped, i.e. the worker is exiting: the record
+            // is not committed and the next owner runs it.
+            tracing::debug!(partition = job.entry.tp.1, offset = job.entry.offset, "worker stopping; acknowledgement not awaited");
+        }
+    }
+}
+
+/// [`process`], with a panic in Courier's own per-record code (not the handler's,
+/// caught where it runs) turned into a dead letter: a bug must not leave a record
+/// unfinished, which would stop its partition's commits.
+async fn process_guarded(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
+    let fault = match &record.fault {
+        Some(fault) => fault.clone(),
+        None => match AssertUnwindSafe(process(shared, record)).catch_unwind().await {
+            Ok(emitted) => return emitted,
+            Err(panic) => {
+                shared.metrics.panics.get_or_create(&vec![("where".into(), "record".into())]).inc();
+                format!("worker panicked processing this record: {}", crate::supervise::panic_text(panic.as_ref()))
+            }
+        },
+    };
+    tracing::error!(message = %fault);
+    emit(shared, record, None, Letter::new(Reason::InternalError, fault).into()).await
+}
+
+/// Steps 1 to 5 for one record.
+async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
+    // 1. Read.
+    let mut command = match read(shared, record) {
+        Ok(command) => command,
+        Err(error) => return emit(shared, record, None, disposition::unreadable(&error)).await,
+    };
+    tracing::Span::current().record("id", tracing::field::display(command.id));
+    // 2. Admit.
+    let queued_ms = command.time.map(|t| (Utc::now() - t).num_milliseconds().max(0) as u64).unwrap_or(0);
+    let mut timing = Timing { queued_ms, execution_ms: 0, attempts: command.attempt };
+    let known = Known {
+        finished: shared.finished.contains(&command.id),
+        replayed: crate::dlq::is_replay(&record.headers),
+        cancelled: shared.cancelled.contains(&command.id),
+        past_deadline: command.deadline.is_some_and(|d| d <= Utc::now()),
+    };
+    let route = shared.router.get(&command.command_type);
+    let route = match disposition::before_run(&command.command_type, route, known, timing.clone()) {
+        Ok(route) => route,
+        Err(decided) => return emit(shared, record, Some(&command), decided).await,
+    };
+    // 3. Run. The payload moves into the handler; events about the command never carry it.
+    let input = std::mem::take(&mut command.data);
+    let command = Arc::new(command);
+    let (ran, took) = super::handler::run(shared, &command, route, input, queued_ms, &record.stop).await;
+    timing.execution_ms = took.as_millis() as u64;
+    // 4. Decide.
+    let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, shared.config.retry.max_attempts, timing);
+    // 5. Emit.
+    emit(shared, record, Some(&command), decided).await
+}
+
+/// The record as a command, within the size the worker accepts.
+fn read(shared: &WorkerState, record: &Record) -> Result<Command, DecodeError> {
+    let limit = shared.config.max_message_bytes;
+    let size = record.value.as_ref().map_or(0, Vec::len).max(record.wire_size());
+    if size > limit {
+        return Err(DecodeError::TooLarge { size, limit });
+    }
+    Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers)
+}
+
+/// Books a record's fate in the ledger and returns the next record of its lane, if
+/// one is queued and may start now.
+pub(crate) fn settle(shared: &WorkerState, entry: Entry<Record>, settled: Settled) -> Option<Entry<Record>> {
+    let next = {
+        let mut ledger = shared.lock_ledger();
+        let next = match settled {
+            Settled::Finished(_durable) => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
+            Settled::Parked(id) => {
+                ledger.park(&entry, id);
+                None
+            }
+            Settled::Abandoned => {
+                ledger.abandon(&entry.tp, entry.epoch);
+                None
+            }
+        };
+        shared.metrics.in_flight.set(ledger.in_flight() as i64);
+        next
+    };
+    shared.changed.notify_all();
+    next
+}
+
+/// A record whose outputs are enqueued and not yet acknowledged.
+pub(crate) struct AckJob {
+    entry: Entry<Record>,
+    pending: Pending,
+}
+
+/// The ack collector: awaits every job's acknowledgements and settles each record as
+/// they land, until `stop` (the worker has drained and committed by then). The lane
+/// does not sit parked in between, which spares a wake-up, a re-poll and a span
+/// re-entry per command; ordering and commits are as if it had waited.
+pub(crate) async fn collect(lanes: Lanes, mut jobs: mpsc::UnboundedReceiver<AckJob>, stop: CancellationToken) {
+    let shared = lanes.shared.clone();
+    let mut waiting = FuturesUnordered::new();
+    loop {
+        tokio::select! {
+            job = jobs.recv() => match job {
+                Some(job) => waiting.push(acknowledged(&shared, job)),
+                None => return,
+            },
+            Some((entry, settled)) = waiting.next(), if !waiting.is_empty() => {
+                if let Some(next) = settle(&shared, entry, settled) {
+                    lanes.start(next);
+                }
+            }
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+async fn acknowledged(shared: &WorkerState, job: AckJob) -> (Entry<Record>, Settled) {
+    let AckJob { entry, pending } = job;
+    let settled = match AssertUnwindSafe(pending.settle(shared, &entry.job)).catch_unwind().await {
+        Ok(settled) => settled,
+        Err(panic) => {
+            // A bug; the record stays pending (no commit passes it) until its
+            // partition moves, and is run again there.
+            tracing::error!(panic = %crate::supervise::panic_text(panic.as_ref()), "panic awaiting acknowledgements; record abandoned");
+            shared.metrics.panics.get_or_create(&vec![("where".into(), "acks".into())]).inc();
+            Settled::Abandoned
+        }
+    };
+    (entry, settled)
+}

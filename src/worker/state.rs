@@ -1,0 +1,87 @@
+//! What a worker's consumer thread and its lane tasks share, and the record they
+//! pass between them.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::config::WorkerConfig;
+use super::followers::RecentIds;
+use super::sink::Sink;
+use crate::envelope::HeaderMap;
+use crate::metrics::Metrics;
+use super::ledger::{Ledger, Tp};
+use crate::publish::Publisher;
+use crate::router::Router;
+use crate::topics::Topics;
+
+/// A consumed record, owned, with the token that stops its processing.
+#[derive(Debug)]
+pub(crate) struct Record {
+    pub tp: Tp,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: HeaderMap,
+    /// Fires when the partition is revoked or the worker stops.
+    pub stop: CancellationToken,
+    /// Set when copying the record out of librdkafka failed (a panic there): the
+    /// record is dead-lettered with this message rather than lost.
+    pub fault: Option<String>,
+}
+
+impl Record {
+    /// Its size as the broker counts it: key, value and headers.
+    pub fn wire_size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.value.as_ref().map_or(0, Vec::len) + self.headers.wire_size()
+    }
+}
+
+/// A running worker's state, shared by its consumer thread, its lane tasks and its
+/// ack collector (one per worker; a command's own view of it is the handler's
+/// `Context`).
+pub(crate) struct WorkerState {
+    pub config: WorkerConfig,
+    pub router: Router,
+    pub publisher: Publisher,
+    /// Where outputs go: direct (at-least-once) or the transactional outbox.
+    pub sink: Sink,
+    pub topics: Topics,
+    /// The largest record the producer takes (its `message.max.bytes`): outputs are
+    /// checked against it before they are sent.
+    pub output_limit: usize,
+    pub metrics: Arc<Metrics>,
+    pub worker_id: String,
+    pub source: String,
+    pub ledger: Mutex<Ledger<Record>>,
+    /// Signalled whenever a record finishes or is abandoned.
+    pub changed: Condvar,
+    /// Commands with a final event (own or seen on the results topic).
+    pub finished: Arc<RecentIds>,
+    /// Commands a cancel was requested for (from the control topic).
+    pub cancelled: Arc<RecentIds>,
+    /// Cancel tokens of commands running on this worker, by id.
+    pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+}
+
+impl WorkerState {
+    /// A token that fires when a cancel for this command arrives.
+    pub fn register_running(&self, id: Uuid) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).insert(id, token.clone());
+        if self.cancelled.contains(&id) {
+            token.cancel();
+        }
+        token
+    }
+
+    pub fn unregister_running(&self, id: &Uuid) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    pub fn lock_ledger(&self) -> MutexGuard<'_, Ledger<Record>> {
+        self.ledger.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
