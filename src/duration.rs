@@ -1,4 +1,5 @@
-//! Human durations for flags and env vars: `250ms`, `30s`, `5m`, `2h`.
+//! Human durations for flags and env vars (`250ms`, `30s`, `5m`, `2h`), and the date
+//! arithmetic they feed.
 
 use std::time::Duration;
 
@@ -27,6 +28,12 @@ pub fn format_duration(d: Duration) -> String {
         ms if ms % 1000 == 0 && ms > 0 => format!("{}s", ms / 1000),
         ms => format!("{ms}ms"),
     }
+}
+
+/// `now - age`, or the earliest date when that is before it: ages come from flags
+/// that accept any duration (retention, ttl), and an unchecked subtraction would panic.
+pub fn before(now: chrono::DateTime<chrono::Utc>, age: chrono::Duration) -> chrono::DateTime<chrono::Utc> {
+    now.checked_sub_signed(age).unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)
 }
 
 #[cfg(test)]

@@ -174,10 +174,6 @@ impl KafkaArgs {
         cfg.create_native_config().map_err(scrubbed)?;
         Ok(cfg)
     }
-
-    pub fn topics(&self) -> crate::topics::Topics {
-        crate::topics::Topics::new(&self.prefix)
-    }
 }
 
 /// `KEY=VALUE`, trimmed; `position` (from 1) names a bad one without showing it.

@@ -16,11 +16,11 @@ use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use crate::duration::{format_duration, parse_duration};
+use crate::duration::parse_duration;
 use crate::envelope::{header_names as h, rfc3339, HeaderMap};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::{Outgoing, Publisher};
-use crate::topics::Topics;
+use crate::topics::{retry_tier_topic, Topics};
 
 /// Headers Courier adds to a command on its way through a retry tier.
 pub mod retry_headers {
@@ -34,7 +34,7 @@ pub mod retry_headers {
 #[derive(Debug, Clone, clap::Args)]
 pub struct RetryPolicy {
     /// Delay tiers; attempt n waits in tier n-1 (the last tier repeats).
-    #[arg(long = "retry-tiers", env = "COURIER_RETRY_TIERS", value_delimiter = ',', value_parser = parse_duration, default_value = "1s,10s,60s")]
+    #[arg(long = "retry-tiers", env = "COURIER_RETRY_TIERS", value_delimiter = ',', value_parser = parse_duration, default_value = crate::topics::DEFAULT_RETRY_TIERS)]
     pub tiers: Vec<Duration>,
     /// Attempts in all, first included; past this a retryable failure is final.
     #[arg(long, env = "COURIER_MAX_ATTEMPTS", default_value_t = 4)]
@@ -43,12 +43,8 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy { tiers: default_tiers(), max_attempts: 4 }
+        RetryPolicy { tiers: crate::topics::default_retry_tiers(), max_attempts: 4 }
     }
-}
-
-pub fn default_tiers() -> Vec<Duration> {
-    vec![Duration::from_secs(1), Duration::from_secs(10), Duration::from_secs(60)]
 }
 
 impl RetryPolicy {
@@ -59,14 +55,10 @@ impl RetryPolicy {
     }
 
     pub fn tier_topics(&self, topics: &Topics) -> Vec<String> {
-        let mut names: Vec<String> = self.tiers.iter().map(|d| tier_topic(topics, *d)).collect();
+        let mut names: Vec<String> = self.tiers.iter().map(|d| retry_tier_topic(topics, *d)).collect();
         names.dedup();
         names
     }
-}
-
-pub fn tier_topic(topics: &Topics, delay: Duration) -> String {
-    format!("{}{}", topics.retry_prefix, format_duration(delay))
 }
 
 /// The consumed record of a command whose attempt failed.
@@ -94,7 +86,7 @@ pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord
         .set(retry_headers::PARTITION, origin_partition.to_string())
         .set(retry_headers::LAST_ERROR, crate::envelope::bounds::truncate(error, crate::envelope::bounds::MAX_MESSAGE_ECHO));
     Outgoing {
-        topic: tier_topic(topics, delay),
+        topic: retry_tier_topic(topics, delay),
         key: key.map(<[u8]>::to_vec),
         value: value.map(<[u8]>::to_vec),
         headers,

@@ -31,6 +31,14 @@ pub struct Topics {
     pub webhooks_endpoints: String,
 }
 
+impl KafkaArgs {
+    /// The topics of the deployment these args name, by their prefix. Defined here
+    /// rather than in `kafka`: connection settings know nothing of topic names.
+    pub fn topics(&self) -> Topics {
+        Topics::new(&self.prefix)
+    }
+}
+
 impl Topics {
     pub fn new(prefix: &str) -> Self {
         Topics {
@@ -61,11 +69,25 @@ pub struct TopicSpec {
     #[arg(long, default_value_t = 168)]
     pub retention_hours: u64,
     /// Retry delay tiers to create topics for (match the workers' --retry-tiers).
-    #[arg(long = "retry-tiers", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = "1s,10s,60s")]
+    #[arg(long = "retry-tiers", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = DEFAULT_RETRY_TIERS)]
     pub retry_tiers: Vec<Duration>,
     /// Webhook retry schedule to create delay topics for (match `courier webhooks`).
     #[arg(long = "webhook-schedule", value_delimiter = ',', value_parser = crate::duration::parse_duration, default_value = DEFAULT_WEBHOOK_SCHEDULE)]
     pub webhook_schedule: Vec<Duration>,
+}
+
+/// [`default_retry_tiers`] as the flags of `topics create` and `worker` spell their
+/// default, so the two cannot disagree.
+pub const DEFAULT_RETRY_TIERS: &str = "1s,10s,60s";
+
+/// The command retry delay tiers: attempt n waits in tier n-1.
+pub fn default_retry_tiers() -> Vec<Duration> {
+    [1, 10, 60].into_iter().map(Duration::from_secs).collect()
+}
+
+/// The tier topic for command retries after `delay`: `<prefix>.commands.retry.<delay>`.
+pub fn retry_tier_topic(topics: &Topics, delay: Duration) -> String {
+    format!("{}{}", topics.retry_prefix, crate::duration::format_duration(delay))
 }
 
 /// [`default_webhook_schedule`] as the flags of `topics create`, `webhooks run` and
@@ -94,7 +116,7 @@ pub fn all_topic_names(topics: &Topics, spec: &TopicSpec) -> Vec<String> {
         topics.webhooks_log.clone(),
         topics.webhooks_endpoints.clone(),
     ];
-    names.extend(spec.retry_tiers.iter().map(|d| crate::retry::tier_topic(topics, *d)));
+    names.extend(spec.retry_tiers.iter().map(|d| retry_tier_topic(topics, *d)));
     names.extend(spec.webhook_schedule.iter().map(|d| webhook_tier_topic(topics, *d)));
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(n.clone()));
@@ -107,7 +129,7 @@ impl Default for TopicSpec {
             partitions: 6,
             replication: 1,
             retention_hours: 168,
-            retry_tiers: crate::retry::default_tiers(),
+            retry_tiers: default_retry_tiers(),
             webhook_schedule: default_webhook_schedule(),
         }
     }
@@ -185,5 +207,7 @@ mod tests {
     fn the_flag_default_is_the_default_schedule() {
         let parsed: Result<Vec<Duration>, _> = DEFAULT_WEBHOOK_SCHEDULE.split(',').map(crate::duration::parse_duration).collect();
         assert_eq!(parsed.ok(), Some(default_webhook_schedule()));
+        let parsed: Result<Vec<Duration>, _> = DEFAULT_RETRY_TIERS.split(',').map(crate::duration::parse_duration).collect();
+        assert_eq!(parsed.ok(), Some(default_retry_tiers()));
     }
 }

@@ -300,7 +300,7 @@ async fn real_records_from_the_broker_validate() {
     let messages = doc["components"]["messages"].as_object().expect("messages");
     let mut counted = BTreeMap::<String, usize>::new();
     let mut count = |name: String| *counted.entry(name).or_default() += 1;
-    let retry_topic = courier::retry::tier_topic(&t.topics, Duration::from_millis(200));
+    let retry_topic = courier::topics::retry_tier_topic(&t.topics, Duration::from_millis(200));
     for (topic, via) in [(&t.topics.commands, "commands"), (&retry_topic, "retry")] {
         for (_, _, _, value, headers) in read_to_end(&t, topic) {
             let name = format!("command.{}", header(&headers, "ce_type"));

@@ -9,7 +9,7 @@ use super::headers::{DeadLetterHeaders, EventHeaders, RedeliveryHeaders, ResultH
 use super::messages::{self, Refs};
 use super::schemas::SchemaSet;
 use super::ContractInfo;
-use crate::envelope::{CancelRequest, CommandHeaders, HeaderMap, OperationSnapshot, ResultData, State};
+use crate::envelope::{CancelRequest, CommandHeaders, OperationSnapshot, ResultData, State};
 use crate::router::Router;
 
 const BINDING: &str = "0.5.0";
@@ -261,9 +261,4 @@ fn operations(names: &Names) -> Value {
             "bindings": any_group,
         },
     })
-}
-
-/// Kafka headers as the JSON object the header schemas describe.
-pub fn headers_json(headers: &HeaderMap) -> Value {
-    Value::Object(headers.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), Value::String(String::from_utf8_lossy(v).into_owned()))).collect())
 }

@@ -10,7 +10,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use uuid::{uuid, Uuid};
 
-use super::document::headers_json;
 use super::schemas::SchemaSet;
 use crate::dlq::DeadLetter;
 use crate::envelope::{
@@ -28,6 +27,11 @@ const WEBHOOKS: &str = "//courier/webhooks/host-1";
 
 fn time() -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(TIME).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
+}
+
+/// Kafka headers as the JSON object the header schemas describe.
+pub fn headers_json(headers: &HeaderMap) -> Value {
+    Value::Object(headers.iter().map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), Value::String(String::from_utf8_lossy(v).into_owned()))).collect())
 }
 
 /// One AsyncAPI Message Example: the record's headers as text, its value as JSON.

@@ -20,7 +20,8 @@ mod headers;
 mod messages;
 pub mod schemas;
 
-pub use document::{asyncapi_document, headers_json};
+pub use document::asyncapi_document;
+pub use examples::headers_json;
 pub use headers::{DeadLetterHeaders, EventHeaders, RedeliveryHeaders, ResultHeaders, ResultType};
 
 use crate::topics::TopicSpec;

@@ -19,7 +19,8 @@ use super::admission::{parse_body, CommandRequest};
 use super::metrics::{counted, GatewayMetrics};
 use super::submit::Validated;
 use super::error::JsonBody;
-use super::{ApiError, App};
+use super::app::App;
+use super::ApiError;
 use crate::envelope::{OperationSnapshot, State as OpState};
 
 /// Most commands in one batch: bounds the request's memory and its time to accept.

@@ -5,17 +5,16 @@
 //! (plus `details` where there is more to say), so a caller can branch on `code`
 //! without parsing prose.
 
-use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
-use axum::extract::{FromRequest, Request};
+use axum::extract::{FromRef, FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::App;
 use crate::kafka::KafkaSetupError;
 
 /// Why the gateway could not start or stopped serving.
@@ -103,21 +102,33 @@ impl From<QueryRejection> for ApiError {
 /// `--body-read-timeout`, `408 request_timeout`.
 pub struct JsonBody(pub Bytes);
 
-impl FromRequest<Arc<App>> for JsonBody {
+/// How large and how slow a [`JsonBody`] may be: `--max-body-bytes`,
+/// `--body-read-timeout`. Taken from the router's state.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    pub read_timeout: Duration,
+}
+
+impl<S: Send + Sync> FromRequest<S> for JsonBody
+where
+    BodyLimits: FromRef<S>,
+{
     type Rejection = ApiError;
 
-    async fn from_request(req: Request, app: &Arc<App>) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let limits = BodyLimits::from_ref(state);
         if !declares_json_or_nothing(req.headers()) {
             let message = "the request body must be JSON (Content-Type: application/json)";
             return Err(ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message));
         }
         let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
-        if let Some(size) = declared.filter(|n| *n > app.max_body_bytes as u64) {
-            drain(req.into_body(), app.body_read_timeout).await;
-            let message = format!("the body is {size} bytes, over the {} byte limit", app.max_body_bytes);
+        if let Some(size) = declared.filter(|n| *n > limits.max_bytes as u64) {
+            drain(req.into_body(), limits.read_timeout).await;
+            let message = format!("the body is {size} bytes, over the {} byte limit", limits.max_bytes);
             return Err(ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", message));
         }
-        match tokio::time::timeout(app.body_read_timeout, Bytes::from_request(req, app)).await {
+        match tokio::time::timeout(limits.read_timeout, Bytes::from_request(req, state)).await {
             Ok(body) => Ok(JsonBody(body?)),
             Err(_) => Err(ApiError::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", "the request body did not arrive in time")),
         }

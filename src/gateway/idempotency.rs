@@ -101,7 +101,7 @@ impl IdempotencyIndex {
 
     /// Forgets keys whose request is older than the ttl.
     pub fn evict(&mut self, now: DateTime<Utc>) {
-        let oldest = super::store::before(now, self.ttl);
+        let oldest = crate::duration::before(now, self.ttl);
         self.slots.retain(|_, slot| match slot {
             Slot::Pending => true,
             Slot::Known { first, .. } => first.created >= oldest,

@@ -16,6 +16,7 @@
 //! command) -> `operation` (the AIP-151 answer).
 
 mod admission;
+mod app;
 mod batches;
 mod error;
 mod follow;
@@ -37,6 +38,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use admission::CommandRequest;
 pub use error::{ApiError, GatewayError};
+use app::App;
+use error::BodyLimits;
 pub use operation::{rpc_code, Operation, RpcStatus};
 
 use crate::duration::parse_duration;
@@ -118,19 +121,6 @@ impl GatewayConfig {
     }
 }
 
-/// What every request handler shares.
-pub(crate) struct App {
-    store: Arc<store::Store>,
-    checker: admission::Checker,
-    submitter: submit::Submitter,
-    metrics: Arc<metrics::GatewayMetrics>,
-    max_wait: Duration,
-    max_body_bytes: usize,
-    body_read_timeout: Duration,
-    /// Fires on shutdown; long polls end early on it.
-    shutdown: CancellationToken,
-}
-
 /// A gateway that has read the status topic to its end and is ready to serve.
 pub struct Gateway {
     app: Arc<App>,
@@ -163,16 +153,23 @@ impl Gateway {
             submitter,
             metrics: metrics::GatewayMetrics::new(),
             max_wait: config.max_wait,
-            max_body_bytes: config.max_body_bytes,
-            body_read_timeout: config.body_read_timeout,
+            body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },
             shutdown,
         };
         Ok(Gateway { app: Arc::new(app), deliveries, connections: config.connections.clone() })
     }
 
-    /// The HTTP API as an axum router, to serve or to nest in a larger app.
+    /// The HTTP API as an axum router, to serve or to nest in a larger app: the `/v1`
+    /// operations, batches, RunPod's `/v2`, `/metrics`, and the webhook deliveries.
     pub fn router(&self) -> axum::Router {
-        routes::api(self.app.clone())
+        let m = &self.app.metrics;
+        axum::Router::new()
+            .merge(routes::routes(m))
+            .merge(batches::routes(m))
+            .merge(runpod::routes(m))
+            .fallback(|| async { ApiError::not_found("route") })
+            .layer(axum::extract::DefaultBodyLimit::max(self.app.body.max_bytes))
+            .with_state(self.app.clone())
             .merge(deliveries_router(self.deliveries.clone()))
             .layer(axum::middleware::map_response(error::json_errors))
     }

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -24,31 +24,26 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::admission::CommandRequest;
-use super::metrics::counted;
+use super::app::App;
+use super::metrics::{counted, GatewayMetrics};
 use super::operation::Operation;
 use super::store::Filter;
 use super::submit::{Accepted, Validated};
 use super::error::JsonBody;
-use super::{batches, runpod, ApiError, App};
+use super::ApiError;
 
 /// The longest `Idempotency-Key` accepted (Stripe's limit).
 const MAX_KEY_LEN: usize = 255;
 const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 
-/// Every route of the gateway, with its shared state.
-pub fn api(app: Arc<App>) -> Router {
-    let m = &app.metrics;
+/// The `/v1` operation routes, and the gateway's `/metrics`.
+pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<App>> {
     Router::new()
         .route("/v1/commands", counted(m, "/v1/commands", post(create_command)))
         .route("/v1/operations", counted(m, "/v1/operations", get(list_operations)))
         .route("/v1/operations/{name}", counted(m, "/v1/operations/{name}", get(get_operation).post(post_operation)))
-        .merge(batches::routes(m))
-        .merge(runpod::routes(m))
         .route("/metrics", get(metrics))
-        .fallback(|| async { ApiError::not_found("route") })
-        .layer(DefaultBodyLimit::max(app.max_body_bytes))
-        .with_state(app)
 }
 
 /// Validates one request and accepts it (or replays its first answer).

@@ -24,7 +24,8 @@ use super::admission::{parse_body, CommandRequest};
 use super::metrics::{counted, GatewayMetrics};
 use super::routes::{accept, cancel, operation_id};
 use super::error::JsonBody;
-use super::{ApiError, App};
+use super::app::App;
+use super::ApiError;
 use crate::envelope::{OperationSnapshot, State as OpState};
 
 pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<App>> {

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use crate::duration::before;
 use crate::envelope::{OperationSnapshot, State};
 
 use super::idempotency::{Claim, IdempotencyIndex};
@@ -220,12 +221,6 @@ impl Store {
     pub fn sizes(&self) -> (usize, usize) {
         (self.lock().ops.len(), self.lock_index().len())
     }
-}
-
-/// `now - age`, or the earliest date when that is before it: retention and ttl come
-/// from flags that accept any duration, and an unchecked subtraction would panic.
-pub(super) fn before(now: DateTime<Utc>, age: chrono::Duration) -> DateTime<Utc> {
-    now.checked_sub_signed(age).unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
 #[cfg(test)]

@@ -55,7 +55,7 @@ pub struct TestTopics {
 }
 
 pub async fn fresh_topics(name: &str, partitions: i32) -> TestTopics {
-    fresh_topics_with(name, partitions, courier::retry::default_tiers()).await
+    fresh_topics_with(name, partitions, courier::topics::default_retry_tiers()).await
 }
 
 /// Fresh topics with retry tier topics for these delays.
