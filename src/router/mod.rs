@@ -1,156 +1,65 @@
-//! Handlers and the router that picks one per command type.
+//! Handlers, the tower layers around them, and the router that picks one per command type.
 //!
 //! A [`Handler`] is typed: it declares its input and output types, and the router
 //! erases them behind JSON so one worker can serve many command types. Because the
 //! types derive `JsonSchema`, the router also knows every command's payload and result
 //! schema, which is how a service's own handlers appear in its AsyncAPI document.
+//!
+//! # Layers
+//!
+//! Courier has no middleware system of its own: it integrates with tower. Each route
+//! is a tower [`Service`](tower::Service) from a [`Call`] (payload and [`Context`]) to
+//! the JSON result, so any tower layer fits around a handler: a timeout, a
+//! concurrency or rate limit, tracing, your own. [`Router::layer`] wraps every route
+//! registered so far, [`Router::route_layer`] one route; a later layer wraps the
+//! earlier ones. One call, outside in:
+//!
+//! ```text
+//! worker (admission, deadline, cancel, panic) -> your layers
+//!     -> decode the payload -> Handler::handle -> encode the output
+//! ```
+//!
+//! A layer must give a service that is `Clone + Send + 'static` with an error that
+//! converts into [`BoxError`](tower::BoxError); it need not be `Sync`. A service that
+//! is not `Clone`, such as `tower::limit::RateLimit`, goes in behind a
+//! `tower::buffer::BufferLayer`, which is, as one layer:
+//! `ServiceBuilder::new().layer(BufferLayer::new(64)).layer(RateLimitLayer::new(10, second))`
+//! (the buffer spawns a task, so build that router inside the tokio runtime).
+//! What comes out of the layers is sorted by
+//! [`Route::call`] into a [`RouteError`]: a [`HandlerError`] keeps its meaning
+//! through any layer, a payload that does not decode is
+//! [`RouteError::InvalidInput`], a layer's timeout is a retryable [`TIMEOUT`], and
+//! any other layer error a retryable [`MIDDLEWARE_ERROR`] (a layer failing says
+//! something about this worker, nothing about the command, so another attempt may
+//! pass).
+//!
+//! # Not layers, on purpose
+//!
+//! Admission (a duplicate of a finished command, a cancel before the start, an
+//! unknown type), the deadline, a cancel while running and the catching of panics stay
+//! in the worker's core (`worker/execute.rs`). They decide what Courier publishes (a
+//! `timed_out` or `cancelled` final event, a dead letter) and must hold whatever
+//! layers a user adds, so they sit outside every layer: the worker races the whole
+//! layered call against the deadline and a cancel, and catches a panic that unwinds
+//! out of it. No layer can extend a deadline, hide a cancel, or see a command the
+//! worker did not admit. A layer's own timeout is a different thing from the
+//! deadline: a retryable failure of one attempt, not the end of the command.
+
+mod context;
+mod handler;
+mod route;
+#[cfg(test)]
+mod test_handlers;
 
 use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-use schemars::{JsonSchema, Schema};
-use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
-use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
+use tower::{BoxError, Layer, Service};
 
-use crate::envelope::{ErrorInfo, Progress};
-
-/// A handler's failure. `retryable` tells Courier whether another attempt could succeed
-/// (a timeout talking to a dependency) or not (the input is wrong).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct HandlerError {
-    pub code: String,
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl HandlerError {
-    /// A failure that will happen again on retry.
-    pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
-        HandlerError { code: code.into(), message: message.into(), retryable: false }
-    }
-
-    /// A failure that another attempt, later, may not hit.
-    pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
-        HandlerError { code: code.into(), message: message.into(), retryable: true }
-    }
-
-    pub fn into_info(self) -> ErrorInfo {
-        ErrorInfo { code: self.code, message: self.message, retryable: self.retryable }
-    }
-}
-
-/// Sends progress events on behalf of a running handler.
-pub type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
-
-/// Everything a handler may want to know about the command it runs, and its two ways
-/// to talk back while running: the cancellation token (listen) and progress (speak).
-#[derive(Clone)]
-pub struct Context {
-    pub command_id: Uuid,
-    pub command_type: String,
-    /// The command's key as sent: any bytes (`std::str::from_utf8` for a text key).
-    pub key: Option<Vec<u8>>,
-    pub attempt: u32,
-    pub deadline: Option<DateTime<Utc>>,
-    /// Fires when the deadline passes, the command is cancelled, or the worker must
-    /// give the partition up. A handler doing long work should select on it.
-    pub cancel: CancellationToken,
-    progress: ProgressSink,
-}
-
-impl Context {
-    pub fn new(
-        command_id: Uuid,
-        command_type: String,
-        key: Option<Vec<u8>>,
-        attempt: u32,
-        deadline: Option<DateTime<Utc>>,
-        cancel: CancellationToken,
-        progress: ProgressSink,
-    ) -> Self {
-        Context { command_id, command_type, key, attempt, deadline, cancel, progress }
-    }
-
-    /// Publishes a `progress` event (fire-and-forget: progress is advisory).
-    pub fn progress(&self, percent: f32, message: impl Into<Option<String>>) {
-        (self.progress)(Progress { percent: percent.clamp(0.0, 100.0), message: message.into() });
-    }
-
-    pub fn is_cancelled(&self) -> bool {
-        self.cancel.is_cancelled()
-    }
-}
-
-/// Runs one command type. Implement this for your own types; register with
-/// [`Router::route`].
-pub trait Handler: Send + Sync + 'static {
-    /// The command payload; decoding failures become `invalid_payload` failures.
-    type Input: DeserializeOwned + JsonSchema + Send + 'static;
-    /// The value published in the `completed` event.
-    type Output: Serialize + JsonSchema + Send + 'static;
-
-    fn handle(&self, input: Self::Input, ctx: Context) -> impl Future<Output = Result<Self::Output, HandlerError>> + Send;
-}
-
-/// A boxed future returning a handler's JSON result.
-pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, HandlerError>> + Send>>;
-
-/// A handler with its types erased to JSON, as the worker calls it.
-trait ErasedHandler: Send + Sync {
-    fn call(&self, data: Value, ctx: Context) -> HandlerFuture;
-    /// Whether `data` decodes as the handler's input, without running it.
-    fn decodes(&self, data: &Value) -> Result<(), String>;
-}
-
-struct Typed<H>(Arc<H>);
-
-impl<H: Handler> ErasedHandler for Typed<H> {
-    fn call(&self, data: Value, ctx: Context) -> HandlerFuture {
-        let handler = self.0.clone();
-        Box::pin(async move {
-            let input: H::Input = serde_json::from_value(data)
-                .map_err(|e| HandlerError::permanent("invalid_payload", e.to_string()))?;
-            let output = handler.handle(input, ctx).await?;
-            serde_json::to_value(output).map_err(|e| HandlerError::permanent("invalid_output", e.to_string()))
-        })
-    }
-
-    fn decodes(&self, data: &Value) -> Result<(), String> {
-        <H::Input as serde::Deserialize>::deserialize(data).map(drop).map_err(|e| e.to_string())
-    }
-}
-
-/// A registered command type: its handler and its contract.
-#[derive(Clone)]
-pub struct Route {
-    handler: Arc<dyn ErasedHandler>,
-    /// JSON Schema of the command payload.
-    pub input_schema: Schema,
-    /// JSON Schema of the `completed` result.
-    pub output_schema: Schema,
-    /// One-line description for the contract.
-    pub description: String,
-}
-
-impl Route {
-    pub fn call(&self, data: Value, ctx: Context) -> HandlerFuture {
-        self.handler.call(data, ctx)
-    }
-
-    /// Whether `data` decodes as this route's input, exactly as [`Route::call`]
-    /// would decode it. A JSON Schema says less than the type: `5.0` and
-    /// `1e30` are integers to JSON Schema but not to a `u64`, so the gateway asks
-    /// this too before it accepts a payload the worker would then refuse.
-    pub fn decodes(&self, data: &Value) -> Result<(), String> {
-        self.handler.decodes(data)
-    }
-}
+pub(crate) use context::ProgressSink;
+pub use context::Context;
+pub use handler::{Handler, HandlerError};
+pub use route::{Call, HandlerFuture, Route, RouteError, RouteService, INVALID_OUTPUT, MIDDLEWARE_ERROR, TIMEOUT};
 
 /// Maps command types to handlers. Cheap to clone; shared by all of a worker's tasks.
 #[derive(Clone, Default)]
@@ -159,6 +68,7 @@ pub struct Router {
 }
 
 impl Router {
+    /// A router with no routes: add them with [`Router::route`].
     pub fn new() -> Self {
         Router::default()
     }
@@ -175,16 +85,87 @@ impl Router {
         description: impl Into<String>,
         handler: H,
     ) -> Self {
-        let route = Route {
-            handler: Arc::new(Typed(Arc::new(handler))),
-            input_schema: schemars::schema_for!(H::Input),
-            output_schema: schemars::schema_for!(H::Output),
-            description: description.into(),
-        };
-        self.routes.insert(command_type.into(), route);
+        self.routes.insert(command_type.into(), Route::new(handler, description.into()));
         self
     }
 
+    /// Wraps every route registered so far in `layer` (routes added later are not):
+    /// for what holds for all command types, such as a concurrency limit per type
+    /// (each route gets its own layered service, so its own limit).
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<RouteService> + Clone,
+        L::Service: Service<Call, Response = Value> + Clone + Send + 'static,
+        <L::Service as Service<Call>>::Error: Into<BoxError>,
+        <L::Service as Service<Call>>::Future: Send + 'static,
+    {
+        self.routes = std::mem::take(&mut self.routes).into_iter().map(|(t, r)| (t, r.layered(layer.clone()))).collect();
+        self
+    }
+
+    /// Wraps the route of `command_type` in `layer`: for what one command type needs,
+    /// such as a timeout on a call to a slow dependency. (Unlike axum's method of this
+    /// name, which skips only the fallback: Courier has none.)
+    ///
+    /// A layer's timeout fails one attempt with a retryable [`TIMEOUT`], so the worker
+    /// sends it to a retry tier; the command's deadline, by contrast, ends it
+    /// `timed_out`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use courier::router::{RouteError, TIMEOUT};
+    /// use courier::{Context, Handler, HandlerError, Router};
+    /// use tower::timeout::TimeoutLayer;
+    ///
+    /// /// Looks a user up in a directory that sometimes hangs.
+    /// struct Lookup;
+    ///
+    /// impl Handler for Lookup {
+    ///     type Input = String;
+    ///     type Output = String;
+    ///     async fn handle(&self, name: String, _ctx: Context) -> Result<String, HandlerError> {
+    ///         tokio::time::sleep(Duration::from_secs(3600)).await; // today it hangs
+    ///         Ok(name)
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let router = Router::new()
+    ///     .route("user.lookup", Lookup)
+    ///     .route("echo", courier::demo::Echo)
+    ///     .route_layer("user.lookup", TimeoutLayer::new(Duration::from_millis(20)));
+    ///
+    /// let lookup = router.get("user.lookup").unwrap();
+    /// let err = lookup.call("ada".into(), Context::for_test("user.lookup")).await.unwrap_err();
+    /// let RouteError::Handler(e) = err else { panic!("not a handler error: {err}") };
+    /// assert_eq!((e.code.as_str(), e.retryable), (TIMEOUT, true));
+    ///
+    /// // The other command type has no timeout.
+    /// let echo = router.get("echo").unwrap();
+    /// assert!(echo.call("hi".into(), Context::for_test("echo")).await.is_ok());
+    /// # }
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If no route for `command_type` is registered yet: a layer meant for a command
+    /// type must not silently fall away over a typo or the order of the calls.
+    pub fn route_layer<L>(mut self, command_type: &str, layer: L) -> Self
+    where
+        L: Layer<RouteService>,
+        L::Service: Service<Call, Response = Value> + Clone + Send + 'static,
+        <L::Service as Service<Call>>::Error: Into<BoxError>,
+        <L::Service as Service<Call>>::Future: Send + 'static,
+    {
+        let Some(route) = self.routes.remove(command_type) else {
+            panic!("Router::route_layer: no route for command type {command_type:?} (register it first)");
+        };
+        self.routes.insert(command_type.to_string(), route.layered(layer));
+        self
+    }
+
+    /// The route for `command_type`, if one is registered.
     pub fn get(&self, command_type: &str) -> Option<&Route> {
         self.routes.get(command_type)
     }
@@ -194,7 +175,89 @@ impl Router {
         self.routes.iter().map(|(k, v)| (k.as_str(), v))
     }
 
+    /// Whether no command type is registered (a worker refuses to start so).
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use serde_json::json;
+    use tower::limit::{ConcurrencyLimitLayer, RateLimitLayer};
+    use tower::timeout::TimeoutLayer;
+
+    use super::test_handlers::{Outcome, Scripted};
+    use super::*;
+
+    fn two_routes() -> Router {
+        Router::new().route("a", Scripted::default()).route("b", Scripted::default())
+    }
+
+    async fn hang(router: &Router, command_type: &str) -> Result<Value, RouteError> {
+        router.get(command_type).unwrap().call(json!(Outcome::Hang), Context::for_test(command_type)).await
+    }
+
+    fn timed_out(result: Result<Value, RouteError>) -> bool {
+        matches!(result, Err(RouteError::Handler(e)) if e.code == TIMEOUT)
+    }
+
+    #[tokio::test]
+    async fn layer_wraps_every_route_registered_so_far() {
+        let router = two_routes().layer(TimeoutLayer::new(Duration::from_millis(1))).route("later", Scripted::default());
+        assert!(timed_out(hang(&router, "a").await));
+        assert!(timed_out(hang(&router, "b").await));
+        let later = router.get("later").unwrap().call(json!(Outcome::Hang), Context::for_test("later"));
+        assert!(tokio::time::timeout(Duration::from_millis(20), later).await.is_err(), "added after the layer");
+    }
+
+    #[tokio::test]
+    async fn route_layer_wraps_one_route() {
+        let router = two_routes().route_layer("a", TimeoutLayer::new(Duration::from_millis(1)));
+        assert!(timed_out(hang(&router, "a").await));
+        let b = router.get("b").unwrap().call(json!(Outcome::Hang), Context::for_test("b"));
+        assert!(tokio::time::timeout(Duration::from_millis(20), b).await.is_err(), "b has no timeout");
+    }
+
+    #[test]
+    #[should_panic(expected = "no route for command type \"c\"")]
+    fn route_layer_on_an_unknown_type_panics() {
+        let _ = two_routes().route_layer("c", TimeoutLayer::new(Duration::from_millis(1)));
+    }
+
+    #[tokio::test]
+    async fn a_concurrency_limit_holds_the_second_call_until_the_first_returns() {
+        let handler = Scripted::default();
+        let router = Router::new().route("a", handler.clone()).layer(ConcurrencyLimitLayer::new(1));
+        let route = router.get("a").unwrap();
+        let (first_ctx, second_ctx) = (Context::for_test("a"), Context::for_test("a"));
+        let (first_token, second_token) = (first_ctx.cancel.clone(), second_ctx.cancel.clone());
+        let mut first = route.call(json!(Outcome::Hang), first_ctx);
+        let mut second = route.call(json!(Outcome::Hang), second_ctx);
+        assert!(futures::poll!(&mut first).is_pending());
+        second_token.cancel(); // would let it return at once, if it ran
+        assert!(futures::poll!(&mut second).is_pending());
+        assert_eq!(handler.started(), 1, "the second call waits for the permit");
+        first_token.cancel();
+        assert_eq!(first.await.unwrap(), json!("a"));
+        assert_eq!(second.await.unwrap(), json!("a"));
+        assert_eq!(handler.started(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_rate_limit_fits_behind_a_buffer() {
+        // RateLimit is not Clone, so it goes in together with the buffer that is.
+        let handler = Scripted::default();
+        let limited = tower::ServiceBuilder::new()
+            .layer(tower::buffer::BufferLayer::new(8))
+            .layer(RateLimitLayer::new(1, Duration::from_secs(3600)));
+        let router = Router::new().route("a", handler.clone()).layer(limited);
+        let route = router.get("a").unwrap();
+        assert_eq!(route.call(json!(Outcome::Succeed), Context::for_test("a")).await.unwrap(), json!("a"));
+        let second = route.call(json!(Outcome::Succeed), Context::for_test("a"));
+        assert!(tokio::time::timeout(Duration::from_millis(50), second).await.is_err(), "one call an hour");
+        assert_eq!(handler.started(), 1);
     }
 }

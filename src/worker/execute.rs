@@ -22,7 +22,7 @@ use super::outcome::{dead_letter, publish_final, retry_or_fail, Durable, Final, 
 use super::{Record, Shared};
 use crate::envelope::{Command, DecodeError, ErrorInfo, Progress, State, Timing};
 use crate::publish::Outgoing;
-use crate::router::{Context, HandlerError, HandlerFuture, ProgressSink, Route};
+use crate::router::{Context, HandlerError, HandlerFuture, ProgressSink, Route, RouteError};
 
 /// How long a handler gets to return after its token fires before it is dropped.
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
@@ -178,11 +178,11 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         .observe(started.elapsed().as_secs_f64());
     match ran {
         Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, Final::completed(value, timing)).await,
-        Ran::Returned(Ok(Err(e))) if e.code == "invalid_payload" => {
-            dead_letter(shared, record, "schema_violation", &e.message, Some(command), None).await
+        Ran::Returned(Ok(Err(RouteError::InvalidInput(why)))) => {
+            dead_letter(shared, record, "schema_violation", &why, Some(command), None).await
         }
-        Ran::Returned(Ok(Err(e))) if e.retryable => retry_or_fail(shared, record, command, e).await,
-        Ran::Returned(Ok(Err(e))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing)).await,
+        Ran::Returned(Ok(Err(RouteError::Handler(e)))) if e.retryable => retry_or_fail(shared, record, command, e).await,
+        Ran::Returned(Ok(Err(RouteError::Handler(e)))) => publish_final(shared, record, command, Final::error(State::Failed, e.into_info(), timing)).await,
         Ran::Returned(Err(panic)) => {
             let msg = format!("handler panicked: {}", crate::supervise::panic_text(panic.as_ref()));
             tracing::error!(message = %msg);
@@ -231,7 +231,7 @@ async fn wait_for(
 type HandlerRun = futures::future::CatchUnwind<AssertUnwindSafe<HandlerFuture>>;
 
 enum Ran {
-    Returned(Result<Result<Value, HandlerError>, Box<dyn std::any::Any + Send>>),
+    Returned(Result<Result<Value, RouteError>, Box<dyn std::any::Any + Send>>),
     DeadlinePassed,
     Cancelled,
     Stopped,
