@@ -12,10 +12,11 @@
 //! the JSON result, so any tower layer fits around a handler: a timeout, a
 //! concurrency or rate limit, tracing, your own. [`Router::layer`] wraps every route
 //! registered so far, [`Router::route_layer`] one route; a later layer wraps the
-//! earlier ones. One call, outside in:
+//! earlier ones. The worker adds one more, outermost: Courier's `handler_seconds`
+//! metric. One call, outside in:
 //!
 //! ```text
-//! worker (admission, deadline, cancel, panic) -> your layers
+//! worker (admission, deadline, cancel, panic) -> handler_seconds -> your layers
 //!     -> decode the payload -> Handler::handle -> encode the output
 //! ```
 //!
@@ -47,11 +48,13 @@
 
 mod context;
 mod handler;
+mod metrics;
 mod route;
 #[cfg(test)]
 mod test_handlers;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use tower::{BoxError, Layer, Service};
@@ -163,6 +166,12 @@ impl Router {
         };
         self.routes.insert(command_type.to_string(), route.layered(layer));
         self
+    }
+
+    /// Every route wrapped in Courier's handler metric, outermost, so it times the
+    /// user's layers too. The worker calls this once it has the router.
+    pub(crate) fn instrumented(self, metrics: Arc<crate::metrics::Metrics>) -> Router {
+        self.layer(metrics::HandlerMetricsLayer::new(metrics))
     }
 
     /// The route for `command_type`, if one is registered.

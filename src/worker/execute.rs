@@ -161,6 +161,9 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
             ran
         }
     };
+    // Dropped now, not after publishing: a handler's layers let go of what they
+    // hold (a concurrency permit), and handler_seconds is observed at this point.
+    drop(handler);
     shared.unregister_running(&command.id);
     if stop.is_cancelled() && !matches!(ran, Ran::Returned(Ok(Ok(_)))) {
         // The partition is going away (revoke, or shutdown past its grace): a handler
@@ -171,11 +174,6 @@ async fn run_handler(shared: &Arc<Shared>, record: &Record, command: &Arc<Comman
         return Processed::Abandoned;
     }
     timing.execution_ms = started.elapsed().as_millis() as u64;
-    shared
-        .metrics
-        .handler_seconds
-        .get_or_create(&vec![("command_type".into(), command.command_type.clone())])
-        .observe(started.elapsed().as_secs_f64());
     match ran {
         Ran::Returned(Ok(Ok(value))) => publish_final(shared, record, command, Final::completed(value, timing)).await,
         Ran::Returned(Ok(Err(RouteError::InvalidInput(why)))) => {
