@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use schemars::Schema;
 use serde_json::Value;
@@ -89,7 +89,7 @@ pub struct Route {
 impl Route {
     pub(super) fn new<H: Handler>(handler: H, description: String) -> Self {
         Route {
-            service: Locked(Mutex::new(RouteService::new(Typed(std::sync::Arc::new(handler))))),
+            service: Locked(Mutex::new(RouteService::new(Typed(Arc::new(handler))))),
             decodes: decodes_as::<H::Input>,
             input_schema: schemars::schema_for!(H::Input),
             output_schema: schemars::schema_for!(H::Output),
@@ -110,9 +110,11 @@ impl Route {
         Route { service: Locked(Mutex::new(service)), ..self }
     }
 
-    /// Runs the command through the route's layers and handler. Each call drives its
-    /// own clone of the service (`oneshot`: ready, then call), as tower expects;
-    /// clones share a layer's state, so a concurrency limit counts every call.
+    /// Runs the command through the route's layers and handler: what the worker
+    /// calls, and what a test can call with [`Context::for_test`]. Each call drives
+    /// its own clone of the service (`oneshot`: ready, then call), as tower expects;
+    /// clones share a layer's state, so a concurrency limit counts every call. A
+    /// handler that returns at once is done on the future's first poll.
     pub fn call(&self, input: Value, ctx: Context) -> HandlerFuture {
         let service = self.service.get();
         Box::pin(async move { service.oneshot(Call { input, ctx }).await.map_err(RouteError::from_layers) })
