@@ -65,7 +65,7 @@ pub mod worker;
 pub use client::{Client, ClientError};
 pub use envelope::{Command, NewCommand, ResultEvent, State};
 pub use kafka::KafkaArgs;
-pub use router::{Context, Handler, HandlerError, Router};
+pub use router::{Context, Handler, HandlerError, RouteError, Router};
 pub use worker::{Ordering, Worker, WorkerConfig, WorkerError};
 
 /// Compiles the README's examples as doc tests, so the documented handler stays true.

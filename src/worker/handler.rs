@@ -66,6 +66,9 @@ pub(crate) async fn run(
             ran
         }
     };
+    // Dropped now, not after publishing: the route's layers let go of what they hold
+    // (a concurrency permit), and handler_seconds is observed at this point.
+    drop(handler);
     shared.unregister_running(&command.id);
     (ran, started.elapsed())
 }

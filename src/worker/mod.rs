@@ -68,6 +68,7 @@ impl Worker {
         if router.is_empty() {
             return Err(WorkerError::NoRoutes);
         }
+        let router = router.instrumented(metrics.clone());
         let worker_id = config.worker_id.clone().unwrap_or_else(default_worker_id);
         let config_capacity = config.dedupe_capacity;
         let publisher = Publisher::new(&config.kafka)?;
