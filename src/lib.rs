@@ -53,6 +53,7 @@ pub mod gateway;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub(crate) mod offsets;
 pub mod publish;
 pub mod retry;
 pub mod router;

@@ -28,7 +28,7 @@ use crate::envelope::is_final_record;
 use crate::kafka::KafkaSetupError;
 use crate::publish::PublishError;
 use crate::retry::{assignment, TierHold};
-use crate::worker::ledger::{Lane, Ledger};
+use crate::offsets::{Lane, Ledger};
 
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 const CHECK_ASSIGNMENT_EVERY: Duration = Duration::from_millis(250);

@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::{run_lane, settle};
-use super::ledger::Entry;
 use super::outcome::{Acking, Processed};
 use super::{Record, Shared};
+use crate::offsets::Entry;
 
 /// A record whose final outputs are enqueued and not yet acknowledged.
 pub(crate) struct AckJob {

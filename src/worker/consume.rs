@@ -20,11 +20,11 @@ use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::execute::run_lane;
-use super::ledger::{Lane, Tp};
 use super::sink::Sink;
 use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
 use crate::kafka::{set_default, set_fetch_defaults};
+use crate::offsets::{Lane, Tp};
 
 /// Main-queue wait when no partition queue had records: bounds pickup latency.
 const IDLE_POLL: Duration = Duration::from_millis(2);

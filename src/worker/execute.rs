@@ -17,10 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
 use super::acks::AckJob;
-use super::ledger::Entry;
 use super::outcome::{dead_letter, publish_final, retry_or_fail, Durable, Final, Processed};
 use super::{Record, Shared};
 use crate::envelope::{Command, DecodeError, ErrorInfo, Progress, State, Timing};
+use crate::offsets::Entry;
 use crate::publish::Outgoing;
 use crate::router::{Context, HandlerError, HandlerFuture, ProgressSink, Route};
 

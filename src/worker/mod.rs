@@ -28,7 +28,6 @@ mod acks;
 mod consume;
 mod execute;
 mod followers;
-pub mod ledger;
 mod outcome;
 mod sink;
 mod txn;
@@ -52,8 +51,8 @@ use followers::RecentIds;
 use sink::Sink;
 use crate::router::Router;
 use crate::topics::Topics;
-pub use ledger::Ordering;
-use ledger::{Ledger, Tp};
+pub use crate::offsets::Ordering;
+use crate::offsets::{Ledger, Tp};
 
 /// Why a worker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
-use super::ledger::Tp;
 use super::txn::Outbox;
+use crate::offsets::Tp;
 use crate::publish::{Acks, Outgoing, PublishError, Publisher};
 
 #[derive(Clone)]

@@ -21,7 +21,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::{FutureProducer, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::ledger::Tp;
+use crate::offsets::Tp;
 use crate::publish::Outgoing;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);

@@ -196,6 +196,7 @@ impl<J> Ledger<J> {
     }
 
     /// Lanes currently parked for a retry.
+    #[cfg(test)]
     pub fn parked(&self) -> usize {
         self.lanes.values().filter(|s| s.parked.is_some()).count()
     }
