@@ -67,7 +67,7 @@ pub use client::{Client, ClientError};
 pub use envelope::{Command, NewCommand, ResultEvent, State};
 pub use kafka::KafkaArgs;
 pub use router::{Context, Handler, HandlerError, Router};
-pub use worker::{Ordering, Worker, WorkerConfig, WorkerError};
+pub use worker::{OrderBy, Worker, WorkerConfig, WorkerError};
 
 /// Compiles the README's examples as doc tests, so the documented handler stays true.
 #[cfg(doctest)]

@@ -19,7 +19,7 @@ pub type Tp = (String, i32);
 
 /// How records are serialized before they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Ordering {
+pub enum OrderBy {
     /// Same key: one at a time, in order. Different keys: concurrently.
     #[default]
     Key,
@@ -39,11 +39,11 @@ pub enum Lane {
 }
 
 impl Lane {
-    pub fn for_record(ordering: Ordering, tp: &Tp, key: Option<&[u8]>) -> Lane {
+    pub fn for_record(ordering: OrderBy, tp: &Tp, key: Option<&[u8]>) -> Lane {
         match (ordering, key) {
-            (Ordering::Key, Some(k)) => Lane::Key(tp.clone(), k.to_vec()),
-            (Ordering::Key, None) | (Ordering::None, _) => Lane::Free,
-            (Ordering::Partition, _) => Lane::Partition(tp.clone()),
+            (OrderBy::Key, Some(k)) => Lane::Key(tp.clone(), k.to_vec()),
+            (OrderBy::Key, None) | (OrderBy::None, _) => Lane::Free,
+            (OrderBy::Partition, _) => Lane::Partition(tp.clone()),
         }
     }
 }
@@ -344,9 +344,9 @@ mod tests {
     fn partition_ordering_is_one_at_a_time() {
         let mut l = Ledger::new();
         l.assign(tp(0));
-        let lane = Lane::for_record(Ordering::Partition, &tp(0), Some(b"x"));
+        let lane = Lane::for_record(OrderBy::Partition, &tp(0), Some(b"x"));
         let first = l.admit(tp(0), 0, lane.clone(), None, 0).unwrap().unwrap();
-        assert!(l.admit(tp(0), 1, Lane::for_record(Ordering::Partition, &tp(0), Some(b"y")), None, 1).unwrap().is_none());
+        assert!(l.admit(tp(0), 1, Lane::for_record(OrderBy::Partition, &tp(0), Some(b"y")), None, 1).unwrap().is_none());
         assert_eq!(l.finish(&tp(0), 0, first.epoch, &lane, None).unwrap().job, 1);
     }
 

@@ -5,5 +5,5 @@
 
 pub(crate) mod ledger;
 
-pub use ledger::Ordering;
+pub use ledger::OrderBy;
 pub(crate) use ledger::{Entry, Lane, Ledger, Tp};

@@ -51,7 +51,7 @@ use followers::RecentIds;
 use sink::Sink;
 use crate::router::Router;
 use crate::topics::Topics;
-pub use crate::offsets::Ordering;
+pub use crate::offsets::OrderBy;
 use crate::offsets::{Ledger, Tp};
 
 /// Why a worker could not start or stopped abnormally.
@@ -84,8 +84,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "COURIER_MAX_IN_FLIGHT", default_value_t = 1024)]
     pub max_in_flight: usize,
     /// Which commands must wait for each other: same key, same partition, or none.
-    #[arg(long, env = "COURIER_ORDERING", value_enum, default_value_t = Ordering::Key)]
-    pub ordering: Ordering,
+    #[arg(long, env = "COURIER_ORDERING", value_enum, default_value_t = OrderBy::Key)]
+    pub ordering: OrderBy,
     /// On shutdown or revoke: how long running handlers get to finish.
     #[arg(long, env = "COURIER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = "20s")]
     pub shutdown_grace: Duration,
@@ -123,7 +123,7 @@ impl WorkerConfig {
             kafka: KafkaArgs::new(bootstrap, "courier"),
             group_id: "courier-workers".into(),
             max_in_flight: 1024,
-            ordering: Ordering::Key,
+            ordering: OrderBy::Key,
             shutdown_grace: Duration::from_secs(20),
             max_message_bytes: 1_000_000,
             metrics_addr: None,
