@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::duration::{format_duration, parse_duration};
 use crate::envelope::{header_names as h, rfc3339, HeaderMap};
-use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::kafka::{KafkaArgs, KafkaSetupError, TopicPartition};
 use crate::publish::{Outgoing, Publisher};
 use crate::topics::Topics;
 
@@ -168,13 +168,13 @@ pub fn run_relay(
 /// dispatcher's retry tiers; what "going on" means is the caller's.
 #[derive(Default)]
 pub struct TierHold {
-    held: HashMap<(String, i32), VecDeque<OwnedMessage>>,
+    held: HashMap<TopicPartition, VecDeque<OwnedMessage>>,
 }
 
 impl TierHold {
     /// Holds a polled tier record behind the earlier ones of its partition.
     pub fn hold(&mut self, consumer: &BaseConsumer, m: OwnedMessage) {
-        let tp = (m.topic().to_string(), m.partition());
+        let tp = TopicPartition::of(&m);
         let queue = self.held.entry(tp.clone()).or_default();
         if queue.is_empty() {
             pause(consumer, &tp, true);
@@ -184,7 +184,7 @@ impl TierHold {
 
     /// Drops what is held for partitions no longer assigned: their next owner reads
     /// those records again from the committed offset.
-    pub fn keep_assigned(&mut self, assigned: &[(String, i32)]) {
+    pub fn keep_assigned(&mut self, assigned: &[TopicPartition]) {
         self.held.retain(|tp, _| assigned.contains(tp));
     }
 
@@ -213,16 +213,16 @@ impl TierHold {
 }
 
 /// The partitions a consumer holds now.
-pub fn assignment(consumer: &BaseConsumer) -> Vec<(String, i32)> {
+pub fn assignment(consumer: &BaseConsumer) -> Vec<TopicPartition> {
     consumer
         .assignment()
-        .map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
+        .map(|a| a.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect())
         .unwrap_or_default()
 }
 
-fn pause(consumer: &BaseConsumer, tp: &(String, i32), on: bool) {
+fn pause(consumer: &BaseConsumer, tp: &TopicPartition, on: bool) {
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&tp.0, tp.1);
+    tpl.add_partition(&tp.topic, tp.partition);
     let r = if on { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
     if let Err(e) = r {
         tracing::debug!(error = %e, "tier pause/resume");

@@ -6,4 +6,4 @@
 pub(crate) mod ledger;
 
 pub use ledger::OrderBy;
-pub(crate) use ledger::{Entry, Lane, Ledger, Tp};
+pub(crate) use ledger::{Entry, Lane, Ledger};

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{outcome, Context, WebhookError};
 use crate::envelope::is_final_record;
-use crate::kafka::KafkaSetupError;
+use crate::kafka::{KafkaSetupError, TopicPartition};
 use crate::publish::PublishError;
 use crate::retry::{assignment, TierHold};
 use crate::offsets::{Lane, Ledger};
@@ -69,7 +69,7 @@ fn lock(ledger: &Mutex<Ledger<()>>) -> MutexGuard<'_, Ledger<()>> {
 
 impl Tasks {
     fn start(&self, m: OwnedMessage) {
-        let tp = (m.topic().to_string(), m.partition());
+        let tp = TopicPartition::of(&m);
         let from_results = m.topic() == self.ctx.topics.results;
         let entry = {
             let mut ledger = lock(&self.ledger);
@@ -185,8 +185,8 @@ fn commit(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, mode: CommitMode)
         return;
     }
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in &points {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    for (tp, offset) in &points {
+        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
     }
     tracing::debug!(?points, "committing webhook offsets");
     if let Err(e) = consumer.commit(&tpl, mode) {

@@ -39,7 +39,7 @@ impl AckQueue {
         if let Err(mpsc::error::SendError(job)) = self.0.send(job) {
             // Only after the collector stopped, i.e. the worker is exiting: the record
             // is not committed and the next owner runs it.
-            tracing::debug!(partition = job.entry.tp.1, offset = job.entry.offset, "worker stopping; acknowledgement not awaited");
+            tracing::debug!(partition = job.entry.tp.partition, offset = job.entry.offset, "worker stopping; acknowledgement not awaited");
         }
     }
 }

@@ -23,8 +23,8 @@ use super::execute::run_lane;
 use super::sink::Sink;
 use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
-use crate::kafka::{set_default, set_fetch_defaults};
-use crate::offsets::{Lane, Tp};
+use crate::kafka::{set_default, set_fetch_defaults, TopicPartition};
+use crate::offsets::Lane;
 
 /// Main-queue wait when no partition queue had records: bounds pickup latency.
 const IDLE_POLL: Duration = Duration::from_millis(2);
@@ -42,7 +42,7 @@ const ABANDON_WAIT: Duration = Duration::from_secs(6);
 pub(super) struct WorkerContext {
     shared: Arc<Shared>,
     /// One token per assigned partition; cancelling it abandons that partition's work.
-    tokens: Mutex<HashMap<Tp, CancellationToken>>,
+    tokens: Mutex<HashMap<TopicPartition, CancellationToken>>,
     /// Parent of every partition token: cancelled only to abandon everything, after
     /// the grace period (shutdown itself is a separate signal, so handlers first
     /// get their grace period).
@@ -87,13 +87,13 @@ impl ConsumerContext for WorkerContext {
         // A commit can succeed as a whole and still fail for some partitions (during a
         // rebalance, say): each element carries its own error. A partition whose commit
         // did not take is committed again next round, or its progress would be lost.
-        let failed: Vec<Tp> = match &result {
+        let failed: Vec<TopicPartition> = match &result {
             Err(_) => tpl_to_vec(offsets),
             Ok(()) => offsets
                 .elements()
                 .iter()
                 .filter(|e| e.error().is_err())
-                .map(|e| (e.topic().to_string(), e.partition()))
+                .map(|e| TopicPartition::new(e.topic(), e.partition()))
                 .collect(),
         };
         if failed.is_empty() {
@@ -112,13 +112,13 @@ impl ConsumerContext for WorkerContext {
 }
 
 impl WorkerContext {
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<Tp, CancellationToken>> {
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, CancellationToken>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Lets go of partitions: drop queued work, wait (within the grace period) for
     /// running work, abandon what is left, commit what finished, forget them.
-    fn drain(&self, consumer: &BaseConsumer<Self>, tps: &[Tp]) {
+    fn drain(&self, consumer: &BaseConsumer<Self>, tps: &[TopicPartition]) {
         let shared = &self.shared;
         let mut ledger = shared.lock_ledger();
         let dropped = ledger.drop_queued(tps);
@@ -159,7 +159,7 @@ impl WorkerContext {
 fn wait_until_idle<'a>(
     shared: &'a Shared,
     mut ledger: std::sync::MutexGuard<'a, super::Ledger<Record>>,
-    tps: &[Tp],
+    tps: &[TopicPartition],
     until: Instant,
 ) -> std::sync::MutexGuard<'a, super::Ledger<Record>> {
     while ledger.running_in(tps) > 0 {
@@ -175,14 +175,14 @@ fn wait_until_idle<'a>(
     ledger
 }
 
-fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
+fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
+    tpl.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect()
 }
 
-fn commit_list(commits: &[(Tp, i64)]) -> TopicPartitionList {
+fn commit_list(commits: &[(TopicPartition, i64)]) -> TopicPartitionList {
     let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in commits {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
+    for (tp, offset) in commits {
+        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
     }
     tpl
 }
@@ -202,7 +202,7 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
     consumer
         .subscribe(&[shared.topics.commands.as_str()])
         .map_err(|e| WorkerError::Setup(e.into()))?;
-    let mut queues: Vec<(Tp, PartitionQueue<WorkerContext>)> = Vec::new();
+    let mut queues: Vec<(TopicPartition, PartitionQueue<WorkerContext>)> = Vec::new();
     let mut last_commit = Instant::now();
     let mut last_refresh = Instant::now();
     let mut busy = false;
@@ -243,14 +243,14 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
 /// Gives every assigned partition its own queue, so the worker can stop taking
 /// records (at its in-flight bound) without pausing partitions: librdkafka keeps a
 /// bounded prefetch per partition, and nothing is thrown away and fetched again.
-fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(Tp, PartitionQueue<WorkerContext>)> {
+fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(TopicPartition, PartitionQueue<WorkerContext>)> {
     let Ok(assignment) = consumer.assignment() else { return Vec::new() };
     assignment
         .elements()
         .iter()
         .filter_map(|e| {
             let q = consumer.split_partition_queue(e.topic(), e.partition())?;
-            Some(((e.topic().to_string(), e.partition()), q))
+            Some((TopicPartition::new(e.topic(), e.partition()), q))
         })
         .collect()
 }
@@ -261,7 +261,7 @@ fn take_from_queues(
     shared: &Arc<Shared>,
     consumer: &BaseConsumer<WorkerContext>,
     runtime: &tokio::runtime::Handle,
-    queues: &[(Tp, PartitionQueue<WorkerContext>)],
+    queues: &[(TopicPartition, PartitionQueue<WorkerContext>)],
 ) -> bool {
     let mut admitted = false;
     for (_, queue) in queues {
@@ -311,7 +311,7 @@ fn consumer_config(shared: &Shared) -> Result<rdkafka::ClientConfig, WorkerError
 }
 
 fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: &tokio::runtime::Handle, msg: &rdkafka::message::BorrowedMessage<'_>) {
-    let tp: Tp = (msg.topic().to_string(), msg.partition());
+    let tp = TopicPartition::of(msg);
     let Some(stop) = consumer.context().lock_tokens().get(&tp).cloned() else {
         tracing::debug!(?tp, "record for an unassigned partition ignored");
         return;
@@ -351,8 +351,8 @@ fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: C
 /// Commits offsets: a plain group commit, or, in exactly-once mode, a transaction
 /// carrying the outputs of the records the offsets pass. On failure the ledger
 /// forgets the commit so the next round retries it.
-fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(Tp, i64)>, mode: CommitMode) {
-    let tps: Vec<Tp> = commits.iter().map(|(tp, _)| tp.clone()).collect();
+fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(TopicPartition, i64)>, mode: CommitMode) {
+    let tps: Vec<TopicPartition> = commits.iter().map(|(tp, _)| tp.clone()).collect();
     let commits_seen = commits.clone();
     let result = match &shared.sink {
         Sink::Direct(_) if commits.is_empty() => return,

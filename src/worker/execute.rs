@@ -30,7 +30,7 @@ const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// Runs `entry` and then every record queued behind it in its lane.
 pub(super) async fn run_lane(shared: Arc<Shared>, mut entry: Entry<Record>) {
     loop {
-        let span = info_span!("command", partition = entry.tp.1, offset = entry.offset, id = tracing::field::Empty);
+        let span = info_span!("command", partition = entry.tp.partition, offset = entry.offset, id = tracing::field::Empty);
         let outcome = process_guarded(&shared, &entry.job).instrument(span).await;
         match settle(&shared, entry, outcome) {
             Some(n) => entry = n,

@@ -43,7 +43,7 @@ use uuid::Uuid;
 
 use crate::duration::parse_duration;
 use crate::envelope::{Command, ErrorInfo, HeaderMap, OperationSnapshot, ResultData, ResultEvent, State, Timing};
-use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::kafka::{KafkaArgs, KafkaSetupError, TopicPartition};
 use crate::metrics::Metrics;
 use crate::publish::{Outgoing, Publisher};
 use crate::retry::RetryPolicy;
@@ -52,7 +52,7 @@ use sink::Sink;
 use crate::router::Router;
 use crate::topics::Topics;
 pub use crate::offsets::OrderBy;
-use crate::offsets::{Ledger, Tp};
+use crate::offsets::Ledger;
 
 /// Why a worker could not start or stopped abnormally.
 #[derive(Debug, thiserror::Error)]
@@ -155,7 +155,7 @@ impl WorkerConfig {
 /// A consumed record, owned, with the token that stops its processing.
 #[derive(Debug)]
 pub(crate) struct Record {
-    pub tp: Tp,
+    pub tp: TopicPartition,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,

@@ -161,7 +161,7 @@ pub(super) async fn retry_or_fail(shared: &Shared, record: &Record, command: &Co
         return dead_letter(shared, record, "retries_exhausted", &msg, Some(command), Some(e.into_info())).await;
     }
     let failed = FailedRecord {
-        partition: record.tp.1,
+        partition: record.tp.partition,
         key: record.key.as_deref(),
         value: record.value.as_deref(),
         headers: &record.headers,
@@ -199,7 +199,7 @@ pub(super) async fn dead_letter(
 ) -> Processed {
     tracing::warn!(reason, message = %crate::envelope::bounds::truncate(message, 512), "dead-lettering record");
     let attempts = command.map(|c| c.attempt).unwrap_or(1);
-    let mut letter = DeadLetter::new(&record.tp.0, record.tp.1, record.offset, reason, message, attempts);
+    let mut letter = DeadLetter::new(&record.tp.topic, record.tp.partition, record.offset, reason, message, attempts);
     if let Some(first) = record.headers.get_str(retry_headers::FIRST_FAILURE).ok().flatten() {
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(first) {
             letter.first_failure = t.with_timezone(&chrono::Utc);
@@ -238,7 +238,7 @@ async fn send_letter(shared: &Shared, record: &Record, letter: &DeadLetter) -> O
             Ok(()) => break Some(Durable(())),
             Err(PublishError::Abandoned { .. }) => break None,
             Err(PublishError::Kafka { topic, source }) => {
-                tracing::error!(%topic, error = %source, ?backoff, partition = record.tp.1, offset = record.offset,
+                tracing::error!(%topic, error = %source, ?backoff, partition = record.tp.partition, offset = record.offset,
                     "not even a minimal dead letter could be written; the record is held and retried");
             }
         }

@@ -8,7 +8,7 @@ use rdkafka::producer::FutureProducer;
 use tokio_util::sync::CancellationToken;
 
 use super::txn::Outbox;
-use crate::offsets::Tp;
+use crate::kafka::TopicPartition;
 use crate::publish::{Acks, Outgoing, PublishError, Publisher};
 
 #[derive(Clone)]
@@ -30,7 +30,7 @@ impl Sink {
     /// Direct: enqueued, with the acknowledgements the record must still wait for
     /// before it counts as finished. Transactional: into the outbox (`None`: nothing
     /// to wait for; the commit's transaction carries them).
-    pub async fn emit_deferred(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
+    pub async fn emit_deferred(&self, tp: &TopicPartition, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
         match self {
             Sink::Direct(p) => Some(p.enqueue_all(outs).await),
             Sink::Transactional { outbox, .. } => {
@@ -43,7 +43,7 @@ impl Sink {
     /// The outputs that finish record `offset` of `tp`. Direct: returns once all are
     /// acknowledged. Transactional: returns at once; they are produced in the
     /// transaction that commits the offset past this record.
-    pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>, stop: &CancellationToken) -> Result<(), PublishError> {
+    pub async fn emit(&self, tp: &TopicPartition, offset: i64, outs: Vec<Outgoing>, stop: &CancellationToken) -> Result<(), PublishError> {
         match self {
             Sink::Direct(p) => p.send_all_acked(outs, stop).await,
             Sink::Transactional { outbox, .. } => {
