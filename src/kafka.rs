@@ -4,9 +4,13 @@
 //! instead of wrapping each one, so TLS, SASL and tuning work the way librdkafka
 //! documents them.
 
+mod partitions;
+
 use std::fmt;
 
 use rdkafka::ClientConfig;
+
+pub(crate) use partitions::{assignment, partitions_in, set_paused};
 
 /// The environment variable holding extra librdkafka properties, comma-separated.
 pub const KAFKA_OPTS_ENV: &str = "COURIER_KAFKA_OPTS";

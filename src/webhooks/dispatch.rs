@@ -8,9 +8,9 @@
 //! `max_in_flight`, so one slow endpoint never holds up the others; when all slots
 //! are taken the thread waits for one (that is the backpressure).
 //!
-//! Completion is out of order, so commits use the worker's [`Ledger`] (every record
-//! in a free lane): the committed offset of a partition is its lowest unfinished
-//! record. On shutdown the thread stops reading, gives running deliveries the grace
+//! Completion is out of order, so commits use the [`Ledger`] the worker uses too
+//! (every record in a free lane): the committed offset of a partition is its lowest
+//! unfinished record. On shutdown the thread stops reading, gives running deliveries the grace
 //! period, commits what finished, and leaves; anything unfinished is read again by
 //! the next owner.
 
@@ -25,10 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{outcome, Context, WebhookError};
 use crate::envelope::is_final_record;
-use crate::kafka::{KafkaSetupError, TopicPartition};
+use crate::kafka::{assignment, KafkaSetupError, TopicPartition};
 use crate::publish::PublishError;
-use crate::retry::{assignment, TierHold};
-use crate::offsets::{Lane, Ledger};
+use crate::offsets::{Lane, Ledger, TierHold};
+use crate::retry::{hold_record, release_due};
 
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
 const CHECK_ASSIGNMENT_EVERY: Duration = Duration::from_millis(250);
@@ -141,11 +141,11 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
     while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.topic() == tasks.ctx.topics.results => tasks.start(m.detach()),
-            Some(Ok(m)) => hold.hold(&consumer, m.detach()),
+            Some(Ok(m)) => hold_record(&consumer, &mut hold, m.detach()),
             Some(Err(e)) => tracing::warn!(error = %e, "webhook consumer error"),
             None => {}
         }
-        hold.release_due(&consumer, |head, _| {
+        release_due(&consumer, &mut hold, |head, _| {
             tasks.start(head.clone());
             true
         });
@@ -169,7 +169,7 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
 
 /// Forgets partitions this consumer no longer holds (their stragglers are ignored by
 /// the ledger's epochs; what is held for them is dropped, to be read by the new owner).
-fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold) {
+fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold<OwnedMessage>) {
     let now = assignment(consumer);
     let mut ledger = lock(ledger);
     let gone: Vec<_> = ledger.assigned().into_iter().filter(|tp| !now.contains(tp)).collect();

@@ -23,7 +23,7 @@ use super::execute::run_lane;
 use super::sink::Sink;
 use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
-use crate::kafka::{set_default, set_fetch_defaults, TopicPartition};
+use crate::kafka::{partitions_in, set_default, set_fetch_defaults, TopicPartition};
 use crate::offsets::Lane;
 
 /// Main-queue wait when no partition queue had records: bounds pickup latency.
@@ -59,7 +59,7 @@ impl ClientContext for WorkerContext {}
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let tps = tpl_to_vec(tpl);
+            let tps = partitions_in(tpl);
             tracing::info!(partitions = ?tps, "partitions revoked; draining");
             self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "revoke".into())]).inc();
             self.drain(consumer, &tps);
@@ -68,7 +68,7 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let tps = tpl_to_vec(tpl);
+            let tps = partitions_in(tpl);
             tracing::info!(partitions = ?tps, "partitions assigned");
             self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "assign".into())]).inc();
             let mut ledger = self.shared.lock_ledger();
@@ -88,7 +88,7 @@ impl ConsumerContext for WorkerContext {
         // rebalance, say): each element carries its own error. A partition whose commit
         // did not take is committed again next round, or its progress would be lost.
         let failed: Vec<TopicPartition> = match &result {
-            Err(_) => tpl_to_vec(offsets),
+            Err(_) => partitions_in(offsets),
             Ok(()) => offsets
                 .elements()
                 .iter()
@@ -173,10 +173,6 @@ fn wait_until_idle<'a>(
         };
     }
     ledger
-}
-
-fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<TopicPartition> {
-    tpl.elements().iter().map(|e| TopicPartition::new(e.topic(), e.partition())).collect()
 }
 
 fn commit_list(commits: &[(TopicPartition, i64)]) -> TopicPartitionList {
