@@ -10,7 +10,7 @@ use std::fmt;
 
 use rdkafka::ClientConfig;
 
-pub(crate) use partitions::{assignment, partitions_in, set_paused};
+pub(crate) use partitions::{assignment, commit_offsets, failed_commits, offset_list, partitions_in, set_paused};
 
 /// The environment variable holding extra librdkafka properties, comma-separated.
 pub const KAFKA_OPTS_ENV: &str = "COURIER_KAFKA_OPTS";

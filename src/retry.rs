@@ -12,12 +12,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::duration::{format_duration, parse_duration};
 use crate::envelope::{header_names as h, rfc3339, HeaderMap};
-use crate::kafka::{assignment, set_paused, KafkaArgs, KafkaSetupError, TopicPartition};
+use crate::kafka::{assignment, commit_offsets, set_paused, KafkaArgs, KafkaSetupError, TopicPartition};
 use crate::offsets::TierHold;
 use crate::publish::{Outgoing, Publisher};
 use crate::topics::Topics;
@@ -145,9 +144,7 @@ pub fn run_relay(
             if runtime.block_on(publisher.send_acked(out, &stop)).is_err() {
                 return false;
             }
-            let mut tpl = TopicPartitionList::new();
-            let _ = tpl.add_partition_offset(head.topic(), head.partition(), Offset::Offset(head.offset() + 1));
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            if let Err(e) = commit_offsets(&consumer, &[(TopicPartition::of(head), head.offset() + 1)], CommitMode::Async) {
                 tracing::warn!(error = %e, "retry relay commit failed");
             }
             true

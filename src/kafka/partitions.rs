@@ -1,8 +1,9 @@
 //! Partition lists in and out of librdkafka, for the consumers that keep their own
 //! offsets (worker, webhook dispatcher, retry relay).
 
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
-use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::{Offset, TopicPartitionList};
 
 use super::TopicPartition;
 
@@ -30,4 +31,43 @@ pub(crate) fn set_paused<C: ConsumerContext>(consumer: &BaseConsumer<C>, tps: &[
     if let Err(e) = r {
         tracing::debug!(error = %e, "tier pause/resume");
     }
+}
+
+/// A commit list: each partition at its offset (the next record to read there).
+pub(crate) fn offset_list(points: &[(TopicPartition, i64)]) -> KafkaResult<TopicPartitionList> {
+    let mut list = TopicPartitionList::new();
+    for (tp, offset) in points {
+        list.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset))?;
+    }
+    Ok(list)
+}
+
+/// A group commit of `points`; with none there is nothing to send.
+pub(crate) fn commit_offsets<C: ConsumerContext>(consumer: &BaseConsumer<C>, points: &[(TopicPartition, i64)], mode: CommitMode) -> KafkaResult<()> {
+    if points.is_empty() {
+        return Ok(());
+    }
+    consumer.commit(&offset_list(points)?, mode)
+}
+
+/// What a commit callback was told did not take: every partition when the commit
+/// failed as a whole, else those whose element carries an error (a commit can succeed
+/// as a whole and fail for some partitions, during a rebalance say); with the error
+/// (the first, when several). `None` when everything took.
+pub(crate) fn failed_commits(result: &KafkaResult<()>, list: &TopicPartitionList) -> Option<(Vec<TopicPartition>, KafkaError)> {
+    if let Err(e) = result {
+        let all = partitions_in(list);
+        return (!all.is_empty()).then(|| (all, e.clone()));
+    }
+    let mut first = None;
+    let failed = list
+        .elements()
+        .iter()
+        .filter_map(|e| {
+            let error = e.error().err()?;
+            first.get_or_insert(error);
+            Some(TopicPartition::new(e.topic(), e.partition()))
+        })
+        .collect();
+    first.map(|error| (failed, error))
 }

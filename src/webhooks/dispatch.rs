@@ -10,24 +10,23 @@
 //!
 //! Completion is out of order, so commits use the [`Ledger`] the worker uses too
 //! (every record in a free lane): the committed offset of a partition is its lowest
-//! unfinished record. On shutdown the thread stops reading, gives running deliveries the grace
-//! period, commits what finished, and leaves; anything unfinished is read again by
-//! the next owner.
+//! unfinished record. On shutdown the thread stops reading, gives running deliveries
+//! the grace period, commits what finished, and leaves; anything unfinished is read
+//! again by the next owner.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{outcome, Context, WebhookError};
 use crate::envelope::is_final_record;
-use crate::kafka::{assignment, KafkaSetupError, TopicPartition};
+use crate::kafka::{assignment, commit_offsets, KafkaSetupError, TopicPartition};
+use crate::offsets::{self, lock, Lane, Ledger, TierHold};
 use crate::publish::PublishError;
-use crate::offsets::{Lane, Ledger, TierHold};
 use crate::retry::{hold_record, release_due};
 
 const COMMIT_EVERY: Duration = Duration::from_millis(500);
@@ -61,10 +60,6 @@ struct Tasks {
     runtime: tokio::runtime::Handle,
     /// Fires when the shutdown grace is over: unfinished tasks stop publishing.
     abandon: CancellationToken,
-}
-
-fn lock(ledger: &Mutex<Ledger<()>>) -> MutexGuard<'_, Ledger<()>> {
-    ledger.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Tasks {
@@ -154,7 +149,7 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
             last_check = Instant::now();
         }
         if last_commit.elapsed() >= COMMIT_EVERY {
-            commit(&consumer, &tasks.ledger, CommitMode::Async);
+            offsets::commit(&tasks.ledger, None, |points| commit_offsets(&consumer, points, CommitMode::Async));
             last_commit = Instant::now();
         }
     }
@@ -163,7 +158,7 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
         std::thread::sleep(Duration::from_millis(50));
     }
     tasks.abandon.cancel();
-    commit(&consumer, &tasks.ledger, CommitMode::Sync);
+    offsets::commit(&tasks.ledger, None, |points| commit_offsets(&consumer, points, CommitMode::Sync));
     tracing::info!(unfinished = tasks.running(), "webhook dispatcher stopped");
 }
 
@@ -177,23 +172,4 @@ fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: 
         ledger.release(&gone);
     }
     hold.keep_assigned(&now);
-}
-
-fn commit(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, mode: CommitMode) {
-    let points = lock(ledger).take_commits(None);
-    if points.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for (tp, offset) in &points {
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
-    }
-    tracing::debug!(?points, "committing webhook offsets");
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "webhook offset commit failed; will retry");
-        let mut ledger = lock(ledger);
-        for (tp, _) in &points {
-            ledger.uncommit(tp);
-        }
-    }
 }

@@ -16,25 +16,21 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use super::execute::run_lane;
 use super::sink::Sink;
+use super::txn::{self, TxnError};
 use super::{Record, Shared, WorkerError};
 use crate::envelope::HeaderMap;
-use crate::kafka::{partitions_in, set_default, set_fetch_defaults, TopicPartition};
-use crate::offsets::Lane;
+use crate::kafka::{commit_offsets, failed_commits, partitions_in, set_default, set_fetch_defaults, TopicPartition};
+use crate::offsets::{self, Cadence, Lane};
 
 /// Main-queue wait when no partition queue had records: bounds pickup latency.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 /// Records taken from one partition queue before moving to the next.
 const PER_PARTITION_ROUND: usize = 64;
-const COMMIT_EVERY: Duration = Duration::from_millis(500);
-/// How often every assigned partition's commit point is sent again even if it did not
-/// move: a commit the group coordinator dropped without an error (seen around
-/// cooperative rebalances) must not leave a partition's progress uncommitted forever.
-const COMMIT_REFRESH: Duration = Duration::from_secs(10);
 /// After the grace period, how long abandoned handlers get to notice their token.
 const ABANDON_WAIT: Duration = Duration::from_secs(6);
 
@@ -83,30 +79,9 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        // A commit can succeed as a whole and still fail for some partitions (during a
-        // rebalance, say): each element carries its own error. A partition whose commit
-        // did not take is committed again next round, or its progress would be lost.
-        let failed: Vec<TopicPartition> = match &result {
-            Err(_) => partitions_in(offsets),
-            Ok(()) => offsets
-                .elements()
-                .iter()
-                .filter(|e| e.error().is_err())
-                .map(|e| TopicPartition::new(e.topic(), e.partition()))
-                .collect(),
-        };
-        if failed.is_empty() {
-            return;
-        }
-        let error = match result {
-            Err(e) => e.to_string(),
-            Ok(()) => offsets.elements().iter().find_map(|e| e.error().err()).map(|e| e.to_string()).unwrap_or_default(),
-        };
-        tracing::warn!(%error, partitions = ?failed, "offset commit failed; will retry");
-        let mut ledger = self.shared.lock_ledger();
-        for tp in &failed {
-            ledger.uncommit(tp);
+    fn commit_callback(&self, result: KafkaResult<()>, list: &TopicPartitionList) {
+        if let Some((failed, error)) = failed_commits(&result, list) {
+            offsets::commit_failed(&self.shared.ledger, &failed, &error);
         }
     }
 }
@@ -147,7 +122,7 @@ impl WorkerContext {
         if consumer.assignment_lost() {
             tracing::warn!("assignment lost; not committing");
         } else {
-            commit(shared, consumer, commits.clone(), CommitMode::Sync);
+            offsets::commit_taken(&shared.ledger, &commits, send_commits(shared, consumer, CommitMode::Sync));
         }
         if let Sink::Transactional { outbox, .. } = &shared.sink {
             outbox.forget(tps);
@@ -175,14 +150,6 @@ fn wait_until_idle<'a>(
     ledger
 }
 
-fn commit_list(commits: &[(TopicPartition, i64)]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for (tp, offset) in commits {
-        let _ = tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset));
-    }
-    tpl
-}
-
 /// The consumer thread's body; returns when `stop` fires and the group is left.
 pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: CancellationToken) -> Result<(), WorkerError> {
     let context = WorkerContext {
@@ -199,8 +166,7 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
         .subscribe(&[shared.topics.commands.as_str()])
         .map_err(|e| WorkerError::Setup(e.into()))?;
     let mut queues: Vec<(TopicPartition, PartitionQueue<WorkerContext>)> = Vec::new();
-    let mut last_commit = Instant::now();
-    let mut last_refresh = Instant::now();
+    let mut cadence = Cadence::new();
     let mut busy = false;
     while !stop.is_cancelled() && !consumer.context().fatal.is_cancelled() {
         // The main queue carries rebalances, errors, and records fetched before their
@@ -214,18 +180,7 @@ pub(super) fn run(shared: Arc<Shared>, runtime: tokio::runtime::Handle, stop: Ca
             queues = split_queues(&consumer);
         }
         busy = take_from_queues(&shared, &consumer, &runtime, &queues);
-        if last_refresh.elapsed() >= COMMIT_REFRESH {
-            let mut ledger = shared.lock_ledger();
-            for tp in ledger.assigned() {
-                ledger.uncommit(&tp);
-            }
-            drop(ledger);
-            last_refresh = Instant::now();
-        }
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            commit_ready(&shared, &consumer, CommitMode::Async);
-            last_commit = Instant::now();
-        }
+        cadence.tick(&shared.ledger, || offsets::commit(&shared.ledger, None, send_commits(&shared, &consumer, CommitMode::Async)));
     }
     let fatal = consumer.context().fatal.is_cancelled();
     drop(queues);
@@ -339,44 +294,44 @@ fn admit(shared: &Arc<Shared>, consumer: &BaseConsumer<WorkerContext>, runtime: 
     }
 }
 
-fn commit_ready(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, mode: CommitMode) {
-    let commits = shared.lock_ledger().take_commits(None);
-    commit(shared, consumer, commits, mode);
+/// How the worker sends commit points: a group commit, or in exactly-once mode a
+/// transaction carrying the outputs of the records they pass ([`txn::cycle`], run
+/// even with no points, for the advisory events waiting). A fenced producer stops the
+/// worker. Failures are retried by [`offsets::commit`].
+fn send_commits<'a>(
+    shared: &'a Shared,
+    consumer: &'a BaseConsumer<WorkerContext>,
+    mode: CommitMode,
+) -> impl FnOnce(&[(TopicPartition, i64)]) -> Result<(), CommitError> + 'a {
+    move |points| {
+        let sent = match &shared.sink {
+            Sink::Direct(_) => commit_offsets(consumer, points, mode).map_err(CommitError::Group),
+            Sink::Transactional { producer, outbox } => txn::cycle(producer, consumer, outbox, points).map_err(|e| match e {
+                TxnError::Fatal(e) => {
+                    tracing::error!(error = %e, "transactional producer failed fatally; stopping");
+                    consumer.context().fatal.cancel();
+                    CommitError::Fatal(e)
+                }
+                aborted => CommitError::Txn(aborted),
+            }),
+        };
+        if sent.is_ok() && !points.is_empty() {
+            shared.metrics.commits.inc();
+        }
+        sent
+    }
 }
 
-/// Commits offsets: a plain group commit, or, in exactly-once mode, a transaction
-/// carrying the outputs of the records the offsets pass. On failure the ledger
-/// forgets the commit so the next round retries it.
-fn commit(shared: &Shared, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(TopicPartition, i64)>, mode: CommitMode) {
-    let tps: Vec<TopicPartition> = commits.iter().map(|(tp, _)| tp.clone()).collect();
-    let commits_seen = commits.clone();
-    let result = match &shared.sink {
-        Sink::Direct(_) if commits.is_empty() => return,
-        Sink::Direct(_) => consumer.commit(&commit_list(&commits), mode).map_err(|e| e.to_string()),
-        Sink::Transactional { producer, outbox } => match super::txn::cycle(producer, consumer, outbox, commits) {
-            Err(super::txn::TxnError::Fatal(e)) => {
-                tracing::error!(error = %e, "transactional producer failed fatally; stopping");
-                consumer.context().fatal.cancel();
-                Err(e.to_string())
-            }
-            other => other.map_err(|e| e.to_string()),
-        },
-    };
-    match result {
-        Ok(()) => {
-            if !tps.is_empty() {
-                tracing::debug!(commits = ?commits_seen, "offsets committed");
-                shared.metrics.commits.inc();
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "commit failed; will retry");
-            let mut ledger = shared.lock_ledger();
-            for tp in &tps {
-                ledger.uncommit(tp);
-            }
-        }
-    }
+/// Why commit points were not sent (logged; they are sent again next round).
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Group(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Txn(TxnError),
+    /// The transactional producer is fenced or failed for good: the worker stops.
+    #[error(transparent)]
+    Fatal(rdkafka::error::KafkaError),
 }
 
 /// Graceful stop: drain every partition (as a revoke would), then leave the group.

@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
-use crate::kafka::TopicPartition;
+use crate::kafka::{offset_list, TopicPartition};
 use crate::publish::Outgoing;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -99,14 +98,14 @@ pub fn cycle<C: ConsumerContext>(
     producer: &FutureProducer,
     consumer: &BaseConsumer<C>,
     outbox: &Outbox,
-    commits: Vec<(TopicPartition, i64)>,
+    commits: &[(TopicPartition, i64)],
 ) -> Result<(), TxnError> {
     let advisory = outbox.take_advisory();
     if commits.is_empty() && advisory.is_empty() {
         return Ok(());
     }
-    let taken = outbox.take_below(&commits);
-    let result = produce_and_commit(producer, consumer, &advisory, &taken, &commits);
+    let taken = outbox.take_below(commits);
+    let result = produce_and_commit(producer, consumer, &advisory, &taken, commits);
     if let Err(e) = &result {
         tracing::warn!(error = %e, "transaction failed");
         outbox.restore(taken);
@@ -132,10 +131,7 @@ fn produce_and_commit<C: ConsumerContext>(
         enqueue(producer, out).map_err(classify)?;
     }
     if !commits.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for (tp, offset) in commits {
-            tpl.add_partition_offset(&tp.topic, tp.partition, Offset::Offset(*offset)).map_err(classify)?;
-        }
+        let tpl = offset_list(commits).map_err(classify)?;
         let metadata = consumer
             .group_metadata()
             .ok_or(TxnError::Aborted(rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::State)))?;
