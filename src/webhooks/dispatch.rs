@@ -10,30 +10,53 @@
 //!
 //! Completion is out of order, so commits use the [`Ledger`] the worker uses too
 //! (every record in a free lane): the committed offset of a partition is its lowest
-//! unfinished record. On shutdown the thread stops reading, gives running deliveries
+//! unfinished record. Commits go out every 500 ms, and every point again every 10 s; a
+//! commit that fails after it was sent, wholly or for some partitions, is sent again
+//! next round ([`DispatchContext`], the same handling as the worker's). On shutdown the thread stops reading, gives running deliveries
 //! the grace period, commits what finished, and leaves; anything unfinished is read
 //! again by the next owner.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{outcome, Context, WebhookError};
 use crate::envelope::is_final_record;
-use crate::kafka::{assignment, commit_offsets, KafkaSetupError, TopicPartition};
-use crate::offsets::{self, lock, Lane, Ledger, TierHold};
+use crate::kafka::{assignment, commit_offsets, failed_commits, KafkaSetupError, TopicPartition};
+use crate::offsets::{self, lock, Cadence, Lane, Ledger, TierHold};
 use crate::publish::PublishError;
 use crate::retry::{hold_record, release_due};
 
-const COMMIT_EVERY: Duration = Duration::from_millis(500);
 const CHECK_ASSIGNMENT_EVERY: Duration = Duration::from_millis(250);
 
+/// The group consumer: results and the tiers, with the ledger its commits come from.
+pub(super) type GroupConsumer = BaseConsumer<DispatchContext>;
+
+/// Connects the consumer's commit callback to the ledger, so a commit that fails
+/// after it was sent (an async one, or one that took for some partitions only) is
+/// sent again next round rather than lost.
+pub(super) struct DispatchContext {
+    ledger: Arc<Mutex<Ledger<()>>>,
+}
+
+impl ClientContext for DispatchContext {}
+
+impl ConsumerContext for DispatchContext {
+    fn commit_callback(&self, result: KafkaResult<()>, list: &TopicPartitionList) {
+        if let Some((failed, error)) = failed_commits(&result, list) {
+            offsets::commit_failed(&self.ledger, &failed, &error);
+        }
+    }
+}
+
 /// The group consumer, subscribed to results and the tiers.
-pub(super) fn consumer(ctx: &Context) -> Result<BaseConsumer, WebhookError> {
+pub(super) fn consumer(ctx: &Context) -> Result<GroupConsumer, WebhookError> {
     let mut cfg = ctx.config.kafka.client_config()?;
     cfg.set("group.id", &ctx.config.group_id);
     cfg.set("enable.auto.commit", "false");
@@ -44,7 +67,8 @@ pub(super) fn consumer(ctx: &Context) -> Result<BaseConsumer, WebhookError> {
     crate::kafka::set_default(&mut cfg, "session.timeout.ms", "10000");
     crate::kafka::set_default(&mut cfg, "heartbeat.interval.ms", "1000");
     crate::kafka::set_default(&mut cfg, "isolation.level", "read_committed");
-    let consumer: BaseConsumer = cfg.create().map_err(KafkaSetupError::from)?;
+    let context = DispatchContext { ledger: Arc::default() };
+    let consumer: GroupConsumer = cfg.create_with_context(context).map_err(KafkaSetupError::from)?;
     let mut topics = vec![ctx.topics.results.clone()];
     topics.extend(ctx.schedule.tier_topics(&ctx.topics));
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -127,12 +151,13 @@ impl Tasks {
 }
 
 /// Runs the consumer loop on the current thread until `stop`, then drains.
-pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
+pub(super) fn run(ctx: Arc<Context>, consumer: GroupConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
     let grace = ctx.config.shutdown_grace;
     let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
-    let tasks = Tasks { ctx, ledger: Arc::default(), slots, runtime, abandon: CancellationToken::new() };
+    let ledger = consumer.context().ledger.clone();
+    let tasks = Tasks { ctx, ledger, slots, runtime, abandon: CancellationToken::new() };
     let mut hold = TierHold::default();
-    let (mut last_commit, mut last_check) = (Instant::now(), Instant::now());
+    let (mut cadence, mut last_check) = (Cadence::new(), Instant::now());
     while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.topic() == tasks.ctx.topics.results => tasks.start(m.detach()),
@@ -148,10 +173,7 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
             follow_assignment(&consumer, &tasks.ledger, &mut hold);
             last_check = Instant::now();
         }
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            offsets::commit(&tasks.ledger, None, |points| commit_offsets(&consumer, points, CommitMode::Async));
-            last_commit = Instant::now();
-        }
+        cadence.tick(&tasks.ledger, || offsets::commit(&tasks.ledger, None, |points| commit_offsets(&consumer, points, CommitMode::Async)));
     }
     let until = Instant::now() + grace;
     while tasks.running() > 0 && Instant::now() < until {
@@ -164,7 +186,7 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
 
 /// Forgets partitions this consumer no longer holds (their stragglers are ignored by
 /// the ledger's epochs; what is held for them is dropped, to be read by the new owner).
-fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold<OwnedMessage>) {
+fn follow_assignment(consumer: &GroupConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold<OwnedMessage>) {
     let now = assignment(consumer);
     let mut ledger = lock(ledger);
     let gone: Vec<_> = ledger.assigned().into_iter().filter(|tp| !now.contains(tp)).collect();
