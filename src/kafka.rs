@@ -4,7 +4,13 @@
 //! instead of wrapping each one, so TLS, SASL and tuning work the way librdkafka
 //! documents them.
 
+mod partitions;
+
+use std::fmt;
+
 use rdkafka::ClientConfig;
+
+pub(crate) use partitions::{assignment, commit_offsets, failed_commits, offset_list, partitions_in, set_paused};
 
 /// The environment variable holding extra librdkafka properties, comma-separated.
 pub const KAFKA_OPTS_ENV: &str = "COURIER_KAFKA_OPTS";
@@ -36,6 +42,37 @@ pub enum EnvOptsError {
     NotUnicode,
     #[error("a backslash at position {0} escapes neither ',' nor '\\' (write \\, for a comma, \\\\ for a backslash)")]
     BadEscape(usize),
+}
+
+/// A partition of a topic: what offsets are committed for, assignments are made of
+/// and the ledger keeps a book per. Shown (`{}` and `{:?}`) as `topic[partition]`.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        TopicPartition { topic: topic.into(), partition }
+    }
+
+    /// The partition a consumed record came from.
+    pub fn of(record: &impl rdkafka::message::Message) -> Self {
+        TopicPartition::new(record.topic(), record.partition())
+    }
+}
+
+impl fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}[{}]", self.topic, self.partition)
+    }
+}
+
+impl fmt::Debug for TopicPartition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
 }
 
 /// Where the cluster is and how to reach it.
@@ -298,6 +335,13 @@ pub fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::Co
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_shows_as_topic_and_index() {
+        let tp = TopicPartition::new("c.commands", 3);
+        assert_eq!(tp.to_string(), "c.commands[3]");
+        assert_eq!(format!("{:?}", [tp]), "[c.commands[3]]");
+    }
 
     #[test]
     fn the_env_var_splits_on_unescaped_commas() {

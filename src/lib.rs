@@ -53,6 +53,7 @@ pub mod gateway;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub(crate) mod offsets;
 pub mod publish;
 pub mod retry;
 pub mod router;
@@ -66,7 +67,7 @@ pub use client::{Client, ClientError};
 pub use envelope::{Command, NewCommand, ResultEvent, State};
 pub use kafka::KafkaArgs;
 pub use router::{Context, Handler, HandlerError, RouteError, Router};
-pub use worker::{Ordering, Worker, WorkerConfig, WorkerError};
+pub use worker::{OrderBy, Worker, WorkerConfig, WorkerError};
 
 /// Compiles the README's examples as doc tests, so the documented handler stays true.
 #[cfg(doctest)]

@@ -7,18 +7,17 @@
 //! came from. The worker meanwhile goes on with every other command; under key
 //! ordering the command's key is parked, so later commands of that key wait.
 
-use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
 use crate::duration::parse_duration;
 use crate::envelope::{header_names as h, rfc3339, HeaderMap};
-use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::kafka::{assignment, commit_offsets, set_paused, KafkaArgs, KafkaSetupError, TopicPartition};
+use crate::offsets::TierHold;
 use crate::publish::{Outgoing, Publisher};
 use crate::topics::{retry_tier_topic, Topics};
 
@@ -129,17 +128,15 @@ pub fn run_relay(
     let mut hold = TierHold::default();
     while !stop.is_cancelled() {
         if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            hold.hold(&consumer, m.detach());
+            hold_record(&consumer, &mut hold, m.detach());
         }
         hold.keep_assigned(&assignment(&consumer));
-        let went_on = hold.release_due(&consumer, |head, headers| {
+        let went_on = release_due(&consumer, &mut hold, |head, headers| {
             let out = back_to_commands(&topics, head, headers);
             if runtime.block_on(publisher.send_acked(out, &stop)).is_err() {
                 return false;
             }
-            let mut tpl = TopicPartitionList::new();
-            let _ = tpl.add_partition_offset(head.topic(), head.partition(), Offset::Offset(head.offset() + 1));
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+            if let Err(e) = commit_offsets(&consumer, &[(TopicPartition::of(head), head.offset() + 1)], CommitMode::Async) {
                 tracing::warn!(error = %e, "retry relay commit failed");
             }
             true
@@ -151,74 +148,28 @@ pub fn run_relay(
     Ok(())
 }
 
-/// Tier records waiting to be due, per tier partition, in offset order.
-///
-/// A tier is FIFO with (nearly) the same delay for every record, so only each
-/// partition's head needs watching: while anything of a partition is held, that
-/// partition is paused, which keeps memory to what was already fetched and lets every
-/// other partition go on. Shared by the command retry relay above and the webhook
-/// dispatcher's retry tiers; what "going on" means is the caller's.
-#[derive(Default)]
-pub struct TierHold {
-    held: HashMap<(String, i32), VecDeque<OwnedMessage>>,
-}
-
-impl TierHold {
-    /// Holds a polled tier record behind the earlier ones of its partition.
-    pub fn hold(&mut self, consumer: &BaseConsumer, m: OwnedMessage) {
-        let tp = (m.topic().to_string(), m.partition());
-        let queue = self.held.entry(tp.clone()).or_default();
-        if queue.is_empty() {
-            pause(consumer, &tp, true);
-        }
-        queue.push_back(m);
-    }
-
-    /// Drops what is held for partitions no longer assigned: their next owner reads
-    /// those records again from the committed offset.
-    pub fn keep_assigned(&mut self, assigned: &[(String, i32)]) {
-        self.held.retain(|tp, _| assigned.contains(tp));
-    }
-
-    /// Hands every due head, in order, to `go_on`, which returns false to stop the
-    /// caller (shutting down); a head is released only once `go_on` took it. An
-    /// emptied partition is resumed. Returns false when `go_on` did.
-    pub fn release_due(&mut self, consumer: &BaseConsumer, mut go_on: impl FnMut(&OwnedMessage, HeaderMap) -> bool) -> bool {
-        for (tp, queue) in self.held.iter_mut() {
-            while let Some(head) = queue.front() {
-                let headers = HeaderMap::from_kafka(head.headers());
-                if not_before(&headers) > Utc::now() {
-                    break;
-                }
-                if !go_on(head, headers) {
-                    return false;
-                }
-                queue.pop_front();
-            }
-            if queue.is_empty() {
-                pause(consumer, tp, false);
-            }
-        }
-        self.held.retain(|_, q| !q.is_empty());
-        true
+/// Holds a polled tier record until its `courier_not_before`, pausing its partition
+/// if it is the first held there (see [`TierHold`]). Shared by the relay above and the
+/// webhook dispatcher's retry tiers.
+pub(crate) fn hold_record<C: ConsumerContext>(consumer: &BaseConsumer<C>, hold: &mut TierHold<OwnedMessage>, record: OwnedMessage) {
+    let tp = TopicPartition::of(&record);
+    let due = not_before(&HeaderMap::from_kafka(record.headers()));
+    if hold.hold(tp.clone(), due, record) {
+        set_paused(consumer, &[tp], true);
     }
 }
 
-/// The partitions a consumer holds now.
-pub fn assignment(consumer: &BaseConsumer) -> Vec<(String, i32)> {
-    consumer
-        .assignment()
-        .map(|a| a.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect())
-        .unwrap_or_default()
-}
-
-fn pause(consumer: &BaseConsumer, tp: &(String, i32), on: bool) {
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition(&tp.0, tp.1);
-    let r = if on { consumer.pause(&tpl) } else { consumer.resume(&tpl) };
-    if let Err(e) = r {
-        tracing::debug!(error = %e, "tier pause/resume");
-    }
+/// Hands every due tier record, in order, with its headers, to `go_on`, which
+/// returns false to stop the caller (shutting down); resumes emptied partitions.
+/// Returns false when `go_on` did.
+pub(crate) fn release_due<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    hold: &mut TierHold<OwnedMessage>,
+    mut go_on: impl FnMut(&OwnedMessage, HeaderMap) -> bool,
+) -> bool {
+    let released = hold.release_due(Utc::now(), |head| go_on(head, HeaderMap::from_kafka(head.headers())));
+    set_paused(consumer, &released.resume, false);
+    !released.stopped
 }
 
 fn back_to_commands(topics: &Topics, msg: &OwnedMessage, headers: HeaderMap) -> Outgoing {
@@ -259,31 +210,5 @@ mod tests {
         let again = retry_record(&t, &RetryPolicy::default(), &failed, 2, "boom");
         assert_eq!(again.headers.get(retry_headers::FIRST_FAILURE), first.headers.get(retry_headers::FIRST_FAILURE));
         assert_eq!(again.topic, "c.commands.retry.10s");
-    }
-
-    #[test]
-    fn hold_releases_due_heads_in_order_and_keeps_the_rest() {
-        let consumer: BaseConsumer =
-            rdkafka::ClientConfig::new().set("bootstrap.servers", "127.0.0.1:1").set("group.id", "t").create().unwrap();
-        let record = |partition: i32, offset: i64, due_in_secs: i64| {
-            let mut headers = HeaderMap::new();
-            headers.insert(retry_headers::NOT_BEFORE, rfc3339(Utc::now() + chrono::Duration::seconds(due_in_secs)));
-            OwnedMessage::new(None, None, "tier".into(), rdkafka::Timestamp::NotAvailable, partition, offset, Some(headers.to_kafka()))
-        };
-        let mut hold = TierHold::default();
-        for (offset, due) in [(1, -1), (2, -1), (3, 60), (4, -1)] {
-            hold.hold(&consumer, record(0, offset, due));
-        }
-        let mut released = Vec::new();
-        assert!(hold.release_due(&consumer, |m, _| {
-            released.push(m.offset());
-            true
-        }));
-        assert_eq!(released, vec![1, 2], "the head not yet due holds back the due record behind it");
-        hold.hold(&consumer, record(1, 7, -1));
-        assert!(!hold.release_due(&consumer, |_, _| false), "a refusal stops the caller");
-        assert!(!hold.release_due(&consumer, |_, _| false), "and the refused head is still held");
-        hold.keep_assigned(&[]);
-        assert!(hold.release_due(&consumer, |_, _| panic!("nothing is held for unassigned partitions")));
     }
 }

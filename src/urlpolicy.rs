@@ -332,9 +332,8 @@ mod tests {
     #[test]
     fn tricks_that_are_not_addresses_are_refused_too() {
         let p = UrlPolicy::allowing_loopback();
-        /// A URL and whether its error is the expected one.
-        type Case = (&'static str, fn(&UrlError) -> bool);
-        let cases: [Case; 8] = [
+        type Expected = fn(&UrlError) -> bool;
+        let cases: [(&str, Expected); 8] = [
             ("http://evil@127.0.0.1/", |e| *e == UrlError::Credentials),
             ("http://127.0.0.1@evil.example/", |e| *e == UrlError::Credentials),
             ("http://a:b@example.com/", |e| *e == UrlError::Credentials),

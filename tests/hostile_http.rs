@@ -401,7 +401,7 @@ async fn secrets_never_appear_in_output_errors_or_metrics() {
     // without '=', a bad escape in the env var, an unknown property. Each error says
     // why, never the text.
     let bad_secret_env = [("COURIER_WEBHOOK_SECRETS", "whsec_S3cr3tEnvNotBase64!!")];
-    // (what, arguments, environment, text the refusal must name)
+    // (case, arguments, environment, what the error says)
     type Case<'a> = (&'a str, Vec<&'a str>, &'a [(&'a str, &'a str)], &'a str);
     let cases: Vec<Case> = vec![
         ("secret without whsec_", vec!["webhooks", "run", "--webhook-secret", "S3cr3tNoPrefix"], &[], "whsec_"),

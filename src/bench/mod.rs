@@ -207,10 +207,10 @@ pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Re
     if cfg.wants("slow") {
         progress("slow: 20 ms handler, 1,000 keys, ordering = key");
         let n = cfg.slow_messages * 10;
-        r.slow_key_cps = scoped(cfg, "slow", |args| async move { slow(&args, crate::Ordering::Key, n).await }).await?;
+        r.slow_key_cps = scoped(cfg, "slow", |args| async move { slow(&args, crate::OrderBy::Key, n).await }).await?;
         progress("slow: 20 ms handler, 1,000 keys, ordering = partition");
         let n = cfg.slow_messages;
-        r.slow_partition_cps = scoped(cfg, "slow", |args| async move { slow(&args, crate::Ordering::Partition, n).await }).await?;
+        r.slow_partition_cps = scoped(cfg, "slow", |args| async move { slow(&args, crate::OrderBy::Partition, n).await }).await?;
         r.slow_key_vs_partition = r.slow_key_cps / r.slow_partition_cps;
     }
     if cfg.wants("latency") {

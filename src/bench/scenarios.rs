@@ -20,7 +20,7 @@ use crate::envelope::{NewCommand, OperationSnapshot, ResultEvent, State, Timing}
 use crate::publish::{Outgoing, Publisher};
 use crate::kafka::{producer_config, KafkaArgs};
 use crate::router::{Context, Handler, HandlerError, Router};
-use crate::{Client, Ordering, Worker, WorkerConfig};
+use crate::{Client, OrderBy, Worker, WorkerConfig};
 
 /// Returns at once: the cost of Courier itself.
 struct Noop;
@@ -232,7 +232,7 @@ pub async fn through_courier(cfg: &BenchConfig, args: &KafkaArgs, exactly_once: 
 }
 
 /// A 20 ms handler over 1,000 keys with the given ordering.
-pub async fn slow(args: &KafkaArgs, ordering: Ordering, n: usize) -> Result<f64, BenchError> {
+pub async fn slow(args: &KafkaArgs, ordering: OrderBy, n: usize) -> Result<f64, BenchError> {
     preproduce(args, n, "slow", json!({}), 1_000, false).await?;
     let worker = start_worker(args, Router::new().route("slow", Slow), |c| c.ordering = ordering).await?;
     let span = output_span(args, &args.topics().results, n, is_final).await;

@@ -132,6 +132,7 @@ impl Clone for Locked {
 
 #[cfg(test)]
 mod tests {
+    use super::super::call::INVALID_OUTPUT;
     use std::time::Duration;
 
     use schemars::JsonSchema;

@@ -8,33 +8,55 @@
 //! `max_in_flight`, so one slow endpoint never holds up the others; when all slots
 //! are taken the thread waits for one (that is the backpressure).
 //!
-//! Completion is out of order, so commits use the worker's [`Ledger`] (every record
-//! in a free lane): the committed offset of a partition is its lowest unfinished
-//! record. On shutdown the thread stops reading, gives running deliveries the grace
-//! period, commits what finished, and leaves; anything unfinished is read again by
-//! the next owner.
+//! Completion is out of order, so commits use the [`Ledger`] the worker uses too
+//! (every record in a free lane): the committed offset of a partition is its lowest
+//! unfinished record. Commits go out every 500 ms, and every point again every 10 s; a
+//! commit that fails after it was sent, wholly or for some partitions, is sent again
+//! next round ([`DispatchContext`], the same handling as the worker's). On shutdown the thread stops reading, gives running deliveries
+//! the grace period, commits what finished, and leaves; anything unfinished is read
+//! again by the next owner.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
 use rdkafka::message::{Message, OwnedMessage};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{outcome, Context, WebhookError};
 use crate::envelope::is_final_record;
-use crate::kafka::KafkaSetupError;
+use crate::kafka::{assignment, commit_offsets, failed_commits, KafkaSetupError, TopicPartition};
+use crate::offsets::{self, lock, Cadence, Lane, Ledger, TierHold};
 use crate::publish::PublishError;
-use crate::retry::{assignment, TierHold};
-use crate::worker::ledger::{Lane, Ledger};
+use crate::retry::{hold_record, release_due};
 
-const COMMIT_EVERY: Duration = Duration::from_millis(500);
 const CHECK_ASSIGNMENT_EVERY: Duration = Duration::from_millis(250);
 
+/// The group consumer: results and the tiers, with the ledger its commits come from.
+pub(super) type GroupConsumer = BaseConsumer<DispatchContext>;
+
+/// Connects the consumer's commit callback to the ledger, so a commit that fails
+/// after it was sent (an async one, or one that took for some partitions only) is
+/// sent again next round rather than lost.
+pub(super) struct DispatchContext {
+    ledger: Arc<Mutex<Ledger<()>>>,
+}
+
+impl ClientContext for DispatchContext {}
+
+impl ConsumerContext for DispatchContext {
+    fn commit_callback(&self, result: KafkaResult<()>, list: &TopicPartitionList) {
+        if let Some((failed, error)) = failed_commits(&result, list) {
+            offsets::commit_failed(&self.ledger, &failed, &error);
+        }
+    }
+}
+
 /// The group consumer, subscribed to results and the tiers.
-pub(super) fn consumer(ctx: &Context) -> Result<BaseConsumer, WebhookError> {
+pub(super) fn consumer(ctx: &Context) -> Result<GroupConsumer, WebhookError> {
     let mut cfg = ctx.config.kafka.client_config()?;
     cfg.set("group.id", &ctx.config.group_id);
     cfg.set("enable.auto.commit", "false");
@@ -45,7 +67,8 @@ pub(super) fn consumer(ctx: &Context) -> Result<BaseConsumer, WebhookError> {
     crate::kafka::set_default(&mut cfg, "session.timeout.ms", "10000");
     crate::kafka::set_default(&mut cfg, "heartbeat.interval.ms", "1000");
     crate::kafka::set_default(&mut cfg, "isolation.level", "read_committed");
-    let consumer: BaseConsumer = cfg.create().map_err(KafkaSetupError::from)?;
+    let context = DispatchContext { ledger: Arc::default() };
+    let consumer: GroupConsumer = cfg.create_with_context(context).map_err(KafkaSetupError::from)?;
     let mut topics = vec![ctx.topics.results.clone()];
     topics.extend(ctx.schedule.tier_topics(&ctx.topics));
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
@@ -63,13 +86,9 @@ struct Tasks {
     abandon: CancellationToken,
 }
 
-fn lock(ledger: &Mutex<Ledger<()>>) -> MutexGuard<'_, Ledger<()>> {
-    ledger.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Tasks {
     fn start(&self, m: OwnedMessage) {
-        let tp = (m.topic().to_string(), m.partition());
+        let tp = TopicPartition::of(&m);
         let from_results = m.topic() == self.ctx.topics.results;
         let entry = {
             let mut ledger = lock(&self.ledger);
@@ -132,20 +151,21 @@ impl Tasks {
 }
 
 /// Runs the consumer loop on the current thread until `stop`, then drains.
-pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
+pub(super) fn run(ctx: Arc<Context>, consumer: GroupConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
     let grace = ctx.config.shutdown_grace;
     let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
-    let tasks = Tasks { ctx, ledger: Arc::default(), slots, runtime, abandon: CancellationToken::new() };
+    let ledger = consumer.context().ledger.clone();
+    let tasks = Tasks { ctx, ledger, slots, runtime, abandon: CancellationToken::new() };
     let mut hold = TierHold::default();
-    let (mut last_commit, mut last_check) = (Instant::now(), Instant::now());
+    let (mut cadence, mut last_check) = (Cadence::new(), Instant::now());
     while !stop.is_cancelled() {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) if m.topic() == tasks.ctx.topics.results => tasks.start(m.detach()),
-            Some(Ok(m)) => hold.hold(&consumer, m.detach()),
+            Some(Ok(m)) => hold_record(&consumer, &mut hold, m.detach()),
             Some(Err(e)) => tracing::warn!(error = %e, "webhook consumer error"),
             None => {}
         }
-        hold.release_due(&consumer, |head, _| {
+        release_due(&consumer, &mut hold, |head, _| {
             tasks.start(head.clone());
             true
         });
@@ -153,23 +173,20 @@ pub(super) fn run(ctx: Arc<Context>, consumer: BaseConsumer, runtime: tokio::run
             follow_assignment(&consumer, &tasks.ledger, &mut hold);
             last_check = Instant::now();
         }
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            commit(&consumer, &tasks.ledger, CommitMode::Async);
-            last_commit = Instant::now();
-        }
+        cadence.tick(&tasks.ledger, || offsets::commit(&tasks.ledger, None, |points| commit_offsets(&consumer, points, CommitMode::Async)));
     }
     let until = Instant::now() + grace;
     while tasks.running() > 0 && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(50));
     }
     tasks.abandon.cancel();
-    commit(&consumer, &tasks.ledger, CommitMode::Sync);
+    offsets::commit(&tasks.ledger, None, |points| commit_offsets(&consumer, points, CommitMode::Sync));
     tracing::info!(unfinished = tasks.running(), "webhook dispatcher stopped");
 }
 
 /// Forgets partitions this consumer no longer holds (their stragglers are ignored by
 /// the ledger's epochs; what is held for them is dropped, to be read by the new owner).
-fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold) {
+fn follow_assignment(consumer: &GroupConsumer, ledger: &Mutex<Ledger<()>>, hold: &mut TierHold<OwnedMessage>) {
     let now = assignment(consumer);
     let mut ledger = lock(ledger);
     let gone: Vec<_> = ledger.assigned().into_iter().filter(|tp| !now.contains(tp)).collect();
@@ -177,23 +194,4 @@ fn follow_assignment(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, hold: 
         ledger.release(&gone);
     }
     hold.keep_assigned(&now);
-}
-
-fn commit(consumer: &BaseConsumer, ledger: &Mutex<Ledger<()>>, mode: CommitMode) {
-    let points = lock(ledger).take_commits(None);
-    if points.is_empty() {
-        return;
-    }
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in &points {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    tracing::debug!(?points, "committing webhook offsets");
-    if let Err(e) = consumer.commit(&tpl, mode) {
-        tracing::warn!(error = %e, "webhook offset commit failed; will retry");
-        let mut ledger = lock(ledger);
-        for (tp, _) in &points {
-            ledger.uncommit(tp);
-        }
-    }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::duration::parse_duration;
 use crate::kafka::{KafkaArgs, KafkaSetupError};
-use super::ledger::Ordering;
+use crate::offsets::OrderBy;
 use crate::retry::RetryPolicy;
 
 const DEFAULT_GROUP_ID: &str = "courier-workers";
@@ -53,8 +53,8 @@ pub struct WorkerConfig {
     #[arg(long, env = "COURIER_MAX_IN_FLIGHT", default_value_t = DEFAULT_MAX_IN_FLIGHT)]
     pub max_in_flight: usize,
     /// Which commands must wait for each other: same key, same partition, or none.
-    #[arg(long, env = "COURIER_ORDERING", value_enum, default_value_t = Ordering::Key)]
-    pub ordering: Ordering,
+    #[arg(long, env = "COURIER_ORDERING", value_enum, default_value_t = OrderBy::Key)]
+    pub ordering: OrderBy,
     /// On shutdown or revoke: how long running handlers get to finish.
     #[arg(long, env = "COURIER_SHUTDOWN_GRACE", value_parser = parse_duration, default_value = DEFAULT_SHUTDOWN_GRACE)]
     pub shutdown_grace: Duration,
@@ -92,7 +92,7 @@ impl WorkerConfig {
             kafka: KafkaArgs::new(bootstrap, "courier"),
             group_id: DEFAULT_GROUP_ID.into(),
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-            ordering: Ordering::Key,
+            ordering: OrderBy::Key,
             shutdown_grace: default_duration(DEFAULT_SHUTDOWN_GRACE),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             metrics_addr: None,

@@ -16,26 +16,22 @@ use rdkafka::consumer::base_consumer::PartitionQueue;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use rdkafka::{ClientContext, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 
-use super::lane::Lanes;
-use super::ledger::{Lane, Tp};
 use super::sink::Sink;
+use super::txn::{self, TxnError};
 use super::config::WorkerError;
+use super::lane::Lanes;
 use super::state::{Record, WorkerState};
 use crate::envelope::HeaderMap;
-use crate::kafka::{set_default, set_fetch_defaults};
+use crate::kafka::{commit_offsets, failed_commits, partitions_in, set_default, set_fetch_defaults, TopicPartition};
+use crate::offsets::{self, Cadence, Lane};
 
 /// Main-queue wait when no partition queue had records: bounds pickup latency.
 const IDLE_POLL: Duration = Duration::from_millis(2);
 /// Records taken from one partition queue before moving to the next.
 const PER_PARTITION_ROUND: usize = 64;
-const COMMIT_EVERY: Duration = Duration::from_millis(500);
-/// How often every assigned partition's commit point is sent again even if it did not
-/// move: a commit the group coordinator dropped without an error (seen around
-/// cooperative rebalances) must not leave a partition's progress uncommitted forever.
-const COMMIT_REFRESH: Duration = Duration::from_secs(10);
 /// After the grace period, how long abandoned handlers get to notice their token.
 const ABANDON_WAIT: Duration = Duration::from_secs(6);
 
@@ -43,7 +39,7 @@ const ABANDON_WAIT: Duration = Duration::from_secs(6);
 pub(super) struct WorkerContext {
     shared: Arc<WorkerState>,
     /// One token per assigned partition; cancelling it abandons that partition's work.
-    tokens: Mutex<HashMap<Tp, CancellationToken>>,
+    tokens: Mutex<HashMap<TopicPartition, CancellationToken>>,
     /// Parent of every partition token: cancelled only to abandon everything, after
     /// the grace period (shutdown itself is a separate signal, so handlers first
     /// get their grace period).
@@ -60,7 +56,7 @@ impl ClientContext for WorkerContext {}
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
-            let tps = tpl_to_vec(tpl);
+            let tps = partitions_in(tpl);
             tracing::info!(partitions = ?tps, "partitions revoked; draining");
             self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "revoke".into())]).inc();
             self.drain(consumer, &tps);
@@ -69,7 +65,7 @@ impl ConsumerContext for WorkerContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(tpl) = rebalance {
-            let tps = tpl_to_vec(tpl);
+            let tps = partitions_in(tpl);
             tracing::info!(partitions = ?tps, "partitions assigned");
             self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "assign".into())]).inc();
             let mut ledger = self.shared.lock_ledger();
@@ -84,42 +80,21 @@ impl ConsumerContext for WorkerContext {
         }
     }
 
-    fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
-        // A commit can succeed as a whole and still fail for some partitions (during a
-        // rebalance, say): each element carries its own error. A partition whose commit
-        // did not take is committed again next round, or its progress would be lost.
-        let failed: Vec<Tp> = match &result {
-            Err(_) => tpl_to_vec(offsets),
-            Ok(()) => offsets
-                .elements()
-                .iter()
-                .filter(|e| e.error().is_err())
-                .map(|e| (e.topic().to_string(), e.partition()))
-                .collect(),
-        };
-        if failed.is_empty() {
-            return;
-        }
-        let error = match result {
-            Err(e) => e.to_string(),
-            Ok(()) => offsets.elements().iter().find_map(|e| e.error().err()).map(|e| e.to_string()).unwrap_or_default(),
-        };
-        tracing::warn!(%error, partitions = ?failed, "offset commit failed; will retry");
-        let mut ledger = self.shared.lock_ledger();
-        for tp in &failed {
-            ledger.uncommit(tp);
+    fn commit_callback(&self, result: KafkaResult<()>, list: &TopicPartitionList) {
+        if let Some((failed, error)) = failed_commits(&result, list) {
+            offsets::commit_failed(&self.shared.ledger, &failed, &error);
         }
     }
 }
 
 impl WorkerContext {
-    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<Tp, CancellationToken>> {
+    fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, CancellationToken>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Lets go of partitions: drop queued work, wait (within the grace period) for
     /// running work, abandon what is left, commit what finished, forget them.
-    fn drain(&self, consumer: &BaseConsumer<Self>, tps: &[Tp]) {
+    fn drain(&self, consumer: &BaseConsumer<Self>, tps: &[TopicPartition]) {
         let shared = &self.shared;
         let mut ledger = shared.lock_ledger();
         let dropped = ledger.drop_queued(tps);
@@ -148,7 +123,7 @@ impl WorkerContext {
         if consumer.assignment_lost() {
             tracing::warn!("assignment lost; not committing");
         } else {
-            commit(shared, consumer, commits.clone(), CommitMode::Sync);
+            offsets::commit_taken(&shared.ledger, &commits, send_commits(shared, consumer, CommitMode::Sync));
         }
         if let Sink::Transactional { outbox, .. } = &shared.sink {
             outbox.forget(tps);
@@ -159,10 +134,10 @@ impl WorkerContext {
 
 fn wait_until_idle<'a>(
     shared: &'a WorkerState,
-    mut ledger: std::sync::MutexGuard<'a, super::ledger::Ledger<Record>>,
-    tps: &[Tp],
+    mut ledger: std::sync::MutexGuard<'a, crate::offsets::Ledger<Record>>,
+    tps: &[TopicPartition],
     until: Instant,
-) -> std::sync::MutexGuard<'a, super::ledger::Ledger<Record>> {
+) -> std::sync::MutexGuard<'a, super::Ledger<Record>> {
     while ledger.running_in(tps) > 0 {
         let now = Instant::now();
         if now >= until {
@@ -174,18 +149,6 @@ fn wait_until_idle<'a>(
         };
     }
     ledger
-}
-
-fn tpl_to_vec(tpl: &TopicPartitionList) -> Vec<Tp> {
-    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect()
-}
-
-fn commit_list(commits: &[(Tp, i64)]) -> TopicPartitionList {
-    let mut tpl = TopicPartitionList::new();
-    for ((topic, partition), offset) in commits {
-        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset));
-    }
-    tpl
 }
 
 /// The consumer thread's body; returns when `stop` fires and the group is left.
@@ -204,9 +167,8 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
     consumer
         .subscribe(&[shared.topics.commands.as_str()])
         .map_err(|e| WorkerError::Setup(e.into()))?;
-    let mut queues: Vec<(Tp, PartitionQueue<WorkerContext>)> = Vec::new();
-    let mut last_commit = Instant::now();
-    let mut last_refresh = Instant::now();
+    let mut queues: Vec<(TopicPartition, PartitionQueue<WorkerContext>)> = Vec::new();
+    let mut cadence = Cadence::new();
     let mut busy = false;
     while !stop.is_cancelled() && !consumer.context().fatal.is_cancelled() {
         // The main queue carries rebalances, errors, and records fetched before their
@@ -220,18 +182,7 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
             queues = split_queues(&consumer);
         }
         busy = take_from_queues(&lanes, &consumer, &queues);
-        if last_refresh.elapsed() >= COMMIT_REFRESH {
-            let mut ledger = shared.lock_ledger();
-            for tp in ledger.assigned() {
-                ledger.uncommit(&tp);
-            }
-            drop(ledger);
-            last_refresh = Instant::now();
-        }
-        if last_commit.elapsed() >= COMMIT_EVERY {
-            commit_ready(&shared, &consumer, CommitMode::Async);
-            last_commit = Instant::now();
-        }
+        cadence.tick(&shared.ledger, || offsets::commit(&shared.ledger, None, send_commits(&shared, &consumer, CommitMode::Async)));
     }
     let fatal = consumer.context().fatal.is_cancelled();
     drop(queues);
@@ -245,14 +196,14 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
 /// Gives every assigned partition its own queue, so the worker can stop taking
 /// records (at its in-flight bound) without pausing partitions: librdkafka keeps a
 /// bounded prefetch per partition, and nothing is thrown away and fetched again.
-fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(Tp, PartitionQueue<WorkerContext>)> {
+fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(TopicPartition, PartitionQueue<WorkerContext>)> {
     let Ok(assignment) = consumer.assignment() else { return Vec::new() };
     assignment
         .elements()
         .iter()
         .filter_map(|e| {
             let q = consumer.split_partition_queue(e.topic(), e.partition())?;
-            Some(((e.topic().to_string(), e.partition()), q))
+            Some((TopicPartition::new(e.topic(), e.partition()), q))
         })
         .collect()
 }
@@ -262,7 +213,7 @@ fn split_queues(consumer: &Arc<BaseConsumer<WorkerContext>>) -> Vec<(Tp, Partiti
 fn take_from_queues(
     lanes: &Lanes,
     consumer: &BaseConsumer<WorkerContext>,
-    queues: &[(Tp, PartitionQueue<WorkerContext>)],
+    queues: &[(TopicPartition, PartitionQueue<WorkerContext>)],
 ) -> bool {
     let mut admitted = false;
     for (_, queue) in queues {
@@ -313,7 +264,7 @@ fn consumer_config(shared: &WorkerState) -> Result<rdkafka::ClientConfig, Worker
 
 fn admit(lanes: &Lanes, consumer: &BaseConsumer<WorkerContext>, msg: &rdkafka::message::BorrowedMessage<'_>) {
     let shared = &lanes.shared;
-    let tp: Tp = (msg.topic().to_string(), msg.partition());
+    let tp = TopicPartition::of(msg);
     let Some(stop) = consumer.context().lock_tokens().get(&tp).cloned() else {
         tracing::debug!(?tp, "record for an unassigned partition ignored");
         return;
@@ -345,44 +296,44 @@ fn admit(lanes: &Lanes, consumer: &BaseConsumer<WorkerContext>, msg: &rdkafka::m
     }
 }
 
-fn commit_ready(shared: &WorkerState, consumer: &BaseConsumer<WorkerContext>, mode: CommitMode) {
-    let commits = shared.lock_ledger().take_commits(None);
-    commit(shared, consumer, commits, mode);
+/// How the worker sends commit points: a group commit, or in exactly-once mode a
+/// transaction carrying the outputs of the records they pass ([`txn::cycle`], run
+/// even with no points, for the advisory events waiting). A fenced producer stops the
+/// worker. Failures are retried by [`offsets::commit`].
+fn send_commits<'a>(
+    shared: &'a WorkerState,
+    consumer: &'a BaseConsumer<WorkerContext>,
+    mode: CommitMode,
+) -> impl FnOnce(&[(TopicPartition, i64)]) -> Result<(), CommitError> + 'a {
+    move |points| {
+        let sent = match &shared.sink {
+            Sink::Direct(_) => commit_offsets(consumer, points, mode).map_err(CommitError::Group),
+            Sink::Transactional { producer, outbox } => txn::cycle(producer, consumer, outbox, points).map_err(|e| match e {
+                TxnError::Fatal(e) => {
+                    tracing::error!(error = %e, "transactional producer failed fatally; stopping");
+                    consumer.context().fatal.cancel();
+                    CommitError::Fatal(e)
+                }
+                aborted => CommitError::Txn(aborted),
+            }),
+        };
+        if sent.is_ok() && !points.is_empty() {
+            shared.metrics.commits.inc();
+        }
+        sent
+    }
 }
 
-/// Commits offsets: a plain group commit, or, in exactly-once mode, a transaction
-/// carrying the outputs of the records the offsets pass. On failure the ledger
-/// forgets the commit so the next round retries it.
-fn commit(shared: &WorkerState, consumer: &BaseConsumer<WorkerContext>, commits: Vec<(Tp, i64)>, mode: CommitMode) {
-    let tps: Vec<Tp> = commits.iter().map(|(tp, _)| tp.clone()).collect();
-    let commits_seen = commits.clone();
-    let result = match &shared.sink {
-        Sink::Direct(_) if commits.is_empty() => return,
-        Sink::Direct(_) => consumer.commit(&commit_list(&commits), mode).map_err(|e| e.to_string()),
-        Sink::Transactional { producer, outbox } => match super::txn::cycle(producer, consumer, outbox, commits) {
-            Err(super::txn::TxnError::Fatal(e)) => {
-                tracing::error!(error = %e, "transactional producer failed fatally; stopping");
-                consumer.context().fatal.cancel();
-                Err(e.to_string())
-            }
-            other => other.map_err(|e| e.to_string()),
-        },
-    };
-    match result {
-        Ok(()) => {
-            if !tps.is_empty() {
-                tracing::debug!(commits = ?commits_seen, "offsets committed");
-                shared.metrics.commits.inc();
-            }
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "commit failed; will retry");
-            let mut ledger = shared.lock_ledger();
-            for tp in &tps {
-                ledger.uncommit(tp);
-            }
-        }
-    }
+/// Why commit points were not sent (logged; they are sent again next round).
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    #[error(transparent)]
+    Group(rdkafka::error::KafkaError),
+    #[error(transparent)]
+    Txn(TxnError),
+    /// The transactional producer is fenced or failed for good: the worker stops.
+    #[error(transparent)]
+    Fatal(rdkafka::error::KafkaError),
 }
 
 /// Graceful stop: drain every partition (as a revoke would), then leave the group.

@@ -142,7 +142,7 @@ async fn final_event(shared: &WorkerState, record: &Record, command: &Command, e
 /// A retryable failure with attempts left: to the next retry tier.
 async fn retry(shared: &WorkerState, record: &Record, command: &Command, error: HandlerError) -> Emitted {
     let policy = &shared.config.retry;
-    let failed = FailedRecord { partition: record.tp.1, key: record.key.as_deref(), value: record.value.as_deref(), headers: &record.headers };
+    let failed = FailedRecord { partition: record.tp.partition, key: record.key.as_deref(), value: record.value.as_deref(), headers: &record.headers };
     let out = retry_record(&shared.topics, policy, &failed, command.attempt, &error.to_string());
     if out.wire_size() > shared.output_limit {
         let message = format!("retry record over the {} byte limit; last error: {}", shared.output_limit, error.message);
@@ -163,7 +163,7 @@ async fn dead_letter(shared: &WorkerState, record: &Record, command: Option<&Com
 fn letter_records(shared: &WorkerState, record: &Record, command: Option<&Command>, why: Letter) -> (Vec<Outgoing>, Then) {
     tracing::warn!(reason = %why.reason, message = %crate::envelope::bounds::truncate(&why.message, 512), "dead-lettering record");
     let attempts = command.map(|c| c.attempt).unwrap_or(1);
-    let mut letter = DeadLetter::new(&record.tp.0, record.tp.1, record.offset, why.reason, &why.message, attempts);
+    let mut letter = DeadLetter::new(&record.tp.topic, record.tp.partition, record.offset, why.reason, &why.message, attempts);
     if let Some(first) = record.headers.get_str(retry_headers::FIRST_FAILURE).ok().flatten() {
         if let Ok(t) = chrono::DateTime::parse_from_rfc3339(first) {
             letter.first_failure = t.with_timezone(&chrono::Utc);
@@ -284,7 +284,7 @@ impl Then {
                         shared.metrics.held_records.inc();
                         Duration::from_secs(1)
                     });
-                    tracing::error!(%topic, %error, ?backoff, partition = record.tp.1, offset = record.offset,
+                    tracing::error!(%topic, %error, ?backoff, partition = record.tp.partition, offset = record.offset,
                         "not even a minimal dead letter could be written; the record is held and retried");
                     tokio::select! {
                         _ = tokio::time::sleep(backoff) => {}

@@ -33,7 +33,7 @@ use tracing::{info_span, Instrument};
 
 use super::disposition::{self, Known, Letter};
 use super::emit::{emit, Emitted, Pending, Settled};
-use super::ledger::Entry;
+use crate::offsets::Entry;
 use super::state::{Record, WorkerState};
 use crate::envelope::{Command, DecodeError, Reason, Timing};
 
@@ -64,7 +64,7 @@ impl Lanes {
     async fn run(self, mut entry: Entry<Record>) {
         let shared = &self.shared;
         loop {
-            let span = info_span!("command", partition = entry.tp.1, offset = entry.offset, id = tracing::field::Empty);
+            let span = info_span!("command", partition = entry.tp.partition, offset = entry.offset, id = tracing::field::Empty);
             let settled = match process_guarded(shared, &entry.job).instrument(span).await {
                 Emitted::Settled(settled) => settled,
                 Emitted::Pending(pending) => {
@@ -83,7 +83,7 @@ impl Lanes {
         if let Err(mpsc::error::SendError(job)) = self.acks.send(job) {
             // Only after the collector stopped, i.e. the worker is exiting: the record
             // is not committed and the next owner runs it.
-            tracing::debug!(partition = job.entry.tp.1, offset = job.entry.offset, "worker stopping; acknowledgement not awaited");
+            tracing::debug!(partition = job.entry.tp.partition, offset = job.entry.offset, "worker stopping; acknowledgement not awaited");
         }
     }
 }

@@ -31,7 +31,6 @@ mod emit;
 mod followers;
 mod handler;
 mod lane;
-pub mod ledger;
 mod sink;
 mod state;
 mod txn;
@@ -43,8 +42,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::{WorkerConfig, WorkerError};
 use followers::RecentIds;
-pub use ledger::Ordering;
-use ledger::Ledger;
+pub use crate::offsets::OrderBy;
+use crate::offsets::Ledger;
 use sink::Sink;
 use state::WorkerState;
 use crate::kafka::KafkaSetupError;

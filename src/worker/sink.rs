@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use rdkafka::producer::FutureProducer;
 
-use super::ledger::Tp;
+use crate::kafka::TopicPartition;
 use super::txn::Outbox;
 use crate::publish::{Acks, Outgoing, Publisher};
 
@@ -29,7 +29,7 @@ impl Sink {
     /// Direct: enqueued, with the acknowledgements the record must still wait for.
     /// Transactional: into the outbox (`None`: nothing to wait for; the transaction
     /// that commits the offset past this record carries them).
-    pub async fn emit(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
+    pub async fn emit(&self, tp: &TopicPartition, offset: i64, outs: Vec<Outgoing>) -> Option<Acks> {
         match self {
             Sink::Direct(p) => Some(p.enqueue_all(outs).await),
             Sink::Transactional { outbox, .. } => {

@@ -12,7 +12,8 @@ use super::followers::RecentIds;
 use super::sink::Sink;
 use crate::envelope::HeaderMap;
 use crate::metrics::Metrics;
-use super::ledger::{Ledger, Tp};
+use crate::kafka::TopicPartition;
+use crate::offsets::Ledger;
 use crate::publish::Publisher;
 use crate::router::Router;
 use crate::topics::Topics;
@@ -20,7 +21,7 @@ use crate::topics::Topics;
 /// A consumed record, owned, with the token that stops its processing.
 #[derive(Debug)]
 pub(crate) struct Record {
-    pub tp: Tp,
+    pub tp: TopicPartition,
     pub offset: i64,
     pub key: Option<Vec<u8>>,
     pub value: Option<Vec<u8>>,

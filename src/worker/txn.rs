@@ -19,9 +19,8 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
-use super::ledger::Tp;
+use crate::kafka::{offset_list, TopicPartition};
 use crate::publish::Outgoing;
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -31,7 +30,7 @@ const MAX_ADVISORY: usize = 10_000;
 /// Outputs waiting for the transaction that commits their records' offsets.
 #[derive(Default)]
 pub struct Outbox {
-    finals: Mutex<HashMap<Tp, BTreeMap<i64, Vec<Outgoing>>>>,
+    finals: Mutex<HashMap<TopicPartition, BTreeMap<i64, Vec<Outgoing>>>>,
     advisory: Mutex<Vec<Outgoing>>,
 }
 
@@ -46,7 +45,7 @@ pub enum TxnError {
 
 impl Outbox {
     /// Records the outputs of a finished record.
-    pub fn put(&self, tp: &Tp, offset: i64, outs: Vec<Outgoing>) {
+    pub fn put(&self, tp: &TopicPartition, offset: i64, outs: Vec<Outgoing>) {
         let mut finals = self.finals.lock().unwrap_or_else(|p| p.into_inner());
         finals.entry(tp.clone()).or_default().entry(offset).or_default().extend(outs);
     }
@@ -60,7 +59,7 @@ impl Outbox {
     }
 
     /// Takes the outputs of records below each commit point.
-    fn take_below(&self, commits: &[(Tp, i64)]) -> Vec<(Tp, i64, Vec<Outgoing>)> {
+    fn take_below(&self, commits: &[(TopicPartition, i64)]) -> Vec<(TopicPartition, i64, Vec<Outgoing>)> {
         let mut finals = self.finals.lock().unwrap_or_else(|p| p.into_inner());
         let mut out = Vec::new();
         for (tp, point) in commits {
@@ -74,14 +73,14 @@ impl Outbox {
     }
 
     /// Puts outputs back after an aborted transaction.
-    fn restore(&self, taken: Vec<(Tp, i64, Vec<Outgoing>)>) {
+    fn restore(&self, taken: Vec<(TopicPartition, i64, Vec<Outgoing>)>) {
         for (tp, offset, outs) in taken {
             self.put(&tp, offset, outs);
         }
     }
 
     /// Forgets outputs of partitions that were released unfinished.
-    pub fn forget(&self, tps: &[Tp]) {
+    pub fn forget(&self, tps: &[TopicPartition]) {
         let mut finals = self.finals.lock().unwrap_or_else(|p| p.into_inner());
         for tp in tps {
             finals.remove(tp);
@@ -99,14 +98,14 @@ pub fn cycle<C: ConsumerContext>(
     producer: &FutureProducer,
     consumer: &BaseConsumer<C>,
     outbox: &Outbox,
-    commits: Vec<(Tp, i64)>,
+    commits: &[(TopicPartition, i64)],
 ) -> Result<(), TxnError> {
     let advisory = outbox.take_advisory();
     if commits.is_empty() && advisory.is_empty() {
         return Ok(());
     }
-    let taken = outbox.take_below(&commits);
-    let result = produce_and_commit(producer, consumer, &advisory, &taken, &commits);
+    let taken = outbox.take_below(commits);
+    let result = produce_and_commit(producer, consumer, &advisory, &taken, commits);
     if let Err(e) = &result {
         tracing::warn!(error = %e, "transaction failed");
         outbox.restore(taken);
@@ -123,8 +122,8 @@ fn produce_and_commit<C: ConsumerContext>(
     producer: &FutureProducer,
     consumer: &BaseConsumer<C>,
     advisory: &[Outgoing],
-    taken: &[(Tp, i64, Vec<Outgoing>)],
-    commits: &[(Tp, i64)],
+    taken: &[(TopicPartition, i64, Vec<Outgoing>)],
+    commits: &[(TopicPartition, i64)],
 ) -> Result<(), TxnError> {
     producer.begin_transaction().map_err(classify)?;
     let outs = advisory.iter().chain(taken.iter().flat_map(|(_, _, outs)| outs.iter()));
@@ -132,10 +131,7 @@ fn produce_and_commit<C: ConsumerContext>(
         enqueue(producer, out).map_err(classify)?;
     }
     if !commits.is_empty() {
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in commits {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset)).map_err(classify)?;
-        }
+        let tpl = offset_list(commits).map_err(classify)?;
         let metadata = consumer
             .group_metadata()
             .ok_or(TxnError::Aborted(rdkafka::error::KafkaError::MessageConsumption(rdkafka::types::RDKafkaErrorCode::State)))?;
@@ -176,7 +172,7 @@ mod tests {
     #[test]
     fn only_outputs_below_the_commit_point_are_taken() {
         let ob = Outbox::default();
-        let tp: Tp = ("c".into(), 0);
+        let tp = TopicPartition::new("c", 0);
         for o in [3, 4, 7] {
             ob.put(&tp, o, vec![out(o)]);
         }

@@ -14,12 +14,11 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use uuid::Uuid;
 
-/// A topic partition.
-pub type Tp = (String, i32);
+use crate::kafka::TopicPartition;
 
 /// How records are serialized before they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Ordering {
+pub enum OrderBy {
     /// Same key: one at a time, in order. Different keys: concurrently.
     #[default]
     Key,
@@ -32,18 +31,18 @@ pub enum Ordering {
 /// The lane a record queues in, derived from the ordering mode.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Lane {
-    Key(Tp, Vec<u8>),
-    Partition(Tp),
+    Key(TopicPartition, Vec<u8>),
+    Partition(TopicPartition),
     /// No ordering constraint: never waits for another record.
     Free,
 }
 
 impl Lane {
-    pub fn for_record(ordering: Ordering, tp: &Tp, key: Option<&[u8]>) -> Lane {
+    pub fn for_record(ordering: OrderBy, tp: &TopicPartition, key: Option<&[u8]>) -> Lane {
         match (ordering, key) {
-            (Ordering::Key, Some(k)) => Lane::Key(tp.clone(), k.to_vec()),
-            (Ordering::Key, None) | (Ordering::None, _) => Lane::Free,
-            (Ordering::Partition, _) => Lane::Partition(tp.clone()),
+            (OrderBy::Key, Some(k)) => Lane::Key(tp.clone(), k.to_vec()),
+            (OrderBy::Key, None) | (OrderBy::None, _) => Lane::Free,
+            (OrderBy::Partition, _) => Lane::Partition(tp.clone()),
         }
     }
 }
@@ -74,7 +73,7 @@ impl PartitionBook {
 /// A record with its ledger coordinates.
 #[derive(Debug)]
 pub struct Entry<J> {
-    pub tp: Tp,
+    pub tp: TopicPartition,
     pub offset: i64,
     pub epoch: u64,
     pub lane: Lane,
@@ -102,7 +101,7 @@ impl<J> LaneState<J> {
 /// See the module docs.
 #[derive(Debug)]
 pub struct Ledger<J> {
-    books: HashMap<Tp, PartitionBook>,
+    books: HashMap<TopicPartition, PartitionBook>,
     /// Busy lanes: records waiting behind a running (or parked) record of the same
     /// lane. A lane present here, even with an empty queue, is busy.
     lanes: HashMap<Lane, LaneState<J>>,
@@ -121,13 +120,13 @@ impl<J> Ledger<J> {
     }
 
     /// Starts tracking a newly assigned partition.
-    pub fn assign(&mut self, tp: Tp) {
+    pub fn assign(&mut self, tp: TopicPartition) {
         let epoch = self.next_epoch;
         self.next_epoch += 1;
         self.books.insert(tp, PartitionBook { epoch, pending: BTreeSet::new(), next: -1, committed: -1, running: 0 });
     }
 
-    pub fn is_assigned(&self, tp: &Tp) -> bool {
+    pub fn is_assigned(&self, tp: &TopicPartition) -> bool {
         self.books.contains_key(tp)
     }
 
@@ -141,7 +140,7 @@ impl<J> Ledger<J> {
     /// queued behind its lane and will be handed out by [`Ledger::finish`]. A record
     /// carrying the id its lane is parked for resumes the lane at once.
     /// Records of unassigned partitions are refused (`Err`), unstarted.
-    pub fn admit(&mut self, tp: Tp, offset: i64, lane: Lane, id: Option<Uuid>, job: J) -> Result<Option<Entry<J>>, J> {
+    pub fn admit(&mut self, tp: TopicPartition, offset: i64, lane: Lane, id: Option<Uuid>, job: J) -> Result<Option<Entry<J>>, J> {
         let Some(book) = self.books.get_mut(&tp) else { return Err(job) };
         if book.next < 0 {
             // The first record shows where consumption resumed: already committed.
@@ -196,6 +195,7 @@ impl<J> Ledger<J> {
     }
 
     /// Lanes currently parked for a retry.
+    #[cfg(test)]
     pub fn parked(&self) -> usize {
         self.lanes.values().filter(|s| s.parked.is_some()).count()
     }
@@ -207,7 +207,7 @@ impl<J> Ledger<J> {
 
     /// Marks a running record finished and hands out the next record of its lane.
     /// A record from an earlier assignment of its partition is ignored.
-    pub fn finish(&mut self, tp: &Tp, offset: i64, epoch: u64, lane: &Lane, origin: Option<i64>) -> Option<Entry<J>> {
+    pub fn finish(&mut self, tp: &TopicPartition, offset: i64, epoch: u64, lane: &Lane, origin: Option<i64>) -> Option<Entry<J>> {
         let book = self.books.get_mut(tp).filter(|b| b.epoch == epoch)?;
         if book.pending.remove(&offset) {
             book.running = book.running.saturating_sub(1);
@@ -234,7 +234,7 @@ impl<J> Ledger<J> {
     /// Marks a running record given up (its partition is being revoked or the worker
     /// is stopping): no longer running, but still pending, so its offset is never
     /// committed and the next owner runs it again.
-    pub fn abandon(&mut self, tp: &Tp, epoch: u64) {
+    pub fn abandon(&mut self, tp: &TopicPartition, epoch: u64) {
         if let Some(book) = self.books.get_mut(tp).filter(|b| b.epoch == epoch) {
             book.running = book.running.saturating_sub(1);
         }
@@ -242,7 +242,7 @@ impl<J> Ledger<J> {
 
     /// Offsets to commit: for each partition whose commit point moved, that point.
     /// Marks them committed; call [`Ledger::uncommit`] if the commit then fails.
-    pub fn take_commits(&mut self, only: Option<&[Tp]>) -> Vec<(Tp, i64)> {
+    pub fn take_commits(&mut self, only: Option<&[TopicPartition]>) -> Vec<(TopicPartition, i64)> {
         let mut out = Vec::new();
         for (tp, book) in self.books.iter_mut() {
             if only.is_some_and(|o| !o.contains(tp)) {
@@ -257,21 +257,21 @@ impl<J> Ledger<J> {
     }
 
     /// Forgets that a commit happened, so the next round retries it.
-    pub fn uncommit(&mut self, tp: &Tp) {
+    pub fn uncommit(&mut self, tp: &TopicPartition) {
         if let Some(book) = self.books.get_mut(tp) {
             book.committed = -1;
         }
     }
 
     /// Records of these partitions still running (queued ones excluded).
-    pub fn running_in(&self, tps: &[Tp]) -> usize {
+    pub fn running_in(&self, tps: &[TopicPartition]) -> usize {
         tps.iter().filter_map(|tp| self.books.get(tp)).map(|b| b.running).sum()
     }
 
     /// Drops queued (unstarted) records of these partitions; they will be consumed
     /// again by whoever owns the partition next. They stay pending, so no commit
     /// passes them. Returns how many were dropped.
-    pub fn drop_queued(&mut self, tps: &[Tp]) -> usize {
+    pub fn drop_queued(&mut self, tps: &[TopicPartition]) -> usize {
         let mut dropped = 0;
         for state in self.lanes.values_mut() {
             let before = state.queue.len();
@@ -282,7 +282,7 @@ impl<J> Ledger<J> {
     }
 
     /// Stops tracking partitions; stragglers that finish later are ignored.
-    pub fn release(&mut self, tps: &[Tp]) {
+    pub fn release(&mut self, tps: &[TopicPartition]) {
         self.drop_queued(tps);
         for tp in tps {
             self.books.remove(tp);
@@ -293,7 +293,7 @@ impl<J> Ledger<J> {
         });
     }
 
-    pub fn assigned(&self) -> Vec<Tp> {
+    pub fn assigned(&self) -> Vec<TopicPartition> {
         self.books.keys().cloned().collect()
     }
 }
@@ -302,8 +302,8 @@ impl<J> Ledger<J> {
 mod tests {
     use super::*;
 
-    fn tp(p: i32) -> Tp {
-        ("t".to_string(), p)
+    fn tp(p: i32) -> TopicPartition {
+        TopicPartition::new("t", p)
     }
 
     fn key(k: &str) -> Lane {
@@ -343,9 +343,9 @@ mod tests {
     fn partition_ordering_is_one_at_a_time() {
         let mut l = Ledger::new();
         l.assign(tp(0));
-        let lane = Lane::for_record(Ordering::Partition, &tp(0), Some(b"x"));
+        let lane = Lane::for_record(OrderBy::Partition, &tp(0), Some(b"x"));
         let first = l.admit(tp(0), 0, lane.clone(), None, 0).unwrap().unwrap();
-        assert!(l.admit(tp(0), 1, Lane::for_record(Ordering::Partition, &tp(0), Some(b"y")), None, 1).unwrap().is_none());
+        assert!(l.admit(tp(0), 1, Lane::for_record(OrderBy::Partition, &tp(0), Some(b"y")), None, 1).unwrap().is_none());
         assert_eq!(l.finish(&tp(0), 0, first.epoch, &lane, None).unwrap().job, 1);
     }
 
@@ -366,7 +366,7 @@ mod tests {
         l.assign(tp(0));
         assert!(l.finish(&tp(0), 0, run.epoch, &run.lane, None).is_none(), "old epoch ignored");
         assert_eq!(l.in_flight(), 1);
-        assert!(l.admit(("other".into(), 0), 0, Lane::Free, None, 9).is_err());
+        assert!(l.admit(TopicPartition::new("other", 0), 0, Lane::Free, None, 9).is_err());
     }
 
     #[test]
