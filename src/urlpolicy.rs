@@ -332,7 +332,8 @@ mod tests {
     #[test]
     fn tricks_that_are_not_addresses_are_refused_too() {
         let p = UrlPolicy::allowing_loopback();
-        let cases: [(&str, fn(&UrlError) -> bool); 8] = [
+        type Expect = fn(&UrlError) -> bool;
+        let cases: [(&str, Expect); 8] = [
             ("http://evil@127.0.0.1/", |e| *e == UrlError::Credentials),
             ("http://127.0.0.1@evil.example/", |e| *e == UrlError::Credentials),
             ("http://a:b@example.com/", |e| *e == UrlError::Credentials),

@@ -141,7 +141,7 @@ fn result_event(state: State, command_type: &str, result: Option<Value>) -> Resu
         result,
         error: matches!(state, State::Failed | State::Cancelled | State::TimedOut)
             .then(|| ErrorInfo { code: "nope".into(), message: "no".into(), retryable: false }),
-        progress: (state == State::Progress).then(|| Progress { percent: 12.5, message: None }),
+        progress: (state == State::Progress).then_some(Progress { percent: 12.5, message: None }),
         timing: Timing::default(),
         worker: "w".into(),
     };

@@ -401,7 +401,8 @@ async fn secrets_never_appear_in_output_errors_or_metrics() {
     // without '=', a bad escape in the env var, an unknown property. Each error says
     // why, never the text.
     let bad_secret_env = [("COURIER_WEBHOOK_SECRETS", "whsec_S3cr3tEnvNotBase64!!")];
-    let cases: Vec<(&str, Vec<&str>, &[(&str, &str)], &str)> = vec![
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: Vec<(&str, Vec<&str>, Env, &str)> = vec![
         ("secret without whsec_", vec!["webhooks", "run", "--webhook-secret", "S3cr3tNoPrefix"], &[], "whsec_"),
         ("secret not base64", vec!["webhooks", "run", "--webhook-secret", good, "--webhook-secret", "whsec_S3cr3t!!!"], &[], "base64"),
         ("secret from env", vec!["webhooks", "run"], &bad_secret_env, "base64"),

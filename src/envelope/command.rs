@@ -372,7 +372,7 @@ mod tests {
         let (_, value, mut headers) = sample().encode();
         headers.insert(h::SPRING_REPLY_TOPIC, "replies");
         headers.insert(h::SPRING_CORRELATION_ID, vec![1u8, 2, 3]);
-        headers.insert(h::SPRING_REPLY_PARTITION, 2i32.to_be_bytes().to_vec());
+        headers.insert(h::SPRING_REPLY_PARTITION, 2i32.to_be_bytes());
         let cmd = Command::decode(None, Some(&value), &headers).unwrap();
         assert_eq!(cmd.reply_to.as_deref(), Some("replies"));
         assert_eq!(cmd.correlation_id, Some(vec![1, 2, 3]));
