@@ -74,7 +74,8 @@ pub async fn follow_both(
     Ok(())
 }
 
-/// A follower that could not start, as the worker's setup error.
+/// A follower that could not start, as the worker's setup error. `spawn` fails only
+/// while setting up (`Setup`, `Kafka`); the last arm is for completeness.
 fn setup(e: FollowError) -> KafkaSetupError {
     match e {
         FollowError::Setup(e) => e,
