@@ -2,9 +2,9 @@
 //!
 //! Waiting needs no reply topic per caller and no in-memory pending map on the
 //! worker side: results are keyed events on one shared topic, and the client reads
-//! them. One background listener per [`Client`] serves every `submit_and_wait`; it
-//! starts at the results topic's end *before* the first command is sent, so no
-//! result can slip past it.
+//! them, through the crate's whole-topic follower ([`crate::follow`]). One background
+//! listener per [`Client`] serves every `submit_and_wait`; it starts at the results
+//! topic's end *before* the first command is sent, so no result can slip past it.
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -12,16 +12,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{oneshot, OnceCell};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envelope::{Command, HeaderMap, NewCommand, OperationSnapshot, ResultEvent};
-use crate::kafka::{set_default, KafkaArgs, KafkaSetupError};
+use crate::envelope::{Command, NewCommand, OperationSnapshot, ResultEvent};
+use crate::follow::{Reader, Seen};
+use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::{Outgoing, PublishError, Publisher};
 use crate::topics::Topics;
+
+/// Where a subscription starts reading: the crate's one start position.
+pub use crate::follow::StartAt;
 
 /// What can go wrong for a caller.
 #[derive(Debug, thiserror::Error)]
@@ -32,21 +34,10 @@ pub enum ClientError {
     Publish(#[from] PublishError),
     #[error("no final result for command {id} within {timeout:?}")]
     Timeout { id: Uuid, timeout: Duration },
-    #[error("kafka: {0}")]
-    Kafka(#[from] rdkafka::error::KafkaError),
     #[error("result listener stopped")]
     ListenerGone,
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
-}
-
-/// Where a subscription starts reading.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StartAt {
-    /// Only events published from now on.
-    Now,
-    /// Everything the results topic still retains.
-    Beginning,
 }
 
 type Waiters = Arc<Mutex<HashMap<Uuid, oneshot::Sender<ResultEvent>>>>;
@@ -164,144 +155,75 @@ impl Client {
     /// operation, so reading it from the beginning finds one that already ended, and
     /// following it on finds one that ends later.
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<OperationSnapshot, ClientError> {
-        let consumer = self.consumer_at(&self.topics.status, StartAt::Beginning).await?;
         let key = id.to_string();
-        let found = async {
-            loop {
-                match consumer.recv().await {
-                    Ok(msg) if msg.key() == Some(key.as_bytes()) => {
-                        if let Ok(Some(s)) = OperationSnapshot::decode(msg.payload()) {
-                            if s.state.is_final() {
-                                return s;
-                            }
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "status consumer error"),
-                }
+        let final_snapshot = move |seen: Seen<'_>| {
+            if seen.key() != Some(key.as_bytes()) {
+                return None;
             }
+            OperationSnapshot::decode(seen.value()).ok().flatten().filter(|s| s.state.is_final())
         };
-        tokio::time::timeout(timeout, found).await.map_err(|_| ClientError::Timeout { id, timeout })
+        let mut finals = Box::pin(Reader::open(&self.args, &self.topics.status, StartAt::Beginning).await?.into_stream(final_snapshot));
+        match tokio::time::timeout(timeout, finals.next()).await {
+            Ok(Some(snapshot)) => Ok(snapshot),
+            Ok(None) => Err(ClientError::ListenerGone),
+            Err(_) => Err(ClientError::Timeout { id, timeout }),
+        }
     }
 
     /// The latest snapshot of a command now, whatever its state (`None` if the status
     /// topic has none): what `courier status` prints. Reads the compacted status topic
     /// to its end, so it costs a scan; use [`Client::wait`] to follow one command.
     pub async fn status(&self, id: Uuid) -> Result<Option<OperationSnapshot>, ClientError> {
-        let latest: Arc<Mutex<Option<OperationSnapshot>>> = Arc::default();
-        let sink = latest.clone();
+        let mut latest = None;
         let key = id.to_string();
-        let stop = tokio_util::sync::CancellationToken::new();
-        let _stop_reader = stop.clone().drop_guard();
-        crate::follow::follow(&self.args, &self.topics.status, stop, move |seen| {
-            if seen.key == Some(key.as_bytes()) {
-                let snapshot = OperationSnapshot::decode(seen.value).ok().flatten();
-                *sink.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        crate::follow::read_to_end(&self.args, &self.topics.status, StartAt::Beginning, None, |seen| {
+            if seen.key() == Some(key.as_bytes()) {
+                latest = OperationSnapshot::decode(seen.value()).ok().flatten();
             }
         })
         .await?;
-        let found = latest.lock().unwrap_or_else(|p| p.into_inner()).take();
-        Ok(found)
+        Ok(latest)
     }
 
     /// A stream of every result event (all states), from `start`.
     pub async fn subscribe(&self, start: StartAt) -> Result<Pin<Box<dyn Stream<Item = ResultEvent> + Send>>, ClientError> {
-        let consumer = self.results_consumer(start).await?;
-        let stream = futures::stream::unfold(consumer, |consumer| async move {
-            loop {
-                match consumer.recv().await {
-                    Ok(msg) => {
-                        if let Some(ev) = decode_result(&msg) {
-                            return Some((ev, consumer));
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "results consumer error"),
-                }
-            }
-        });
-        Ok(Box::pin(stream))
+        let reader = Reader::open(&self.args, &self.topics.results, start).await?;
+        Ok(Box::pin(reader.into_stream(|seen| decode_result(&seen))))
     }
 
     fn lock_waiters(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, oneshot::Sender<ResultEvent>>> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Starts the one listener every `submit_and_wait` shares, at the results topic's
+    /// end, on first use. It runs as long as the process.
     async fn ensure_listener(&self) -> Result<(), ClientError> {
         self.listener
             .get_or_try_init(|| async {
-                let consumer = self.results_consumer(StartAt::Now).await?;
                 let waiters = self.waiters.clone();
-                tokio::spawn(listen(consumer, waiters));
+                let forever = CancellationToken::new();
+                crate::follow::spawn(&self.args, &self.topics.results, StartAt::Now, forever, move |seen| hand_over(&waiters, &seen)).await?;
                 Ok::<(), ClientError>(())
             })
             .await?;
         Ok(())
     }
+}
 
-    /// A consumer assigned to every partition of the results topic, positioned at
-    /// `start` before this returns (no group, no commits: readers are independent).
-    async fn results_consumer(&self, start: StartAt) -> Result<StreamConsumer, ClientError> {
-        self.consumer_at(&self.topics.results, start).await
+/// Gives a final event to whoever waits for its command.
+fn hand_over(waiters: &Waiters, seen: &Seen<'_>) {
+    let Some(event) = decode_result(seen) else { return };
+    if !event.state().is_final() {
+        return;
     }
-
-    /// Like [`Client::results_consumer`], for any topic.
-    async fn consumer_at(&self, topic: &str, start: StartAt) -> Result<StreamConsumer, ClientError> {
-        let mut cfg = self.args.client_config()?;
-        cfg.set("group.id", format!("courier-client-{}", crate::envelope::new_id()));
-        cfg.set("enable.auto.commit", "false");
-        set_default(&mut cfg, "isolation.level", "read_committed");
-        let consumer: StreamConsumer = cfg.create()?;
-        let topic = topic.to_string();
-        let consumer = tokio::task::spawn_blocking(move || position(consumer, &topic, start))
-            .await
-            .map_err(|_| ClientError::ListenerGone)??;
-        Ok(consumer)
+    let waiter = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.command_id());
+    if let Some(tx) = waiter {
+        let _ = tx.send(event);
     }
 }
 
-/// Assigns all partitions at the current end (or beginning), resolved to concrete
-/// offsets now, so that later events are never missed.
-fn position(consumer: StreamConsumer, topic: &str, start: StartAt) -> Result<StreamConsumer, ClientError> {
-    let partitions = crate::kafka::partitions_of(&consumer, topic)?;
-    let mut tpl = TopicPartitionList::new();
-    for p in partitions {
-        let offset = match start {
-            StartAt::Beginning => Offset::Beginning,
-            StartAt::Now => Offset::Offset(crate::kafka::watermarks(&consumer, topic, p)?.1),
-        };
-        tpl.add_partition_offset(topic, p, offset)?;
-    }
-    consumer.assign(&tpl)?;
-    Ok(consumer)
-}
-
-async fn listen(consumer: StreamConsumer, waiters: Waiters) {
-    let mut stream = consumer.stream();
-    while let Some(next) = stream.next().await {
-        let msg = match next {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::warn!(error = %e, "results listener error");
-                continue;
-            }
-        };
-        let Some(event) = decode_result(&msg) else { continue };
-        if !event.state().is_final() {
-            continue;
-        }
-        let waiter = waiters.lock().unwrap_or_else(|p| p.into_inner()).remove(&event.command_id());
-        if let Some(tx) = waiter {
-            let _ = tx.send(event);
-        }
-    }
-}
-
-fn decode_result<M: Message>(msg: &M) -> Option<ResultEvent>
-where
-    M::Headers: crate::envelope::KafkaHeaders,
-{
-    let headers = HeaderMap::from_kafka(msg.headers());
-    match ResultEvent::decode(msg.key(), msg.payload(), &headers) {
+fn decode_result(seen: &Seen<'_>) -> Option<ResultEvent> {
+    match ResultEvent::decode(seen.key(), seen.value(), &seen.headers()) {
         Ok(ev) => Some(ev),
         Err(e) => {
             tracing::debug!(error = %e, "skipping unreadable result record");

@@ -253,50 +253,26 @@ impl Filter {
     }
 }
 
-/// Reads every dead letter currently in the DLQ topic (up to the ends seen now).
-pub async fn read_all(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::kafka::KafkaSetupError> {
-    let args = args.clone();
-    tokio::task::spawn_blocking(move || read_all_blocking(&args))
-        .await
-        .map_err(|e| crate::kafka::KafkaSetupError::Thread(e.to_string()))?
-}
+/// How long reading the DLQ to its end may take before it is given up.
+const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
-fn read_all_blocking(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::kafka::KafkaSetupError> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use std::time::{Duration, Instant};
-    let topic = args.topics().dlq;
-    let mut cfg = args.client_config()?;
-    cfg.set("group.id", format!("courier-dlq-reader-{}", crate::envelope::new_id()));
-    cfg.set("enable.auto.commit", "false");
-    let consumer: BaseConsumer = cfg.create()?;
-    let mut tpl = rdkafka::TopicPartitionList::new();
-    let mut ends = std::collections::HashMap::new();
-    for p in crate::kafka::partitions_of(&consumer, &topic)? {
-        let (low, high) = crate::kafka::watermarks(&consumer, &topic, p)?;
-        if high > low {
-            ends.insert(p, high);
-            tpl.add_partition_offset(&topic, p, rdkafka::Offset::Offset(low))?;
-        }
-    }
-    consumer.assign(&tpl)?;
+/// Reads every dead letter currently in the DLQ topic (up to its end now). Records
+/// without reason headers are not dead letters and are skipped.
+pub async fn read_all(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::follow::FollowError> {
+    use crate::follow::{read_to_end, StartAt};
     let mut out = Vec::new();
-    let until = Instant::now() + Duration::from_secs(60);
-    while !ends.is_empty() && Instant::now() < until {
-        let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
-        if ends.get(&m.partition()).is_some_and(|end| m.offset() + 1 >= *end) {
-            ends.remove(&m.partition());
-        }
-        let headers = HeaderMap::from_kafka(m.headers());
-        let Some(letter) = DeadLetter::from_headers(&headers) else { continue };
+    read_to_end(args, &args.topics().dlq, StartAt::Beginning, Some(READ_WITHIN), |seen| {
+        let headers = seen.headers();
+        let Some(letter) = DeadLetter::from_headers(&headers) else { return };
         out.push(DeadLetterRecord {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
+            partition: seen.partition(),
+            offset: seen.offset(),
+            key: seen.key().map(<[u8]>::to_vec),
+            value: seen.value().map(<[u8]>::to_vec),
             headers,
             letter,
         });
-    }
+    })
+    .await?;
     Ok(out)
 }

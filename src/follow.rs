@@ -1,25 +1,57 @@
-//! Reading a whole topic, every partition, with no consumer group, and keeping up
-//! with it: how a gateway materializes operations (status topic), how a webhook
-//! dispatcher learns callback URLs, disabled endpoints and past attempts, and how
-//! `courier webhooks replay` reads the webhook DLQ.
+//! Reading a whole topic, every partition, with no consumer group: the one reader
+//! behind everything in Courier that needs the complete picture of a topic rather
+//! than a share of it.
 //!
-//! Each reader needs the complete picture, not a share of it, so there is no group.
-//! Records are read `read_committed`: snapshots written in exactly-once mode count
-//! only once their transaction does. "Caught up" is librdkafka's partition EOF,
-//! reported at the last stable offset, so a topic that ends in a transaction marker
-//! does not look unread forever (comparing with the high watermark would).
+//! | reader | topic, start | how |
+//! |---|---|---|
+//! | gateway store, webhook callbacks | status, [`StartAt::Beginning`] | [`follow`] |
+//! | webhook endpoints, delivery log | their topics, `Beginning` | [`follow`] |
+//! | worker: cancels, finished ids | control `Beginning`, results [`StartAt::Tail`] | [`spawn`], waits for both |
+//! | `courier dlq`, `webhooks replay`, `Client::status` | DLQs, status, `Beginning` | [`read_to_end`] |
+//! | `Client::subscribe`, `wait_for`, `wait`, the `submit_and_wait` listener | results, status | a stream, or [`spawn`] at [`StartAt::Now`] |
+//! | bench | results, `Beginning`, until n records | the reader itself |
+//!
+//! One consumer setup for all of them: assigned to every partition (no group to
+//! join, nothing committed), `read_committed` (records written in exactly-once mode
+//! count only once their transaction does), and librdkafka's partition EOF as
+//! "caught up". EOF is reported at the last stable offset, so a topic that ends in a
+//! transaction marker does not look unread forever (comparing offsets with the high
+//! watermark would), and an empty partition is caught up at once.
+//!
+//! Callbacks run under [`crate::supervise::guard`]: a panic skips that record, and
+//! the reader goes on.
+//!
+//! Not a reader of this kind, on purpose: consumers in a group (the worker, the
+//! webhook dispatcher, the retry relay, the bench's raw loop), which share a topic
+//! and commit; and the test harness's own raw reader (`tests/common`), an independent
+//! check of the bytes on the broker.
 
 use std::collections::HashSet;
+use std::time::Duration;
 
+use futures::Stream;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use crate::envelope::HeaderMap;
-use crate::kafka::{partitions_of, set_default, KafkaArgs, KafkaSetupError};
+use crate::kafka::{partitions_of, set_default, watermarks, KafkaArgs, KafkaSetupError};
+
+/// Where a reader starts in each partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Everything the topic still retains.
+    Beginning,
+    /// Only records written from now on: each partition's end, resolved to an offset
+    /// before the reader is handed back, so nothing written after that is missed.
+    Now,
+    /// The last `n` records of each partition (all of it if it holds fewer): enough
+    /// to warm a cache without reading a long history.
+    Tail(u64),
+}
 
 /// Why a topic could not be followed.
 #[derive(Debug, thiserror::Error)]
@@ -27,94 +59,252 @@ pub enum FollowError {
     #[error(transparent)]
     Setup(#[from] KafkaSetupError),
     #[error("reading {topic}: {source}")]
-    Kafka { topic: String, source: rdkafka::error::KafkaError },
+    Kafka { topic: String, source: KafkaError },
     #[error("stopped before {0} was read to its end")]
     Stopped(String),
+    #[error("{topic} was not read to its end within {within:?}")]
+    TooSlow { topic: String, within: Duration },
 }
 
-/// One record as a follower hands it on.
+/// One record as a reader hands it on, borrowed from the consumer for the call.
 pub struct Seen<'a> {
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<&'a [u8]>,
-    pub value: Option<&'a [u8]>,
-    pub headers: HeaderMap,
+    message: BorrowedMessage<'a>,
 }
 
-/// Follows `topic` from its beginning until `stop`, calling `on_record` for each
-/// record; returns once every partition has been read to its end.
-pub async fn follow(
-    kafka: &KafkaArgs,
-    topic: &str,
-    stop: CancellationToken,
-    on_record: impl FnMut(Seen<'_>) + Send + 'static,
-) -> Result<(), FollowError> {
+impl Seen<'_> {
+    pub fn partition(&self) -> i32 {
+        self.message.partition()
+    }
+
+    pub fn offset(&self) -> i64 {
+        self.message.offset()
+    }
+
+    pub fn key(&self) -> Option<&[u8]> {
+        self.message.key()
+    }
+
+    pub fn value(&self) -> Option<&[u8]> {
+        self.message.payload()
+    }
+
+    /// The record's timestamp in milliseconds since the epoch, if it has one.
+    pub fn timestamp_millis(&self) -> Option<i64> {
+        self.message.timestamp().to_millis()
+    }
+
+    /// Every header, copied (names and values as bytes).
+    pub fn headers(&self) -> HeaderMap {
+        HeaderMap::from_kafka(self.message.headers())
+    }
+
+    /// The last value of one header, read in place: for readers that look at one or
+    /// two headers of every record and should not copy them all.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        crate::envelope::last_kafka_header(self.message.headers(), name)
+    }
+
+    /// librdkafka's header list, for the envelope's in-place readers
+    /// ([`crate::envelope::is_final_record`]). Never iterate it with rdkafka's own
+    /// accessors: they panic on a header name that is not UTF-8.
+    pub(crate) fn kafka_headers(&self) -> Option<&BorrowedHeaders> {
+        self.message.headers()
+    }
+}
+
+/// What [`Reader::next`] found.
+pub(crate) enum Next<'a> {
+    Record(Seen<'a>),
+    /// Every partition has been read to its end (once, the first time).
+    CaughtUp,
+}
+
+/// A consumer assigned to every partition of one topic at a [`StartAt`].
+pub(crate) struct Reader {
+    consumer: StreamConsumer,
+    topic: String,
+    /// Partitions not yet read to their end; caught up once empty.
+    unread: HashSet<i32>,
+    caught_up: bool,
+}
+
+impl Reader {
+    /// A reader of `topic`, positioned at `start` in every partition.
+    pub(crate) async fn open(kafka: &KafkaArgs, topic: &str, start: StartAt) -> Result<Reader, FollowError> {
+        let consumer = consumer(kafka)?;
+        let name = topic.to_string();
+        let (consumer, unread) = tokio::task::spawn_blocking(move || assign(consumer, &name, start))
+            .await
+            .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
+        Ok(Reader { consumer, topic: topic.to_string(), unread, caught_up: false })
+    }
+
+    /// The next record, or [`Next::CaughtUp`] when the last unread partition reaches
+    /// its end. Waits for either; errors other than EOF are logged and passed over.
+    pub(crate) async fn next(&mut self) -> Next<'_> {
+        loop {
+            // A topic with a backlog is always ready: give the runtime's other tasks
+            // their turn now and then.
+            tokio::task::coop::consume_budget().await;
+            match self.consumer.recv().await {
+                Ok(message) => return Next::Record(Seen { message }),
+                Err(KafkaError::PartitionEOF(p)) => {
+                    self.unread.remove(&p);
+                    if self.unread.is_empty() && !self.caught_up {
+                        self.caught_up = true;
+                        return Next::CaughtUp;
+                    }
+                }
+                Err(e) => tracing::warn!(topic = %self.topic, error = %e, "topic follower error"),
+            }
+        }
+    }
+
+    /// Every record as `decode` makes it, records it makes nothing of skipped; never
+    /// ends. Dropping the stream drops the consumer.
+    pub(crate) fn into_stream<T, F>(self, decode: F) -> impl Stream<Item = T> + Send + 'static
+    where
+        T: Send + 'static,
+        F: FnMut(Seen<'_>) -> Option<T> + Send + 'static,
+    {
+        futures::stream::unfold((self, decode), |(mut reader, mut decode)| async move {
+            loop {
+                let item = match reader.next().await {
+                    Next::Record(seen) => decode(seen),
+                    Next::CaughtUp => None,
+                };
+                if let Some(item) = item {
+                    return Some((item, (reader, decode)));
+                }
+            }
+        })
+    }
+
+    /// Calls `on_record` for every record until `stop`; says so on `ready` when
+    /// caught up.
+    async fn run(mut self, stop: CancellationToken, mut on_record: impl FnMut(Seen<'_>), ready: oneshot::Sender<()>) {
+        let what = format!("follower of {}", self.topic);
+        let mut ready = Some(ready);
+        loop {
+            let next = tokio::select! {
+                next = self.next() => next,
+                _ = stop.cancelled() => return,
+            };
+            match next {
+                Next::Record(seen) => {
+                    crate::supervise::guard(&what, || on_record(seen));
+                }
+                Next::CaughtUp => {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The one consumer setup: no group to join (librdkafka wants a `group.id`, so a
+/// fresh one), no commits, `read_committed` unless `--kafka-opt` says otherwise, and
+/// partition EOF reported.
+fn consumer(kafka: &KafkaArgs) -> Result<StreamConsumer, KafkaSetupError> {
     let mut cfg = kafka.client_config()?;
     cfg.set("group.id", format!("courier-follower-{}", crate::envelope::new_id()));
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "true");
     set_default(&mut cfg, "isolation.level", "read_committed");
-    let consumer: StreamConsumer = cfg.create().map_err(KafkaSetupError::from)?;
-    let name = topic.to_string();
-    let (consumer, unread) = tokio::task::spawn_blocking(move || assign_all(consumer, &name))
-        .await
-        .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
-    let (ready_tx, ready_rx) = oneshot::channel();
-    let started = std::time::Instant::now();
-    tokio::spawn(run(consumer, unread, stop.clone(), on_record, ready_tx));
-    let stopped = || FollowError::Stopped(topic.to_string());
-    tokio::select! {
-        ready = ready_rx => ready.map_err(|_| stopped())?,
-        _ = stop.cancelled() => return Err(stopped()),
-    }
-    tracing::debug!(topic, elapsed = ?started.elapsed(), "topic read to its end");
-    Ok(())
+    Ok(cfg.create()?)
 }
 
-fn assign_all(consumer: StreamConsumer, topic: &str) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
+/// Assigns every partition of `topic` at `start`, resolved to offsets now. Blocking.
+fn assign(consumer: StreamConsumer, topic: &str, start: StartAt) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
     let partitions = partitions_of(&consumer, topic)?;
-    let mut tpl = TopicPartitionList::new();
     let kafka = |source| FollowError::Kafka { topic: topic.to_string(), source };
+    let mut tpl = TopicPartitionList::new();
     for p in &partitions {
-        tpl.add_partition_offset(topic, *p, Offset::Beginning).map_err(kafka)?;
+        let offset = match start {
+            StartAt::Beginning => Offset::Beginning,
+            StartAt::Now => Offset::Offset(watermarks(&consumer, topic, *p).map_err(kafka)?.1),
+            StartAt::Tail(n) => {
+                let (low, high) = watermarks(&consumer, topic, *p).map_err(kafka)?;
+                Offset::Offset(high.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX)).max(low))
+            }
+        };
+        tpl.add_partition_offset(topic, *p, offset).map_err(kafka)?;
     }
     consumer.assign(&tpl).map_err(kafka)?;
     Ok((consumer, partitions.into_iter().collect()))
 }
 
-async fn run(
-    consumer: StreamConsumer,
-    mut unread: HashSet<i32>,
+/// A follower running in a task of its own, until its stop token fires.
+pub struct Following {
+    topic: String,
+    ready: oneshot::Receiver<()>,
     stop: CancellationToken,
+}
+
+impl Following {
+    /// Resolves once every partition has been read to its end; `Stopped` if the
+    /// follower's stop fired first. Dropping this does not stop the follower.
+    pub async fn caught_up(self) -> Result<(), FollowError> {
+        tokio::select! {
+            ready = self.ready => ready.map_err(|_| FollowError::Stopped(self.topic)),
+            _ = self.stop.cancelled() => Err(FollowError::Stopped(self.topic)),
+        }
+    }
+}
+
+/// Starts following `topic` from `start` until `stop`, calling `on_record` for each
+/// record in a task of its own; returns once the reader is positioned (so nothing
+/// written after this returns is missed), before it has caught up.
+pub async fn spawn(
+    kafka: &KafkaArgs,
+    topic: &str,
+    start: StartAt,
+    stop: CancellationToken,
+    on_record: impl FnMut(Seen<'_>) + Send + 'static,
+) -> Result<Following, FollowError> {
+    let reader = Reader::open(kafka, topic, start).await?;
+    let (ready_tx, ready) = oneshot::channel();
+    tokio::spawn(reader.run(stop.clone(), on_record, ready_tx));
+    Ok(Following { topic: topic.to_string(), ready, stop })
+}
+
+/// Follows `topic` from `start` until `stop`, calling `on_record` for each record;
+/// returns once every partition has been read to its end.
+pub async fn follow(
+    kafka: &KafkaArgs,
+    topic: &str,
+    start: StartAt,
+    stop: CancellationToken,
+    on_record: impl FnMut(Seen<'_>) + Send + 'static,
+) -> Result<(), FollowError> {
+    let started = std::time::Instant::now();
+    spawn(kafka, topic, start, stop, on_record).await?.caught_up().await?;
+    tracing::debug!(topic, elapsed = ?started.elapsed(), "topic read to its end");
+    Ok(())
+}
+
+/// Reads `topic` from `start` to its end once, calling `on_record` for each record
+/// in the caller's task, and stops: a one-off scan (a DLQ listing, one command's
+/// status). Past `within`, if given, it gives up with `TooSlow`.
+pub async fn read_to_end(
+    kafka: &KafkaArgs,
+    topic: &str,
+    start: StartAt,
+    within: Option<Duration>,
     mut on_record: impl FnMut(Seen<'_>),
-    ready: oneshot::Sender<()>,
-) {
-    let mut ready = Some(ready);
-    loop {
-        let next = tokio::select! {
-            next = consumer.recv() => next,
-            _ = stop.cancelled() => break,
-        };
-        match next {
-            Ok(m) => {
-                let seen = || Seen {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key(),
-                    value: m.payload(),
-                    headers: HeaderMap::from_kafka(m.headers()),
-                };
-                crate::supervise::guard("topic follower", || on_record(seen()));
-            }
-            Err(KafkaError::PartitionEOF(p)) => {
-                unread.remove(&p);
-            }
-            Err(e) => tracing::warn!(error = %e, "topic follower error"),
+) -> Result<(), FollowError> {
+    let read = async {
+        let mut reader = Reader::open(kafka, topic, start).await?;
+        let what = format!("reader of {topic}");
+        while let Next::Record(seen) = reader.next().await {
+            crate::supervise::guard(&what, || on_record(seen));
         }
-        if unread.is_empty() {
-            if let Some(tx) = ready.take() {
-                let _ = tx.send(());
-            }
-        }
+        Ok(())
+    };
+    match within {
+        None => read.await,
+        Some(within) => tokio::time::timeout(within, read).await.map_err(|_| FollowError::TooSlow { topic: topic.to_string(), within })?,
     }
 }

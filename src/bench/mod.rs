@@ -169,6 +169,8 @@ pub enum BenchError {
     Worker(#[from] crate::WorkerError),
     #[error(transparent)]
     Client(#[from] crate::ClientError),
+    #[error(transparent)]
+    Follow(#[from] crate::follow::FollowError),
     #[error("{0}")]
     Stalled(String),
     #[error("backlog worker: {0}")]

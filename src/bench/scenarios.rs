@@ -9,7 +9,6 @@ use futures::StreamExt;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -17,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{BenchConfig, BenchError};
 use crate::envelope::{NewCommand, OperationSnapshot, ResultEvent, State, Timing};
+use crate::follow::{Next, Reader, Seen, StartAt};
 use crate::publish::{Outgoing, Publisher};
 use crate::kafka::{producer_config, KafkaArgs};
 use crate::router::{Context, Handler, HandlerError, Router};
@@ -78,46 +78,31 @@ async fn preproduce(args: &KafkaArgs, n: usize, command_type: &str, data: Value,
     Ok(())
 }
 
-/// Reads `topic` until `expected` records pass `counts`, and returns the span between
-/// the first and last counted record's timestamps.
-async fn output_span(args: &KafkaArgs, topic: &str, expected: usize, counts: fn(&rdkafka::message::BorrowedMessage<'_>) -> bool) -> Result<Duration, BenchError> {
-    let args = args.clone();
-    let topic = topic.to_string();
-    tokio::task::spawn_blocking(move || {
-        let mut cfg = args.client_config()?;
-        cfg.set("group.id", format!("bench-reader-{}", crate::envelope::new_id()));
-        cfg.set("isolation.level", "read_committed").set("enable.auto.commit", "false");
-        let consumer: BaseConsumer = cfg.create()?;
-        let mut tpl = TopicPartitionList::new();
-        for p in crate::kafka::partitions_of(&consumer, &topic)? {
-            tpl.add_partition_offset(&topic, p, Offset::Beginning)?;
+/// Reads `topic` from its beginning until `expected` records pass `counts`, and
+/// returns the span between the first and last counted record's timestamps.
+async fn output_span(args: &KafkaArgs, topic: &str, expected: usize, counts: fn(&Seen<'_>) -> bool) -> Result<Duration, BenchError> {
+    const IDLE: Duration = Duration::from_secs(120);
+    let mut reader = Reader::open(args, topic, StartAt::Beginning).await?;
+    let (mut seen, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
+    while seen < expected {
+        let Ok(next) = tokio::time::timeout(IDLE, reader.next()).await else {
+            return Err(BenchError::Stalled(format!("{topic}: {seen} of {expected} outputs after 2 min idle")));
+        };
+        let Next::Record(record) = next else { continue };
+        if counts(&record) {
+            let ts = record.timestamp_millis().unwrap_or(0);
+            (first, last) = (first.min(ts), last.max(ts));
+            seen += 1;
         }
-        consumer.assign(&tpl)?;
-        let (mut seen, mut first, mut last) = (0usize, i64::MAX, i64::MIN);
-        let mut idle = Instant::now();
-        while seen < expected {
-            if idle.elapsed() > Duration::from_secs(120) {
-                return Err(BenchError::Stalled(format!("{topic}: {seen} of {expected} outputs after 2 min idle")));
-            }
-            let Some(Ok(m)) = consumer.poll(Duration::from_millis(200)) else { continue };
-            idle = Instant::now();
-            if counts(&m) {
-                let ts = m.timestamp().to_millis().unwrap_or(0);
-                (first, last) = (first.min(ts), last.max(ts));
-                seen += 1;
-            }
-        }
-        Ok(Duration::from_millis((last - first).max(1) as u64))
-    })
-    .await
-    .map_err(|e| BenchError::Stalled(e.to_string()))?
+    }
+    Ok(Duration::from_millis((last - first).max(1) as u64))
 }
 
-fn is_final(m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
-    crate::envelope::is_final_record(m.headers())
+fn is_final(record: &Seen<'_>) -> bool {
+    crate::envelope::is_final_record(record.kafka_headers())
 }
 
-fn any_record(_: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+fn any_record(_: &Seen<'_>) -> bool {
     true
 }
 

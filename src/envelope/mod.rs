@@ -28,7 +28,7 @@ pub(crate) use status::test_snapshot;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};
-pub use headers::{header_names, DecodeError, HeaderMap, KafkaHeaders};
+pub use headers::{header_names, last_kafka_header, DecodeError, HeaderMap, KafkaHeaders};
 pub use reason::Reason;
 pub use status::{OperationSnapshot, SNAPSHOT_TYPE};
 pub use result::{is_final_record, ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};

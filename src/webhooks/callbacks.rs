@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::follow::{follow, FollowError};
+use crate::follow::{follow, FollowError, StartAt};
 use crate::envelope::OperationSnapshot;
 use crate::kafka::KafkaArgs;
 
@@ -51,7 +51,7 @@ impl Callbacks {
     pub async fn follow(kafka: &KafkaArgs, capacity: usize, stop: CancellationToken) -> Result<Arc<Self>, FollowError> {
         let callbacks = Arc::new(Callbacks::new(capacity));
         let sink = callbacks.clone();
-        follow(kafka, &kafka.topics().status, stop, move |seen| match OperationSnapshot::decode(seen.value) {
+        follow(kafka, &kafka.topics().status, StartAt::Beginning, stop, move |seen| match OperationSnapshot::decode(seen.value()) {
             Ok(Some(snapshot)) => sink.apply(&snapshot),
             Ok(None) => {}
             Err(e) => tracing::debug!(error = %e, "unreadable status record; skipped"),

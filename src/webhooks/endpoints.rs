@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use crate::follow::{follow, FollowError};
+use crate::follow::{follow, FollowError, StartAt};
 use crate::envelope::{json_event, new_id};
 use crate::kafka::KafkaArgs;
 use crate::publish::Outgoing;
@@ -68,12 +68,12 @@ impl Endpoints {
     pub async fn follow(kafka: &KafkaArgs, stop: CancellationToken) -> Result<Arc<Self>, FollowError> {
         let endpoints = Arc::new(Endpoints::default());
         let sink = endpoints.clone();
-        follow(kafka, &kafka.topics().webhooks_endpoints, stop, move |seen| {
-            match seen.value.filter(|v| !v.is_empty()).map(serde_json::from_slice::<EndpointState>) {
+        follow(kafka, &kafka.topics().webhooks_endpoints, StartAt::Beginning, stop, move |seen| {
+            match seen.value().filter(|v| !v.is_empty()).map(serde_json::from_slice::<EndpointState>) {
                 Some(Ok(state)) => sink.apply(state),
                 Some(Err(e)) => tracing::debug!(error = %e, "unreadable endpoint record; skipped"),
                 None => {
-                    if let Some(url) = seen.key.and_then(|k| std::str::from_utf8(k).ok()) {
+                    if let Some(url) = seen.key().and_then(|k| std::str::from_utf8(k).ok()) {
                         sink.lock().remove(url);
                     }
                 }

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::follow::{follow, FollowError};
+use crate::follow::{follow, FollowError, StartAt};
 use crate::envelope::{header_names, json_event, HeaderMap};
 use crate::kafka::KafkaArgs;
 use crate::publish::Outgoing;
@@ -111,8 +111,8 @@ impl DeliveryLog {
     pub async fn follow(kafka: &KafkaArgs, operations: usize, per_operation: usize, stop: CancellationToken) -> Result<Arc<Self>, FollowError> {
         let log = Arc::new(DeliveryLog::new(operations, per_operation));
         let sink = log.clone();
-        follow(kafka, &kafka.topics().webhooks_log, stop, move |seen| {
-            if let Some(attempt) = Attempt::decode(seen.value, &seen.headers) {
+        follow(kafka, &kafka.topics().webhooks_log, StartAt::Beginning, stop, move |seen| {
+            if let Some(attempt) = Attempt::decode(seen.value(), &seen.headers()) {
                 sink.apply(attempt);
             }
         })

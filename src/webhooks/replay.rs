@@ -4,16 +4,14 @@
 //! attempt (its give-up clock restarts) with the same event, so the same
 //! `webhook-id`: a receiver that did get it after all sees a duplicate it can drop.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::follow::follow;
 use super::schedule::Delivery;
 use super::WebhookError;
 use crate::dlq::DeadLetter;
+use crate::follow::{read_to_end, StartAt};
 use crate::kafka::KafkaArgs;
 use crate::publish::Publisher;
 
@@ -45,26 +43,18 @@ impl DeadDelivery {
 
 /// Every dead delivery in the webhook DLQ now (unreadable records are skipped).
 pub async fn read_dead_deliveries(kafka: &KafkaArgs) -> Result<Vec<DeadDelivery>, WebhookError> {
-    let found = Arc::new(Mutex::new(Vec::new()));
-    let sink = found.clone();
-    let stop = CancellationToken::new();
-    let _stop_reader = stop.clone().drop_guard();
+    let mut found = Vec::new();
     let topic = kafka.topics().webhooks_dlq;
-    let read = follow(kafka, &topic, stop, move |seen| {
-        let letter = DeadLetter::from_headers(&seen.headers);
-        match (letter, Delivery::decode(seen.key, seen.value, &seen.headers)) {
-            (Some(letter), Ok(delivery)) => {
-                let dead = DeadDelivery { partition: seen.partition, offset: seen.offset, letter, delivery };
-                sink.lock().unwrap_or_else(|p| p.into_inner()).push(dead);
-            }
-            (_, Err(e)) => tracing::warn!(offset = seen.offset, error = %e, "unreadable webhook dead letter; skipped"),
-            (None, Ok(_)) => tracing::warn!(offset = seen.offset, "webhook dead letter without a reason; skipped"),
+    read_to_end(kafka, &topic, StartAt::Beginning, Some(Duration::from_secs(60)), |seen| {
+        let headers = seen.headers();
+        let letter = DeadLetter::from_headers(&headers);
+        match (letter, Delivery::decode(seen.key(), seen.value(), &headers)) {
+            (Some(letter), Ok(delivery)) => found.push(DeadDelivery { partition: seen.partition(), offset: seen.offset(), letter, delivery }),
+            (_, Err(e)) => tracing::warn!(offset = seen.offset(), error = %e, "unreadable webhook dead letter; skipped"),
+            (None, Ok(_)) => tracing::warn!(offset = seen.offset(), "webhook dead letter without a reason; skipped"),
         }
-    });
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .map_err(|_| WebhookError::Config("the webhook DLQ could not be read to its end within 60s".into()))??;
-    let found = std::mem::take(&mut *found.lock().unwrap_or_else(|p| p.into_inner()));
+    })
+    .await?;
     Ok(found)
 }
 

@@ -1,25 +1,23 @@
 //! What every worker must know beyond its own partitions: which commands were
 //! cancelled (the control topic) and which already have a final event (the results
-//! topic). Each is followed by a group-less reader on its own thread, assigned to
-//! every partition, so the knowledge does not depend on who owns what.
+//! topic). Each is followed by the crate's whole-topic follower ([`crate::follow`]),
+//! assigned to every partition, so the knowledge does not depend on who owns what.
 //!
-//! A worker waits for both readers to catch up with the topic ends it saw at start
+//! A worker waits for both followers to catch up (read every partition to its end)
 //! before taking commands: that is what makes a cancel sent before a restart, or a
 //! result published by a previous owner, count.
 
 use std::collections::{HashSet, VecDeque};
-use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
-use rdkafka::{Offset, TopicPartitionList};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envelope::{header_names, CancelRequest, HeaderMap, State};
+use crate::envelope::{header_names, is_final_record, CancelRequest};
+use crate::follow::{self, FollowError, Seen, StartAt};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::topics::Topics;
 
 /// A bounded set of recent ids; the oldest are forgotten first.
 pub struct RecentIds {
@@ -50,88 +48,48 @@ impl RecentIds {
     }
 }
 
-/// Where a follower starts in each partition.
-#[derive(Debug, Clone, Copy)]
-pub enum From {
-    /// Everything retained (cancels must all count).
-    Beginning,
-    /// The last `n` records of each partition (enough to warm a dedupe cache).
-    Tail(i64),
-}
-
-/// Follows `topic` until `stop`, calling `on_record` for each record. Returns once
-/// the follower has caught up with the ends it saw at start (or after `catch_up`).
-pub fn follow(
-    args: &KafkaArgs,
-    topic: &str,
-    from: From,
+/// Follows the control topic from its beginning (every cancel must count) and the
+/// last `tail` records of each results partition (enough to warm the dedupe cache)
+/// until `stop`, into `on_control` and `on_result`. Returns once both have caught
+/// up, or after `catch_up` with a warning: the worker takes no command before that.
+pub async fn follow_both(
+    kafka: &KafkaArgs,
+    topics: &Topics,
+    tail: u64,
     catch_up: Duration,
-    stop: CancellationToken,
-    mut on_record: impl FnMut(Option<&[u8]>, Option<&[u8]>, &HeaderMap) + Send + 'static,
+    stop: &CancellationToken,
+    on_control: impl FnMut(Seen<'_>) + Send + 'static,
+    on_result: impl FnMut(Seen<'_>) + Send + 'static,
 ) -> Result<(), KafkaSetupError> {
-    let mut cfg = args.client_config()?;
-    cfg.set("group.id", format!("courier-follower-{}", crate::envelope::new_id()));
-    cfg.set("enable.auto.commit", "false");
-    cfg.set("isolation.level", "read_committed");
-    let consumer: BaseConsumer = cfg.create()?;
-    let ends = position(&consumer, topic, from)?;
-    let (ready_tx, ready_rx) = mpsc::channel::<()>();
-    let name = topic.to_string();
-    std::thread::Builder::new()
-        .name(format!("courier-follow-{name}"))
-        .spawn(move || {
-            let mut behind: Vec<(i32, i64)> = ends;
-            let mut ready = Some(ready_tx);
-            while !stop.is_cancelled() {
-                match consumer.poll(Duration::from_millis(100)) {
-                    Some(Ok(m)) => {
-                        crate::supervise::guard(&name, || on_record(m.key(), m.payload(), &HeaderMap::from_kafka(m.headers())));
-                        behind.retain(|(p, end)| !(*p == m.partition() && m.offset() + 1 >= *end));
-                    }
-                    Some(Err(e)) => tracing::warn!(topic = %name, error = %e, "follower error"),
-                    None => {}
-                }
-                if behind.is_empty() {
-                    if let Some(tx) = ready.take() {
-                        let _ = tx.send(());
-                    }
-                }
-            }
-        })
-        .map_err(|e| KafkaSetupError::Thread(e.to_string()))?;
-    if ready_rx.recv_timeout(catch_up).is_err() {
-        tracing::warn!(%topic, "follower did not catch up in {catch_up:?}; continuing");
+    let control = follow::spawn(kafka, &topics.control, StartAt::Beginning, stop.clone(), on_control).await.map_err(setup)?;
+    let results = follow::spawn(kafka, &topics.results, StartAt::Tail(tail), stop.clone(), on_result).await.map_err(setup)?;
+    let deadline = tokio::time::Instant::now() + catch_up;
+    for (topic, following) in [(&topics.control, control), (&topics.results, results)] {
+        match tokio::time::timeout_at(deadline, following.caught_up()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Ok(()), // stopped: the worker is stopping too
+            Err(_) => tracing::warn!(%topic, "follower did not catch up in {catch_up:?}; continuing"),
+        }
     }
     Ok(())
 }
 
-/// Assigns every partition at its start offset; returns the partitions that have
-/// records to catch up on, with their end offsets.
-fn position(consumer: &BaseConsumer, topic: &str, from: From) -> Result<Vec<(i32, i64)>, KafkaSetupError> {
-    let partitions = crate::kafka::partitions_of(consumer, topic)?;
-    let mut tpl = TopicPartitionList::new();
-    let mut behind = Vec::new();
-    for p in partitions {
-        let (low, high) = crate::kafka::watermarks(consumer, topic, p)?;
-        let start = match from {
-            From::Beginning => low,
-            From::Tail(n) => (high - n).max(low),
-        };
-        tpl.add_partition_offset(topic, p, Offset::Offset(start))?;
-        if high > start {
-            behind.push((p, high));
-        }
+/// A follower that could not start, as the worker's setup error. `spawn` fails only
+/// while setting up (`Setup`, `Kafka`); the last arm is for completeness.
+fn setup(e: FollowError) -> KafkaSetupError {
+    match e {
+        FollowError::Setup(e) => e,
+        FollowError::Kafka { source, .. } => KafkaSetupError::Client(source),
+        other => KafkaSetupError::Thread(other.to_string()),
     }
-    consumer.assign(&tpl)?;
-    Ok(behind)
 }
 
 /// Records cancels in `cancelled` and fires the token of a running command.
 pub fn on_control(
     cancelled: Arc<RecentIds>,
     running: Arc<Mutex<std::collections::HashMap<Uuid, CancellationToken>>>,
-) -> impl FnMut(Option<&[u8]>, Option<&[u8]>, &HeaderMap) + Send + 'static {
-    move |_key, value, headers| match CancelRequest::decode(value, headers) {
+) -> impl FnMut(Seen<'_>) + Send + 'static {
+    move |seen| match CancelRequest::decode(seen.value(), &seen.headers()) {
         Ok(req) => {
             cancelled.insert(req.command_id);
             if let Some(token) = running.lock().unwrap_or_else(|p| p.into_inner()).get(&req.command_id) {
@@ -143,15 +101,16 @@ pub fn on_control(
     }
 }
 
-/// Records the ids of commands that have a final event. Reads headers only (type and
-/// subject): every worker reads every result, so this stays cheap.
-pub fn on_result(finished: Arc<RecentIds>) -> impl FnMut(Option<&[u8]>, Option<&[u8]>, &HeaderMap) + Send + 'static {
-    move |_key, _value, headers| {
-        let final_type = headers.get_str(header_names::TYPE).ok().flatten().and_then(State::from_event_type).is_some_and(State::is_final);
-        if !final_type {
+/// Records the ids of commands that have a final event. Reads two headers in place
+/// (type and subject), nothing else: every worker reads every result, so this stays
+/// cheap.
+pub fn on_result(finished: Arc<RecentIds>) -> impl FnMut(Seen<'_>) + Send + 'static {
+    move |seen| {
+        if !is_final_record(seen.kafka_headers()) {
             return;
         }
-        if let Some(id) = headers.get_str(header_names::SUBJECT).ok().flatten().and_then(|s| Uuid::parse_str(s).ok()) {
+        let subject = seen.header(header_names::SUBJECT).and_then(|s| std::str::from_utf8(s).ok());
+        if let Some(id) = subject.and_then(|s| Uuid::parse_str(s).ok()) {
             finished.insert(id);
         }
     }

@@ -189,19 +189,14 @@ async fn init_transactions(sink: &Sink) -> Result<(), WorkerError> {
 async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::Handle, stop: &CancellationToken) -> Result<(), WorkerError> {
     let (kafka, topics) = (shared.config.kafka.clone(), shared.topics.clone());
     let catch_up = Duration::from_secs(30);
-    let tail = (shared.config.dedupe_capacity / 8).max(1000) as i64;
+    let tail = (shared.config.dedupe_capacity / 8).max(1000) as u64;
     let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone());
     let on_result = followers::on_result(shared.finished.clone());
-    let (s1, s2) = (stop.clone(), stop.clone());
     let tiers = shared.config.retry.tier_topics(&shared.topics);
-    tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
-        crate::kafka::require_topics(&kafka, [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers))?;
-        followers::follow(&kafka, &topics.control, followers::From::Beginning, catch_up, s1, on_control)?;
-        followers::follow(&kafka, &topics.results, followers::From::Tail(tail), catch_up, s2, on_result)?;
-        Ok(())
-    })
-    .await
-    .map_err(|e| WorkerError::Consumer(e.to_string()))??;
+    tokio::task::spawn_blocking(move || crate::kafka::require_topics(&kafka, [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers)))
+        .await
+        .map_err(|e| WorkerError::Consumer(e.to_string()))??;
+    followers::follow_both(&shared.config.kafka, &shared.topics, tail, catch_up, stop, on_control, on_result).await?;
     let (relay_shared, relay_rt, relay_stop) = (shared.clone(), runtime.clone(), stop.clone());
     std::thread::Builder::new()
         .name("courier-retry-relay".into())

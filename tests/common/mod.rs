@@ -181,6 +181,10 @@ pub struct Seen {
 pub type RawRecord = (i32, i64, Option<Vec<u8>>, Option<Vec<u8>>, HeaderMap);
 
 /// Reads a whole topic from the beginning with a group-less consumer.
+///
+/// Its own plain rdkafka consumer, not `courier::follow`, on purpose: the tests check
+/// what is on the broker, byte for byte, so the reader they check with must not be
+/// the code under test.
 pub struct TopicReader {
     consumer: BaseConsumer,
 }
