@@ -16,7 +16,7 @@ use super::store::Store;
 use super::submit::Submitter;
 
 /// The state of every route.
-pub(crate) struct App {
+pub(crate) struct GatewayState {
     pub(super) store: Arc<Store>,
     pub(super) checker: Checker,
     pub(super) submitter: Submitter,
@@ -29,8 +29,8 @@ pub(crate) struct App {
     pub(super) shutdown: CancellationToken,
 }
 
-impl FromRef<Arc<App>> for BodyLimits {
-    fn from_ref(app: &Arc<App>) -> Self {
+impl FromRef<Arc<GatewayState>> for BodyLimits {
+    fn from_ref(app: &Arc<GatewayState>) -> Self {
         app.body
     }
 }

@@ -19,14 +19,14 @@ use super::admission::{parse_body, CommandRequest};
 use super::metrics::{counted, GatewayMetrics};
 use super::submit::Validated;
 use super::error::JsonBody;
-use super::app::App;
+use super::app::GatewayState;
 use super::ApiError;
 use crate::envelope::{OperationSnapshot, State as OpState};
 
 /// Most commands in one batch: bounds the request's memory and its time to accept.
 pub const MAX_BATCH: usize = 1000;
 
-pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<App>> {
+pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/v1/batches", counted(m, "/v1/batches", post(create_batch)))
         .route("/v1/batches/{id}", counted(m, "/v1/batches/{id}", get(get_batch)))
@@ -82,7 +82,7 @@ impl BatchStatus {
     }
 }
 
-async fn create_batch(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn create_batch(State(app): State<Arc<GatewayState>>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
     let req: BatchRequest = parse_body(&body)?;
     if req.commands.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "commands must hold at least one command"));
@@ -102,7 +102,7 @@ async fn create_batch(State(app): State<Arc<App>>, JsonBody(body): JsonBody) -> 
 }
 
 /// Every element checked; the errors of all bad ones reported together.
-fn validate_all(app: &App, commands: Vec<Value>) -> Result<Vec<Validated>, ApiError> {
+fn validate_all(app: &GatewayState, commands: Vec<Value>) -> Result<Vec<Validated>, ApiError> {
     let mut items = Vec::with_capacity(commands.len());
     let mut problems = Vec::new();
     for (index, value) in commands.into_iter().enumerate() {
@@ -122,7 +122,7 @@ fn validate_all(app: &App, commands: Vec<Value>) -> Result<Vec<Validated>, ApiEr
     }
 }
 
-async fn get_batch(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<BatchStatus>, ApiError> {
+async fn get_batch(State(app): State<Arc<GatewayState>>, Path(id): Path<String>) -> Result<Json<BatchStatus>, ApiError> {
     let ops = app.store.batch(&id).ok_or_else(|| ApiError::not_found(format!("batches/{id}")))?;
     Ok(Json(BatchStatus::of(&id, &ops)))
 }

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use admission::CommandRequest;
 pub use error::{ApiError, GatewayError};
-use app::App;
+use app::GatewayState;
 use error::BodyLimits;
 pub use operation::{rpc_code, Operation, RpcStatus};
 
@@ -123,7 +123,7 @@ impl GatewayConfig {
 
 /// A gateway that has read the status topic to its end and is ready to serve.
 pub struct Gateway {
-    app: Arc<App>,
+    app: Arc<GatewayState>,
     deliveries: Arc<DeliveryLog>,
     connections: ConnectionLimits,
 }
@@ -147,7 +147,7 @@ impl Gateway {
         let deliveries = deliveries?;
         let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source);
         tokio::spawn(evict_periodically(store.clone(), config.retention.min(config.idempotency_ttl), shutdown.clone()));
-        let app = App {
+        let app = GatewayState {
             store,
             checker,
             submitter,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::admission::CommandRequest;
-use super::app::App;
+use super::app::GatewayState;
 use super::metrics::{counted, GatewayMetrics};
 use super::operation::Operation;
 use super::store::Filter;
@@ -38,7 +38,7 @@ const DEFAULT_PAGE_SIZE: usize = 50;
 const MAX_PAGE_SIZE: usize = 1000;
 
 /// The `/v1` operation routes, and the gateway's `/metrics`.
-pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<App>> {
+pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/v1/commands", counted(m, "/v1/commands", post(create_command)))
         .route("/v1/operations", counted(m, "/v1/operations", get(list_operations)))
@@ -47,7 +47,7 @@ pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<App>> {
 }
 
 /// Validates one request and accepts it (or replays its first answer).
-pub(super) async fn accept(app: &App, req: &CommandRequest, headers: &HeaderMap) -> Result<Accepted, ApiError> {
+pub(super) async fn accept(app: &GatewayState, req: &CommandRequest, headers: &HeaderMap) -> Result<Accepted, ApiError> {
     let command = app.checker.check(req)?;
     let key = idempotency_key(headers)?;
     let accepted = app.submitter.accept(Validated { command, request_hash: req.request_hash() }, key).await?;
@@ -60,7 +60,7 @@ pub(super) async fn accept(app: &App, req: &CommandRequest, headers: &HeaderMap)
 }
 
 async fn create_command(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<GatewayState>>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -82,7 +82,7 @@ struct WaitQuery {
 }
 
 async fn get_operation(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<GatewayState>>,
     Path(name): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<Operation>, ApiError> {
@@ -99,7 +99,7 @@ async fn get_operation(
 }
 
 /// `POST /v1/operations/{id}:cancel`, the only custom method.
-async fn post_operation(State(app): State<Arc<App>>, Path(name): Path<String>) -> Result<Json<Operation>, ApiError> {
+async fn post_operation(State(app): State<Arc<GatewayState>>, Path(name): Path<String>) -> Result<Json<Operation>, ApiError> {
     let Some((id, "cancel")) = name.split_once(':') else {
         return Err(ApiError::not_found(format!("method {name:?}")));
     };
@@ -109,7 +109,7 @@ async fn post_operation(State(app): State<Arc<App>>, Path(name): Path<String>) -
 }
 
 /// Sends a cancel unless the operation is already done; returns it as it is now.
-pub(super) async fn cancel(app: &App, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
+pub(super) async fn cancel(app: &GatewayState, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
     let snapshot = app.store.get(&id).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))?;
     if !snapshot.state.is_final() {
         app.submitter.cancel(id).await?;
@@ -127,7 +127,7 @@ struct ListQuery {
 }
 
 async fn list_operations(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<GatewayState>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<OperationList>, ApiError> {
     let q = query?.0;
@@ -156,7 +156,7 @@ struct OperationList {
     next_page_token: String,
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
+async fn metrics(State(app): State<Arc<GatewayState>>) -> Response {
     let (operations, keys) = app.store.sizes();
     app.metrics.operations.set(operations as i64);
     app.metrics.idempotency_keys.set(keys as i64);

@@ -24,11 +24,11 @@ use super::admission::{parse_body, CommandRequest};
 use super::metrics::{counted, GatewayMetrics};
 use super::routes::{accept, cancel, operation_id};
 use super::error::JsonBody;
-use super::app::App;
+use super::app::GatewayState;
 use super::ApiError;
 use crate::envelope::{OperationSnapshot, State as OpState};
 
-pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<App>> {
+pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<GatewayState>> {
     Router::new()
         .route("/v2/{endpoint}/run", counted(m, "/v2/{endpoint}/run", post(run)))
         .route("/v2/{endpoint}/status/{id}", counted(m, "/v2/{endpoint}/status/{id}", get(status)))
@@ -97,7 +97,7 @@ impl Job {
 }
 
 /// Unknown endpoints are `404`, as on RunPod, rather than `/v1`'s `400 unknown_type`.
-fn known_endpoint(app: &App, endpoint: &str) -> Result<(), ApiError> {
+fn known_endpoint(app: &GatewayState, endpoint: &str) -> Result<(), ApiError> {
     if app.checker.knows(endpoint) {
         Ok(())
     } else {
@@ -106,7 +106,7 @@ fn known_endpoint(app: &App, endpoint: &str) -> Result<(), ApiError> {
 }
 
 /// The job `id` of `endpoint`; a job of another endpoint is not found here.
-fn job(app: &App, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiError> {
+fn job(app: &GatewayState, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiError> {
     let id = operation_id(id)?;
     app.store
         .get(&id)
@@ -115,7 +115,7 @@ fn job(app: &App, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiErro
 }
 
 async fn run(
-    State(app): State<Arc<App>>,
+    State(app): State<Arc<GatewayState>>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
@@ -135,18 +135,18 @@ async fn run(
     Ok(Json(serde_json::json!({ "id": s.command_id.to_string(), "status": status_name(s.state) })))
 }
 
-async fn status(State(app): State<Arc<App>>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Job>, ApiError> {
+async fn status(State(app): State<Arc<GatewayState>>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Job>, ApiError> {
     Ok(Json(Job::from_snapshot(&job(&app, &endpoint, &id)?)))
 }
 
-async fn cancel_job(State(app): State<Arc<App>>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+async fn cancel_job(State(app): State<Arc<GatewayState>>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
     let s = job(&app, &endpoint, &id)?;
     let s = cancel(&app, s.command_id).await?;
     Ok(Json(serde_json::json!({ "id": s.command_id.to_string(), "status": status_name(s.state) })))
 }
 
 /// Cancels every job of the endpoint still waiting for a worker; running ones go on.
-async fn purge_queue(State(app): State<Arc<App>>, Path(endpoint): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn purge_queue(State(app): State<Arc<GatewayState>>, Path(endpoint): Path<String>) -> Result<Json<Value>, ApiError> {
     known_endpoint(&app, &endpoint)?;
     let queued = app.store.queued_of_type(&endpoint);
     let sent = futures::future::join_all(queued.iter().map(|id| app.submitter.cancel(*id))).await;

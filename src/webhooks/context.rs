@@ -9,7 +9,7 @@ use crate::publish::Publisher;
 use crate::topics::Topics;
 
 /// What delivery tasks share.
-pub(crate) struct Context {
+pub(crate) struct DispatcherState {
     pub(super) config: WebhookConfig,
     pub(super) topics: Topics,
     pub(super) schedule: schedule::Schedule,

@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, TopicPartitionList};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use super::{outcome, Context, WebhookError};
+use super::{outcome, DispatcherState, WebhookError};
 use crate::envelope::is_final_record;
 use crate::kafka::{assignment, commit_offsets, failed_commits, KafkaSetupError, TopicPartition};
 use crate::offsets::{self, lock, Cadence, Lane, Ledger, TierHold};
@@ -56,7 +56,7 @@ impl ConsumerContext for DispatchContext {
 }
 
 /// The group consumer, subscribed to results and the tiers.
-pub(super) fn consumer(ctx: &Context) -> Result<GroupConsumer, WebhookError> {
+pub(super) fn consumer(ctx: &DispatcherState) -> Result<GroupConsumer, WebhookError> {
     let mut cfg = ctx.config.kafka.client_config()?;
     cfg.set("group.id", &ctx.config.group_id);
     cfg.set("enable.auto.commit", "false");
@@ -78,7 +78,7 @@ pub(super) fn consumer(ctx: &Context) -> Result<GroupConsumer, WebhookError> {
 
 /// Hands records to delivery tasks and keeps their offsets.
 struct Tasks {
-    ctx: Arc<Context>,
+    ctx: Arc<DispatcherState>,
     ledger: Arc<Mutex<Ledger<()>>>,
     slots: Arc<Semaphore>,
     runtime: tokio::runtime::Handle,
@@ -151,7 +151,7 @@ impl Tasks {
 }
 
 /// Runs the consumer loop on the current thread until `stop`, then drains.
-pub(super) fn run(ctx: Arc<Context>, consumer: GroupConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
+pub(super) fn run(ctx: Arc<DispatcherState>, consumer: GroupConsumer, runtime: tokio::runtime::Handle, stop: CancellationToken) {
     let grace = ctx.config.shutdown_grace;
     let slots = Arc::new(Semaphore::new(ctx.config.max_in_flight));
     let ledger = consumer.context().ledger.clone();

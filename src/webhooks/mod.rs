@@ -51,7 +51,7 @@ use crate::http::ConnectionLimits;
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::Publisher;
 pub use config::{WebhookConfig, WebhookError};
-use context::Context;
+use context::DispatcherState;
 pub use log::{deliveries_router, Attempt, DeliveryLog};
 pub use profiles::Profile;
 pub use secrets::{SecretParser, SecretText};
@@ -93,7 +93,7 @@ impl Dispatcher {
         let source = format!("//courier/webhooks/{}", std::process::id());
         let publisher = Publisher::new(&config.kafka)?;
         let clients = deliver::Clients::new(limits);
-        let ctx = Arc::new(Context { config, topics, schedule, clients, publisher, callbacks, endpoints, metrics: metrics.clone(), source });
+        let ctx = Arc::new(DispatcherState { config, topics, schedule, clients, publisher, callbacks, endpoints, metrics: metrics.clone(), source });
         let consumer = dispatch::consumer(&ctx)?;
         let runtime = tokio::runtime::Handle::current();
         tracing::info!(group = %ctx.config.group_id, topic = %ctx.topics.results, %addr, "webhook dispatcher starting");

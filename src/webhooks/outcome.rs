@@ -14,7 +14,7 @@ use super::log::{Attempt, Exhausted};
 use super::profiles::{Profile, OURO_TOKEN_HEADER};
 use super::schedule::{random_unit, Delivery, Next};
 use super::signing::signature_header;
-use super::Context;
+use super::DispatcherState;
 use crate::envelope::{HeaderMap, Reason, ResultEvent};
 use crate::publish::{Outgoing, PublishError};
 
@@ -40,7 +40,7 @@ enum Then {
 
 /// A final result event: delivered if its command has a callback URL.
 /// `Err` only when `stop` fired before everything was acknowledged.
-pub(super) async fn on_result(ctx: &Context, m: &OwnedMessage, stop: &CancellationToken) -> Result<(), PublishError> {
+pub(super) async fn on_result(ctx: &DispatcherState, m: &OwnedMessage, stop: &CancellationToken) -> Result<(), PublishError> {
     let headers = HeaderMap::from_kafka(m.headers());
     let event = match ResultEvent::decode(m.key(), m.payload(), &headers) {
         Ok(event) => event,
@@ -54,7 +54,7 @@ pub(super) async fn on_result(ctx: &Context, m: &OwnedMessage, stop: &Cancellati
 }
 
 /// A delivery back from a retry tier (or replayed from the DLQ).
-pub(super) async fn on_tier(ctx: &Context, m: &OwnedMessage, stop: &CancellationToken) -> Result<(), PublishError> {
+pub(super) async fn on_tier(ctx: &DispatcherState, m: &OwnedMessage, stop: &CancellationToken) -> Result<(), PublishError> {
     let headers = HeaderMap::from_kafka(m.headers());
     match Delivery::decode(m.key(), m.payload(), &headers) {
         Ok(delivery) => attempt(ctx, delivery, Origin::of(m), stop).await,
@@ -65,7 +65,7 @@ pub(super) async fn on_tier(ctx: &Context, m: &OwnedMessage, stop: &Cancellation
     }
 }
 
-async fn attempt(ctx: &Context, d: Delivery, origin: Origin<'_>, stop: &CancellationToken) -> Result<(), PublishError> {
+async fn attempt(ctx: &DispatcherState, d: Delivery, origin: Origin<'_>, stop: &CancellationToken) -> Result<(), PublishError> {
     let span = tracing::info_span!("webhook", command = %d.event.command_id(), attempt = d.attempt);
     async {
         let mut outs = Vec::new();
@@ -107,7 +107,7 @@ async fn attempt(ctx: &Context, d: Delivery, origin: Origin<'_>, stop: &Cancella
 }
 
 /// Renders, signs and POSTs one attempt.
-async fn send(ctx: &Context, d: &Delivery) -> Response {
+async fn send(ctx: &DispatcherState, d: &Delivery) -> Response {
     let profile = ctx.config.profile;
     let body = serde_json::to_vec(&profile.body(&d.event)).unwrap_or_default();
     let id = d.event.id.to_string();
@@ -125,7 +125,7 @@ async fn send(ctx: &Context, d: &Delivery) -> Response {
 }
 
 /// Decides what follows an answer, queuing endpoint state changes into `outs`.
-fn judge(ctx: &Context, d: &Delivery, response: &Response, outs: &mut Vec<Outgoing>) -> Then {
+fn judge(ctx: &DispatcherState, d: &Delivery, response: &Response, outs: &mut Vec<Outgoing>) -> Then {
     let error = response.error.clone().unwrap_or_default();
     let endpoints_topic = &ctx.topics.webhooks_endpoints;
     match response.outcome {
@@ -160,7 +160,7 @@ fn judge(ctx: &Context, d: &Delivery, response: &Response, outs: &mut Vec<Outgoi
     }
 }
 
-fn log_record(ctx: &Context, d: &Delivery, response: &Response, next: Option<String>) -> Outgoing {
+fn log_record(ctx: &DispatcherState, d: &Delivery, response: &Response, next: Option<String>) -> Outgoing {
     let attempt = Attempt {
         command_id: d.event.command_id(),
         event_id: d.event.id,

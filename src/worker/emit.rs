@@ -67,7 +67,7 @@ enum Then {
     Retry { id: Uuid, error: HandlerError },
     /// A dead letter (`minimal`: the fallback that always fits), then its `failed`
     /// event. `held`: a minimal letter was refused at least once.
-    Letter { letter: DeadLetter, minimal: bool, held: Option<Duration>, failed: Option<(Command, Letter)> },
+    Letter { letter: Box<DeadLetter>, minimal: bool, held: Option<Duration>, failed: Option<Box<(Command, Letter)>> },
     /// The `failed` event after a durable dead letter: the record is finished
     /// whatever the broker says about it.
     FailedEvent { id: Uuid, command_type: String },
@@ -174,7 +174,7 @@ fn letter_records(shared: &WorkerState, record: &Record, command: Option<&Comman
         None => Command::peek_id(&record.headers).map(|id| partial_command(id, record)),
     };
     let whole = letter.to_record_within(&shared.topics.dlq, record.key.as_deref(), record.value.as_deref(), &record.headers, shared.output_limit);
-    (vec![whole], Then::Letter { letter, minimal: false, held: None, failed: failed.map(|c| (c, why)) })
+    (vec![whole], Then::Letter { letter: Box::new(letter), minimal: false, held: None, failed: failed.map(|c| Box::new((c, why))) })
 }
 
 /// The one way out: hand the records to the sink, and settle now (the outbox
@@ -236,7 +236,10 @@ impl Then {
                 shared.metrics.dead_letters.get_or_create(&vec![("reason".into(), letter.reason.clone())]).inc();
                 match failed {
                     None => Step::Done(Settled::Finished(Durable(()))),
-                    Some((command, why)) => failed_event(shared, command, &why),
+                    Some(failed) => {
+                        let (command, why) = *failed;
+                        failed_event(shared, command, &why)
+                    }
                 }
             }
             Then::FailedEvent { id, command_type } => Step::Done(final_recorded(shared, id, &command_type, State::Failed)),
