@@ -238,11 +238,26 @@ fn scrubbed(e: rdkafka::error::KafkaError) -> KafkaSetupError {
 /// reordering from internal retries), acks from all in-sync replicas, a short linger
 /// for batching.
 pub fn producer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaSetupError> {
+    producer_config_timed(args, "30000")
+}
+
+/// A transactional producer's settings: a worker's exactly-once outbox. Short
+/// timeouts, so a crashed worker's open transaction stops blocking read_committed
+/// readers soon even when no successor reuses its id (a delivery must time out within
+/// the transaction). A user's `--kafka-opt` still wins over both.
+pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -> Result<ClientConfig, KafkaSetupError> {
+    let mut cfg = producer_config_timed(args, "10000")?;
+    cfg.set("transactional.id", transactional_id);
+    set_default(&mut cfg, "transaction.timeout.ms", "10000");
+    Ok(cfg)
+}
+
+fn producer_config_timed(args: &KafkaArgs, message_timeout_ms: &str) -> Result<ClientConfig, KafkaSetupError> {
     let mut cfg = args.client_config()?;
     set_default(&mut cfg, "enable.idempotence", "true");
     set_default(&mut cfg, "acks", "all");
     set_default(&mut cfg, "linger.ms", "5");
-    set_default(&mut cfg, "message.timeout.ms", "30000");
+    set_default(&mut cfg, "message.timeout.ms", message_timeout_ms);
     Ok(cfg)
 }
 

@@ -159,14 +159,8 @@ const STOP_FLUSH: Duration = Duration::from_secs(5);
 const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 fn transactional_sink(config: &WorkerConfig, worker_id: &str) -> Result<Sink, WorkerError> {
-    let mut cfg = crate::kafka::producer_config(&config.kafka)?;
-    cfg.set("transactional.id", format!("courier-{}-{worker_id}", config.group_id));
-    // Short, so a crashed worker's open transaction stops blocking read_committed
-    // readers soon even when no successor reuses its id.
-    crate::kafka::set_default(&mut cfg, "transaction.timeout.ms", "10000");
-    if cfg.get("message.timeout.ms").is_some_and(|v| v == "30000") {
-        cfg.set("message.timeout.ms", "10000");
-    }
+    let id = format!("courier-{}-{worker_id}", config.group_id);
+    let cfg = crate::kafka::transactional_producer_config(&config.kafka, &id)?;
     let producer: rdkafka::producer::FutureProducer = cfg.create().map_err(KafkaSetupError::from)?;
     Ok(Sink::Transactional { producer, outbox: Arc::default() })
 }
