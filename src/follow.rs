@@ -18,7 +18,7 @@
 //! transaction marker does not look unread forever (comparing offsets with the high
 //! watermark would), and an empty partition is caught up at once.
 //!
-//! Callbacks run under [`crate::supervise::guard`]: a panic skips that record, and
+//! Callbacks run under `supervise::guard`: a panic skips that record, and
 //! the reader goes on.
 //!
 //! Not a reader of this kind, on purpose: consumers in a group (the worker, the

@@ -8,7 +8,7 @@
 //! # Layers
 //!
 //! Courier has no middleware system of its own: it integrates with tower. Each route
-//! is a tower [`Service`](tower::Service) from a [`Call`] (payload and [`Context`]) to
+//! is a tower [`Service`] from a [`Call`] (payload and [`Context`]) to
 //! the JSON result, so any tower layer fits around a handler: a timeout, a
 //! concurrency or rate limit, tracing, your own. [`Router::layer`] wraps every route
 //! registered so far, [`Router::route_layer`] one route; a later layer wraps the
@@ -21,7 +21,7 @@
 //! ```
 //!
 //! A layer must give a service that is `Clone + Send + 'static` with an error that
-//! converts into [`BoxError`](tower::BoxError); it need not be `Sync`. A service that
+//! converts into [`BoxError`]; it need not be `Sync`. A service that
 //! is not `Clone`, such as `tower::limit::RateLimit`, goes in behind a
 //! `tower::buffer::BufferLayer`, which is, as one layer:
 //! `ServiceBuilder::new().layer(BufferLayer::new(64)).layer(RateLimitLayer::new(10, second))`

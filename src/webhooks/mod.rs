@@ -13,7 +13,7 @@
 //! gateway or straight from a client with a `ce_callbackurl` header. The price is
 //! a bounded wait for the snapshot written alongside each final event.
 //!
-//! **Delivery**, per event and URL ([`outcome`]): a disabled endpoint is skipped;
+//! **Delivery**, per event and URL (`outcome.rs`): a disabled endpoint is skipped;
 //! otherwise the URL is vetted and pinned ([`deliver`]) and the body POSTed. A `2xx`
 //! acknowledges; `410 Gone` disables the URL for every dispatcher ([`endpoints`]);
 //! anything else is retried through delay tiers ([`schedule`]) until the schedule

@@ -3,7 +3,7 @@
 //! A failed delivery never blocks others: it is written to a delay tier topic
 //! (`<prefix>.webhooks.retry.<delay>`, one per step of the schedule) with a
 //! not-before time, and the dispatcher's consumer holds each tier partition's head
-//! until it is due, exactly like the command retry relay ([`crate::offsets::TierHold`]).
+//! until it is due, exactly like the command retry relay (`offsets::TierHold`).
 //! Each delay is jittered (±10% by default) so that deliveries that failed together
 //! (an endpoint was down) do not all come back in the same instant.
 //!

@@ -1,12 +1,12 @@
 //! The worker: consumes commands in a consumer group, runs handlers, publishes results.
 //!
-//! Two halves meet in a shared [`Ledger`]:
-//! - the **consumer thread** ([`consume`]) polls Kafka, admits each record to the
+//! Two halves meet in a shared ledger (`offsets::Ledger`):
+//! - the **consumer thread** (`consume.rs`) polls Kafka, admits each record to the
 //!   ledger, stops taking records at the in-flight bound (each partition's prefetch
 //!   is bounded, so nothing piles up and no partition is paused), commits the offsets
 //!   the ledger says are safe, and handles rebalances (it owns the rdkafka consumer,
 //!   whose callbacks are synchronous);
-//! - **lane tasks** ([`lane`]) on the tokio runtime take one record through read,
+//! - **lane tasks** (`lane.rs`) on the tokio runtime take one record through read,
 //!   admit, run, decide and emit, then tell the ledger how it settled.
 //!
 //! ```no_run
