@@ -2,7 +2,7 @@
 //!
 //! Waiting needs no reply topic per caller and no in-memory pending map on the
 //! worker side: results are keyed events on one shared topic, and the client reads
-//! them, through the crate's whole-topic follower ([`crate::follow`]). One background
+//! them, through the crate's whole-topic follower (`follow.rs`). One background
 //! listener per [`Client`] serves every `submit_and_wait`; it starts at the results
 //! topic's end *before* the first command is sent, so no result can slip past it.
 
@@ -24,6 +24,8 @@ use crate::topics::Topics;
 
 /// Where a subscription starts reading: the crate's one start position.
 pub use crate::follow::StartAt;
+/// Dead letters as [`Client::dead_letters`] reads them back.
+pub use crate::dlq::{DeadLetterFilter, DeadLetterRecord};
 
 /// What can go wrong for a caller.
 #[derive(Debug, thiserror::Error)]
@@ -183,6 +185,23 @@ impl Client {
         })
         .await?;
         Ok(latest)
+    }
+
+    /// The dead letters in the DLQ now (up to its end) that `filter` picks: what an
+    /// operator looks at before replaying. Records without reason headers are not
+    /// dead letters and are skipped.
+    pub async fn dead_letters(&self, filter: &DeadLetterFilter) -> Result<Vec<DeadLetterRecord>, ClientError> {
+        Ok(crate::dlq::read_all(&self.args).await?.into_iter().filter(|r| filter.matches(r)).collect())
+    }
+
+    /// Sends dead letters back to the commands topic for another try, each exactly as
+    /// its caller sent it (attempt reset, marked as replayed so the duplicate check
+    /// lets it through although its command already has a failed final event).
+    pub async fn replay_dead_letters(&self, letters: &[DeadLetterRecord]) -> Result<(), ClientError> {
+        for letter in letters {
+            self.publisher.send_once(&letter.replay_record(&self.topics.commands)).await?;
+        }
+        Ok(())
     }
 
     /// A stream of every result event (all states), from `start`.

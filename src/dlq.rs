@@ -1,80 +1,20 @@
-//! Dead letters: records Courier could not process, kept with the reason why.
-//!
-//! A dead letter is the original record, value and headers untouched (so a replay
-//! sends exactly what the caller sent), plus `courier_dlq_*` headers saying where it
-//! came from and why it failed.
+//! The DLQ topic: dead-letter records built to fit, read back, and sent back for
+//! another try. What a dead letter *is* (its reason headers) is the contract's,
+//! `envelope::DeadLetter`.
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 
-use crate::envelope::{HeaderMap, Reason};
+use crate::envelope::{dlq_headers, DeadLetter, HeaderMap};
 use crate::publish::Outgoing;
-
-/// Header names added to dead-lettered records.
-pub mod dlq_headers {
-    pub const REASON: &str = "courier_dlq_reason";
-    pub const MESSAGE: &str = "courier_dlq_message";
-    pub const TOPIC: &str = "courier_dlq_topic";
-    pub const PARTITION: &str = "courier_dlq_partition";
-    pub const OFFSET: &str = "courier_dlq_offset";
-    pub const ATTEMPTS: &str = "courier_dlq_attempts";
-    pub const FIRST_FAILURE: &str = "courier_dlq_first_failure";
-    pub const LAST_FAILURE: &str = "courier_dlq_last_failure";
-    /// Set on a record sent back by `courier dlq replay`: it runs even though its
-    /// command id already has a (failed) final event.
-    pub const REPLAYED_AT: &str = "courier_replayed_at";
-    /// Set on a *minimal* dead letter: the whole record did not fit, so its value
-    /// and/or original headers were left out (read them at topic/partition/offset).
-    pub const TRUNCATED: &str = "courier_dlq_truncated";
-    /// On a minimal dead letter: the byte sizes of the original key and value.
-    pub const KEY_BYTES: &str = "courier_dlq_key_bytes";
-    pub const VALUE_BYTES: &str = "courier_dlq_value_bytes";
-}
 
 /// Room kept in a minimal dead letter for its reason headers and framing.
 const MINIMAL_RESERVE: usize = 16 * 1024;
 
-/// Whether a command record was sent back from the DLQ by an operator.
-pub fn is_replay(headers: &HeaderMap) -> bool {
-    headers.get(dlq_headers::REPLAYED_AT).is_some()
-}
-
-/// Why and where a record failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeadLetter {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    /// Stable reason code ([`Reason`]); read back from a record as written, so a
-    /// code from a newer or foreign writer survives a replay.
-    pub reason: String,
-    pub message: String,
-    pub attempts: u32,
-    pub first_failure: DateTime<Utc>,
-    pub last_failure: DateTime<Utc>,
-}
-
 impl DeadLetter {
-    /// Reason and message are cut to their echo bounds: a message quotes the input
-    /// that failed, and the letter must still fit beside that input.
-    pub fn new(topic: &str, partition: i32, offset: i64, reason: Reason, message: &str, attempts: u32) -> Self {
-        use crate::envelope::bounds::{truncate, MAX_MESSAGE_ECHO};
-        let now = Utc::now();
-        DeadLetter {
-            topic: topic.to_string(),
-            partition,
-            offset,
-            reason: reason.as_str().to_string(),
-            message: truncate(message, MAX_MESSAGE_ECHO),
-            attempts,
-            first_failure: now,
-            last_failure: now,
-        }
-    }
-
     /// The DLQ record: original key, value and headers, plus the reason headers.
-    pub fn to_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap) -> Outgoing {
+    pub(crate) fn to_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap) -> Outgoing {
         let mut headers = original.clone();
-        self.add_reason_headers(&mut headers);
+        self.write_headers(&mut headers);
         Outgoing {
             topic: dlq_topic.to_string(),
             key: key.map(<[u8]>::to_vec),
@@ -85,7 +25,7 @@ impl DeadLetter {
     }
 
     /// The DLQ record if it fits in `limit` bytes, else [`DeadLetter::minimal_record`].
-    pub fn to_record_within(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
+    pub(crate) fn to_record_within(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
         let full = self.to_record(dlq_topic, key, value, original);
         if full.wire_size() <= limit {
             return full;
@@ -97,7 +37,7 @@ impl DeadLetter {
     /// headers if they fit beside the key, else only the id and type (cut to their
     /// bounds); the key and then the value only if they fit; and their sizes. What it
     /// leaves out is still at topic/partition/offset.
-    pub fn minimal_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
+    pub(crate) fn minimal_record(&self, dlq_topic: &str, key: Option<&[u8]>, value: Option<&[u8]>, original: &HeaderMap, limit: usize) -> Outgoing {
         use crate::envelope::bounds::MAX_NAME_ECHO;
         use crate::envelope::header_names as h;
         use dlq_headers as d;
@@ -110,7 +50,7 @@ impl DeadLetter {
                 }
             }
         }
-        self.add_reason_headers(&mut headers);
+        self.write_headers(&mut headers);
         headers.set(d::TRUNCATED, "true");
         headers.set(d::KEY_BYTES, key.map_or(0, <[u8]>::len).to_string());
         headers.set(d::VALUE_BYTES, value.map_or(0, <[u8]>::len).to_string());
@@ -121,40 +61,12 @@ impl DeadLetter {
         Outgoing { topic: dlq_topic.to_string(), key, value, headers, partition: None }
     }
 
-    fn add_reason_headers(&self, headers: &mut HeaderMap) {
-        use dlq_headers as d;
-        headers
-            .set(d::REASON, self.reason.as_str())
-            .set(d::MESSAGE, self.message.as_str())
-            .set(d::TOPIC, self.topic.as_str())
-            .set(d::PARTITION, self.partition.to_string())
-            .set(d::OFFSET, self.offset.to_string())
-            .set(d::ATTEMPTS, self.attempts.to_string())
-            .set(d::FIRST_FAILURE, crate::envelope::rfc3339(self.first_failure))
-            .set(d::LAST_FAILURE, crate::envelope::rfc3339(self.last_failure));
-    }
-
-    /// Reads the reason headers back from a DLQ record.
-    pub fn from_headers(headers: &HeaderMap) -> Option<Self> {
-        use dlq_headers as d;
-        let s = |n: &'static str| headers.get_str(n).ok().flatten().map(str::to_string);
-        let t = |n: &'static str| s(n).and_then(|v| DateTime::parse_from_rfc3339(&v).ok()).map(|v| v.with_timezone(&Utc));
-        Some(DeadLetter {
-            reason: s(d::REASON)?,
-            message: s(d::MESSAGE).unwrap_or_default(),
-            topic: s(d::TOPIC).unwrap_or_default(),
-            partition: s(d::PARTITION).and_then(|v| v.parse().ok()).unwrap_or(-1),
-            offset: s(d::OFFSET).and_then(|v| v.parse().ok()).unwrap_or(-1),
-            attempts: s(d::ATTEMPTS).and_then(|v| v.parse().ok()).unwrap_or(1),
-            first_failure: t(d::FIRST_FAILURE).unwrap_or_else(Utc::now),
-            last_failure: t(d::LAST_FAILURE).unwrap_or_else(Utc::now),
-        })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::envelope::Reason;
 
     #[test]
     fn reason_headers_round_trip_and_original_kept() {
@@ -219,7 +131,7 @@ impl DeadLetterRecord {
     /// The record that sends this dead letter back to the commands topic: original
     /// key, value and headers, the DLQ and retry bookkeeping stripped, attempt reset,
     /// and a replay mark so duplicate detection lets it through.
-    pub fn replay_record(&self, commands_topic: &str) -> Outgoing {
+    pub(crate) fn replay_record(&self, commands_topic: &str) -> Outgoing {
         let mut headers = HeaderMap::new();
         for (name, value) in self.headers.iter() {
             if !name.starts_with(b"courier_") && name != crate::envelope::header_names::ATTEMPT.as_bytes() {
@@ -238,14 +150,16 @@ impl DeadLetterRecord {
     }
 }
 
-/// Which dead letters to act on.
+/// Which dead letters to act on: all by default.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub struct DeadLetterFilter {
     pub ids: Vec<uuid::Uuid>,
     pub reason: Option<String>,
 }
 
-impl Filter {
+impl DeadLetterFilter {
+    /// Whether `r` is one of these command ids (any, when none is given) with this
+    /// reason (any, when none is given).
     pub fn matches(&self, r: &DeadLetterRecord) -> bool {
         let by_id = self.ids.is_empty() || r.command_id().is_some_and(|id| self.ids.contains(&id));
         let by_reason = self.reason.as_ref().is_none_or(|want| *want == r.letter.reason);
@@ -258,7 +172,7 @@ const READ_WITHIN: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Reads every dead letter currently in the DLQ topic (up to its end now). Records
 /// without reason headers are not dead letters and are skipped.
-pub async fn read_all(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::follow::FollowError> {
+pub(crate) async fn read_all(args: &crate::KafkaArgs) -> Result<Vec<DeadLetterRecord>, crate::follow::FollowError> {
     use crate::follow::{read_to_end, StartAt};
     let mut out = Vec::new();
     read_to_end(args, &args.topics().dlq, StartAt::Beginning, Some(READ_WITHIN), |seen| {

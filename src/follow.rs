@@ -88,7 +88,9 @@ impl Seen<'_> {
         self.message.payload()
     }
 
-    /// The record's timestamp in milliseconds since the epoch, if it has one.
+    /// The record's timestamp in milliseconds since the epoch, if it has one (the
+    /// bench's span measurement).
+    #[cfg_attr(not(feature = "cli"), allow(dead_code))]
     pub fn timestamp_millis(&self) -> Option<i64> {
         self.message.timestamp().to_millis()
     }

@@ -47,7 +47,7 @@ pub enum EnvOptsError {
 /// A partition of a topic: what offsets are committed for, assignments are made of
 /// and the ledger keeps a book per. Shown (`{}` and `{:?}`) as `topic[partition]`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
+pub(crate) struct TopicPartition {
     pub topic: String,
     pub partition: i32,
 }
@@ -163,7 +163,7 @@ fn redacted(opt: &str) -> String {
 /// Splits `COURIER_KAFKA_OPTS` on unescaped commas: `\,` is a literal comma and
 /// `\\` a backslash (so SASL passwords with commas can be passed); empty entries
 /// are skipped. Any other backslash is an error rather than a guess.
-pub fn split_env_opts(text: &str) -> Result<Vec<String>, EnvOptsError> {
+pub(crate) fn split_env_opts(text: &str) -> Result<Vec<String>, EnvOptsError> {
     let mut opts = Vec::new();
     let mut current = String::new();
     let mut chars = text.char_indices();
@@ -237,7 +237,7 @@ fn scrubbed(e: rdkafka::error::KafkaError) -> KafkaSetupError {
 /// Producer settings every Courier producer shares: idempotent (no duplicates or
 /// reordering from internal retries), acks from all in-sync replicas, a short linger
 /// for batching.
-pub fn producer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaSetupError> {
+pub(crate) fn producer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaSetupError> {
     producer_config_timed(args, "30000")
 }
 
@@ -245,7 +245,7 @@ pub fn producer_config(args: &KafkaArgs) -> Result<ClientConfig, KafkaSetupError
 /// timeouts, so a crashed worker's open transaction stops blocking read_committed
 /// readers soon even when no successor reuses its id (a delivery must time out within
 /// the transaction). A user's `--kafka-opt` still wins over both.
-pub fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -> Result<ClientConfig, KafkaSetupError> {
+pub(crate) fn transactional_producer_config(args: &KafkaArgs, transactional_id: &str) -> Result<ClientConfig, KafkaSetupError> {
     let mut cfg = producer_config_timed(args, "10000")?;
     cfg.set("transactional.id", transactional_id);
     set_default(&mut cfg, "transaction.timeout.ms", "10000");
@@ -267,7 +267,7 @@ fn producer_config_timed(args: &KafkaArgs, message_timeout_ms: &str) -> Result<C
 /// `queued.max.messages.kbytes` per partition; its defaults (100,000 records, 64 MB)
 /// let a backlog grow the process by gigabytes, while too small a queue leaves the
 /// consumer waiting on fetches it asked for too late.
-pub fn set_fetch_defaults(cfg: &mut ClientConfig) {
+pub(crate) fn set_fetch_defaults(cfg: &mut ClientConfig) {
     set_default(cfg, "queued.max.messages.kbytes", FETCH_QUEUE_KBYTES);
     set_default(cfg, "queued.min.messages", FETCH_QUEUE_MESSAGES);
     // A partition whose queue drained fetches again at once, instead of after the
@@ -279,7 +279,7 @@ const FETCH_QUEUE_KBYTES: &str = "4096";
 const FETCH_QUEUE_MESSAGES: &str = "10000";
 
 /// Sets a property unless the user already set it through `--kafka-opt`.
-pub fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
+pub(crate) fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
     if cfg.get(key).is_none() {
         cfg.set(key, value);
     }
@@ -287,7 +287,7 @@ pub fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
 
 /// Low and high watermarks of a partition, retrying briefly: right after a topic is
 /// created, brokers may not yet agree on its leader.
-pub fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+pub(crate) fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     topic: &str,
     partition: i32,
@@ -307,7 +307,7 @@ pub fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::Consu
 
 /// Fails fast, with the fix in the message (`MissingTopic`), when any of `topics` does
 /// not exist: one metadata client for all of them. Blocking.
-pub fn require_topics<'a>(kafka: &KafkaArgs, topics: impl IntoIterator<Item = &'a String>) -> Result<(), KafkaSetupError> {
+pub(crate) fn require_topics<'a>(kafka: &KafkaArgs, topics: impl IntoIterator<Item = &'a String>) -> Result<(), KafkaSetupError> {
     let consumer: rdkafka::consumer::BaseConsumer = kafka.client_config()?.create()?;
     for topic in topics {
         partitions_of(&consumer, topic)?;
@@ -318,7 +318,7 @@ pub fn require_topics<'a>(kafka: &KafkaArgs, topics: impl IntoIterator<Item = &'
 /// The partition ids of a topic; `MissingTopic` when it does not exist. Retries for
 /// a few seconds first: a topic created a moment ago may not be in every broker's
 /// metadata yet.
-pub fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
+pub(crate) fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     topic: &str,
 ) -> Result<Vec<i32>, KafkaSetupError> {

@@ -61,38 +61,63 @@
 //!
 //! Test a handler without Kafka: `handler.handle(input, Context::for_test("image.resize"))`.
 //!
+//! # What is public
+//!
+//! What a user embeds: [`client`], [`envelope`] (the wire format, the contract's
+//! types), [`router`], [`worker`], [`gateway`], [`webhooks`], [`contract`], and
+//! [`kafka`]/[`topics`] for connection settings and topic names. The machinery under
+//! them (publishing, the topic follower, retry tiers, the DLQ reader, the offset
+//! ledger, HTTP and metrics plumbing) is internal; the few of its types a user meets
+//! are re-exported here ([`StartAt`], [`FollowError`], [`RetryPolicy`],
+//! [`UrlPolicy`], [`ConnectionLimits`]). The `courier` binary is built on this
+//! public API alone, plus what the default feature `cli` adds for it: the bench
+//! harness and the demo handlers ([`demo`]).
+//!
 //! # Where things are
 //!
 //! ARCHITECTURE.md (in the repository) maps the modules, their layers and
 //! invariants; the path of one command reads top to bottom in `src/worker/lane.rs`.
 
+// Every type a public item hands out can be named by the user (re-exported where
+// its module is internal): the API boundary below stays honest.
+#![warn(unnameable_types)]
+
+#[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod bench;
 pub mod client;
 pub mod contract;
+#[cfg(any(test, feature = "cli"))]
 pub mod demo;
-pub mod dlq;
+pub(crate) mod dlq;
 pub mod duration;
 pub mod envelope;
-pub mod follow;
+pub(crate) mod follow;
 pub mod gateway;
-pub mod http;
+pub(crate) mod http;
 pub mod kafka;
-pub mod metrics;
+pub(crate) mod metrics;
 pub(crate) mod offsets;
-pub mod publish;
-pub mod retry;
+pub(crate) mod publish;
+pub(crate) mod retry;
 pub mod router;
 pub mod topics;
 pub(crate) mod supervise;
-pub mod urlpolicy;
+#[cfg(test)]
+mod testing;
+pub(crate) mod urlpolicy;
 pub mod webhooks;
 pub mod worker;
 
 pub use client::{Client, ClientError};
 pub use envelope::{Command, NewCommand, ResultEvent, State};
+pub use follow::{FollowError, StartAt};
+pub use http::{ConnectionLimits, LimitsError};
+pub use publish::PublishError;
 pub use kafka::KafkaArgs;
 pub use router::{Context, Handler, HandlerError, RouteError, Router};
-pub use worker::{OrderBy, Worker, WorkerConfig, WorkerError};
+pub use urlpolicy::{UrlError, UrlPolicy};
+pub use worker::{Metrics, OrderBy, RetryPolicy, Worker, WorkerConfig, WorkerError};
 
 /// Compiles the README's examples as doc tests, so the documented handler stays true.
 #[cfg(doctest)]

@@ -38,29 +38,29 @@ pub fn scrape(registry: &Registry) -> ([(&'static str, &'static str); 1], String
 pub struct Metrics {
     registry: Registry,
     /// Final outcomes by command type and state.
-    pub outcomes: Family<Labels, Counter>,
+    pub(crate) outcomes: Family<Labels, Counter>,
     /// Dead letters by reason code.
-    pub dead_letters: Family<Labels, Counter>,
+    pub(crate) dead_letters: Family<Labels, Counter>,
     /// Handler run time by command type.
-    pub handler_seconds: Family<Labels, Histogram>,
+    pub(crate) handler_seconds: Family<Labels, Histogram>,
     /// Records admitted and not finished.
-    pub in_flight: Gauge,
+    pub(crate) in_flight: Gauge,
     /// Partition assignments and revocations.
-    pub rebalances: Family<Labels, Counter>,
+    pub(crate) rebalances: Family<Labels, Counter>,
     /// Offset commits sent.
-    pub commits: Counter,
+    pub(crate) commits: Counter,
     /// Records skipped because their command already had a final event.
-    pub duplicates: Counter,
+    pub(crate) duplicates: Counter,
     /// Commands sent to a retry tier.
-    pub retries: Counter,
+    pub(crate) retries: Counter,
     /// Outputs the broker could never take (too large, topic gone), by the record
     /// kind that fell back to a smaller one (`final`, `snapshot`, `reply`, `dead_letter`).
-    pub refused_outputs: Family<Labels, Counter>,
+    pub(crate) refused_outputs: Family<Labels, Counter>,
     /// Records held because not even their minimal dead letter could be written:
     /// retried with backoff, never finished. Non-zero needs an operator.
-    pub held_records: Gauge,
+    pub(crate) held_records: Gauge,
     /// Panics caught in per-record or background code (a bug, reported, not fatal).
-    pub panics: Family<Labels, Counter>,
+    pub(crate) panics: Family<Labels, Counter>,
 }
 
 impl Default for Metrics {

@@ -50,10 +50,6 @@ impl Publisher {
         Ok(Publisher { producer: producer_config(args)?.create()? })
     }
 
-    pub fn producer(&self) -> &FutureProducer {
-        &self.producer
-    }
-
     /// Enqueues a record without waiting for the broker. Used for `started` and
     /// `progress` events, which are advisory: losing one loses no outcome.
     pub fn send_advisory(&self, out: &Outgoing) {
@@ -229,3 +225,68 @@ fn is_permanent(e: &rdkafka::error::KafkaError) -> bool {
     )
 }
 
+
+/// Against the real broker: records enqueued now and acknowledged later (the path of
+/// every final event) all arrive, and a record the broker can never take fails the
+/// wait by name without holding back the others.
+#[cfg(test)]
+mod broker_tests {
+    use super::*;
+    use crate::testing::{fresh_kafka, keys_and_headers};
+
+    fn record(topic: &str, key: &str, partition: Option<i32>) -> Outgoing {
+        let mut headers = HeaderMap::default();
+        headers.insert("n", key);
+        Outgoing { topic: topic.to_string(), key: Some(key.into()), value: Some(key.as_bytes().to_vec()), headers, partition }
+    }
+
+    #[tokio::test]
+    async fn enqueued_records_are_all_acknowledged_and_read_back() {
+        let kafka = fresh_kafka("acks", 3).await;
+        let topics = kafka.topics();
+        let publisher = Publisher::new(&kafka).expect("publisher");
+        let never = CancellationToken::new();
+        let mut waits = Vec::new();
+        for i in 0..200 {
+            let outs = vec![record(&topics.results, &format!("r{i}"), None), record(&topics.status, &format!("s{i}"), None)];
+            waits.push(publisher.enqueue_all(outs).await);
+        }
+        for acks in waits {
+            acks.wait(&never).await.expect("acknowledged");
+        }
+        let results = keys_and_headers(&kafka, &topics.results).await;
+        let status = keys_and_headers(&kafka, &topics.status).await;
+        assert_eq!((results.len(), status.len()), (200, 200));
+        let header_is_key = |(key, headers): &(Option<Vec<u8>>, HeaderMap)| headers.get("n") == key.as_deref();
+        assert!(results.iter().chain(&status).all(header_is_key));
+    }
+
+    #[tokio::test]
+    async fn a_record_the_broker_cannot_take_fails_the_wait_after_the_others_land() {
+        let kafka = fresh_kafka("acks-bad", 3).await;
+        let topics = kafka.topics();
+        let publisher = Publisher::new(&kafka).expect("publisher");
+        // Partition 99 does not exist: the record is refused, permanently.
+        let outs = vec![record(&topics.results, "good", None), record(&topics.status, "bad", Some(99))];
+        let acks = publisher.enqueue_all(outs).await;
+        let waited = tokio::time::timeout(Duration::from_secs(60), acks.wait(&CancellationToken::new())).await.expect("no hang");
+        match waited {
+            Err(PublishError::Kafka { topic, .. }) => assert_eq!(topic, topics.status),
+            other => panic!("expected a permanent failure for the status record, got {other:?}"),
+        }
+        assert_eq!(keys_and_headers(&kafka, &topics.results).await.len(), 1, "the good record still arrived");
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_gives_up_as_abandoned() {
+        let kafka = fresh_kafka("acks-cancel", 1).await;
+        let publisher = Publisher::new(&kafka).expect("publisher");
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        // A topic that does not exist: the record can never be acknowledged, so only the
+        // token can end the wait.
+        let acks = publisher.enqueue_all(vec![record(&format!("{}.missing", kafka.prefix), "x", None)]).await;
+        let waited = tokio::time::timeout(Duration::from_secs(60), acks.wait(&cancel)).await.expect("no hang");
+        assert!(matches!(waited, Err(PublishError::Abandoned { .. })), "{waited:?}");
+    }
+}

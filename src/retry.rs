@@ -186,6 +186,18 @@ fn back_to_commands(topics: &Topics, msg: &OwnedMessage, headers: HeaderMap) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // Moved from tests/fuzz.rs when this module became internal: a relay reads
+        // this header from whatever a producer wrote to a tier topic.
+        #[test]
+        fn not_before_reads_any_header_bytes_without_panicking(value in proptest::collection::vec(any::<u8>(), 0..40)) {
+            let mut headers = HeaderMap::new();
+            headers.insert(retry_headers::NOT_BEFORE, &value[..]);
+            let _ = not_before(&headers);
+        }
+    }
 
     #[test]
     fn tiers_by_attempt_and_the_last_repeats() {

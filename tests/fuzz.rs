@@ -4,11 +4,10 @@
 //! Inputs are drawn both blind (any bytes) and near-valid (a real envelope with one
 //! part replaced by arbitrary bytes), since blind bytes rarely get past the first check.
 
-use courier::dlq::DeadLetter;
 use courier::envelope::bounds::KeyEcho;
-use courier::envelope::{header_names as h, CancelRequest, Command, HeaderMap, NewCommand, OperationSnapshot, ResultEvent};
-use courier::urlpolicy::UrlPolicy;
-use courier::webhooks::schedule::Delivery;
+use courier::envelope::{header_names as h, CancelRequest, Command, DeadLetter, HeaderMap, NewCommand, OperationSnapshot, ResultEvent};
+use courier::webhooks::Delivery;
+use courier::UrlPolicy;
 use proptest::prelude::*;
 
 /// Header names worth hitting: the ones Courier reads, and arbitrary bytes.
@@ -86,7 +85,6 @@ proptest! {
         let _ = CancelRequest::decode(value.as_deref(), &headers);
         let _ = Delivery::decode(key.as_deref(), value.as_deref(), &headers);
         let _ = DeadLetter::from_headers(&headers);
-        let _ = courier::retry::not_before(&headers);
     }
 
     #[test]

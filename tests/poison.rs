@@ -85,7 +85,7 @@ async fn bad_input_matrix() {
     }
     let mut got: BTreeMap<String, usize> = BTreeMap::new();
     for (_, _, _, _, headers) in &dlq {
-        let letter = courier::dlq::DeadLetter::from_headers(headers).expect("reason headers");
+        let letter = courier::envelope::DeadLetter::from_headers(headers).expect("reason headers");
         assert!(!letter.message.is_empty());
         assert_eq!(letter.topic, t.topics.commands);
         *got.entry(letter.reason).or_default() += 1;
@@ -175,7 +175,7 @@ async fn a_refused_dead_letter_holds_its_record_until_it_can_be_written() {
     let reader = common::TopicReader::new(&t, &t.topics.dlq);
     let letters = reader.poll_raw(Duration::from_secs(5));
     assert_eq!(letters.len(), 1, "exactly one dead letter");
-    let letter = courier::dlq::DeadLetter::from_headers(&letters[0].4).expect("reason headers");
+    let letter = courier::envelope::DeadLetter::from_headers(&letters[0].4).expect("reason headers");
     assert_eq!(letter.reason, "not_json");
     assert!(worker.log_text().contains("not even a minimal dead letter could be written"), "reported in the log");
 }
@@ -212,7 +212,7 @@ async fn a_result_too_large_to_publish_is_dead_lettered_with_a_failed_event() {
     let letters = reader.poll_raw(Duration::from_secs(5));
     assert_eq!(letters.len(), 1);
     let (_, _, letter_key, letter_value, letter_headers) = &letters[0];
-    assert_eq!(courier::dlq::DeadLetter::from_headers(letter_headers).unwrap().reason, "output_too_large");
+    assert_eq!(courier::envelope::DeadLetter::from_headers(letter_headers).unwrap().reason, "output_too_large");
     assert_eq!(courier::Command::peek_id(letter_headers), Some(big_id), "the original headers are kept");
     assert_eq!(letter_key.as_deref(), Some(&b"k"[..]));
     assert_eq!(letter_headers.get_str("courier_dlq_truncated").unwrap(), Some("true"));

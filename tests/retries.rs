@@ -54,7 +54,7 @@ async fn exhausted_retries_fail_then_dlq_replay_succeeds() {
     assert_eq!(failed.data.error.as_ref().unwrap().code, "flaky", "the handler's own error is reported");
     let id = failed.command_id();
 
-    let dlq = courier::dlq::read_all(&t.kafka).await.unwrap();
+    let dlq = client.dead_letters(&Default::default()).await.unwrap();
     assert_eq!(dlq.len(), 1);
     assert_eq!(dlq[0].letter.reason, "retries_exhausted");
     assert_eq!(dlq[0].letter.attempts, 4);

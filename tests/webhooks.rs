@@ -13,11 +13,9 @@ use axum::extract::{Path, State as AxState};
 use axum::http::{HeaderMap as HttpHeaders, StatusCode};
 use courier::gateway::{Gateway, GatewayConfig};
 use courier::envelope::{header_names, HeaderMap, OperationSnapshot, ResultData, ResultEvent, State, Timing};
-use courier::publish::{Outgoing, Publisher};
 use courier::topics::{create_topics, TopicSpec};
-use courier::urlpolicy::UrlPolicy;
-use courier::webhooks::signing::DEFAULT_TOLERANCE;
-use courier::webhooks::{verify, Attempt, Dispatcher, Profile, Secret, WebhookConfig};
+use courier::UrlPolicy;
+use courier::webhooks::{verify, Attempt, Dispatcher, Profile, Secret, WebhookConfig, DEFAULT_TOLERANCE};
 use courier::{Client, NewCommand};
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
@@ -195,9 +193,8 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         worker: Some("test".into()),
     };
     let event = ResultEvent::new(id.to_string().into_bytes(), "//test", data);
-    let publisher = Publisher::new(&t.kafka).expect("producer");
     for (topic, (key, value, headers)) in [(&t.topics.status, snapshot.encode("//test")), (&t.topics.results, event.encode())] {
-        publisher.send_once(&Outgoing::new(topic.clone(), key, value, headers)).await.expect("publish");
+        common::produce_raw(t, topic, Some(&key), Some(&value), &headers, None).await;
     }
     event
 }

@@ -4,8 +4,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use courier::dlq::{read_all, Filter};
-use courier::publish::Publisher;
+use courier::client::{DeadLetterFilter, DeadLetterRecord};
 use courier::{Client, KafkaArgs};
 
 #[derive(Debug, Subcommand)]
@@ -51,8 +50,9 @@ pub async fn dlq(cmd: DlqCmd) -> anyhow::Result<ExitCode> {
     match cmd {
         DlqCmd::List { kafka, reason } => {
             super::require_bootstrap(&kafka)?;
-            let filter = Filter { ids: vec![], reason };
-            for r in read_all(&kafka).await.context("reading the DLQ")?.iter().filter(|r| filter.matches(r)) {
+            let client = Client::new(kafka).context("creating client")?;
+            let filter = DeadLetterFilter { ids: vec![], reason };
+            for r in &client.dead_letters(&filter).await.context("reading the DLQ")? {
                 println!("{}", describe(r));
             }
             Ok(ExitCode::SUCCESS)
@@ -60,14 +60,12 @@ pub async fn dlq(cmd: DlqCmd) -> anyhow::Result<ExitCode> {
         DlqCmd::Replay { kafka, ids, reason, all, dry_run } => {
             super::require_bootstrap(&kafka)?;
             anyhow::ensure!(all || !ids.is_empty() || reason.is_some(), "say what to replay: --id, --reason or --all");
-            let filter = Filter { ids, reason };
-            let chosen: Vec<_> = read_all(&kafka).await.context("reading the DLQ")?.into_iter().filter(|r| filter.matches(r)).collect();
-            let publisher = Publisher::new(&kafka).context("creating producer")?;
-            let commands = kafka.topics().commands;
+            let client = Client::new(kafka).context("creating client")?;
+            let chosen = client.dead_letters(&DeadLetterFilter { ids, reason }).await.context("reading the DLQ")?;
+            if !dry_run {
+                client.replay_dead_letters(&chosen).await.context("replaying")?;
+            }
             for r in &chosen {
-                if !dry_run {
-                    publisher.send_once(&r.replay_record(&commands)).await.context("replaying")?;
-                }
                 println!("{}", describe(r));
             }
             println!("{} {} dead letter(s)", if dry_run { "would replay" } else { "replayed" }, chosen.len());
@@ -84,7 +82,7 @@ pub async fn cancel(args: CancelArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn describe(r: &courier::dlq::DeadLetterRecord) -> serde_json::Value {
+fn describe(r: &DeadLetterRecord) -> serde_json::Value {
     serde_json::json!({
         "partition": r.partition,
         "offset": r.offset,

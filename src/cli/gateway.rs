@@ -11,7 +11,7 @@ pub async fn gateway(config: GatewayConfig) -> anyhow::Result<ExitCode> {
     let router = courier::demo::example_router();
     let gateway = match Gateway::start(&config, &router, shutdown.clone()).await {
         Ok(g) => g,
-        Err(courier::gateway::GatewayError::Follow(courier::follow::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),
+        Err(courier::gateway::GatewayError::Follow(courier::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),
         Err(e) => return Err(e).context("starting the gateway"),
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

@@ -5,8 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Subcommand;
-use courier::publish::Publisher;
-use courier::webhooks::replay::{chosen, read_dead_deliveries, replay};
+use courier::webhooks::{choose_dead_deliveries, read_dead_deliveries, replay_dead_deliveries};
 use courier::webhooks::{Dispatcher, WebhookConfig, WebhookError};
 use courier::KafkaArgs;
 
@@ -48,7 +47,7 @@ async fn run(config: WebhookConfig) -> anyhow::Result<ExitCode> {
     let shutdown = super::shutdown_signal();
     let dispatcher = match Dispatcher::start(config, shutdown.clone()).await {
         Ok(d) => d,
-        Err(WebhookError::Follow(courier::follow::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),
+        Err(WebhookError::Follow(courier::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),
         Err(e) => return Err(e).context("starting the webhook dispatcher"),
     };
     eprintln!("webhook dispatcher listening on {}", dispatcher.local_addr());
@@ -61,13 +60,12 @@ async fn replay_dead(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.all || !args.ids.is_empty(), "say what to replay: --id or --all");
     let first_tier = *args.schedule.first().context("--webhook-schedule is empty")?;
     let dead = read_dead_deliveries(&args.kafka).await.context("reading the webhook DLQ")?;
-    let picked = chosen(dead, &args.ids);
+    let picked = choose_dead_deliveries(dead, &args.ids);
     for d in &picked {
         println!("{}", d.describe());
     }
     if !args.dry_run {
-        let publisher = Publisher::new(&args.kafka).context("creating producer")?;
-        replay(&args.kafka, &publisher, first_tier, &picked).await.context("replaying")?;
+        replay_dead_deliveries(&args.kafka, first_tier, &picked).await.context("replaying")?;
     }
     println!("{} {} delivery(ies)", if args.dry_run { "would replay" } else { "replayed" }, picked.len());
     Ok(ExitCode::SUCCESS)

@@ -65,9 +65,9 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         "description": "The original record value, byte for byte (it may not be JSON at all)."
     }));
     messages.insert("dlq.record".into(), messages::dead_letter(&refs, original, &info.prefix));
-    let attempt = schemas.add::<crate::webhooks::log::Attempt>("WebhookAttempt");
+    let attempt = schemas.add::<crate::webhooks::Attempt>("WebhookAttempt");
     messages.insert("webhooks.attempt".into(), messages::event(
-        crate::webhooks::log::ATTEMPT_TYPE,
+        crate::webhooks::ATTEMPT_TYPE,
         "Webhook delivery attempt",
         "One attempt to POST a final result to its callback URL (or a delivery not attempted, and why), written by `courier webhooks run`. Backs GET /v1/operations/{id}/deliveries.",
         "The command id.",
@@ -75,9 +75,9 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         attempt,
         super::examples::webhook_attempt(),
     ));
-    let exhausted = schemas.add::<crate::webhooks::log::Exhausted>("WebhookExhausted");
+    let exhausted = schemas.add::<crate::webhooks::Exhausted>("WebhookExhausted");
     messages.insert("webhooks.exhausted".into(), messages::event(
-        crate::webhooks::log::EXHAUSTED_TYPE,
+        crate::webhooks::EXHAUSTED_TYPE,
         "Webhook endpoint exhausted",
         "A callback URL failed without a success for longer than --webhook-disable-after and is now disabled.",
         "The callback URL.",
@@ -85,9 +85,9 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         exhausted,
         super::examples::webhook_exhausted(),
     ));
-    let endpoint = schemas.add::<crate::webhooks::endpoints::EndpointState>("WebhookEndpoint");
+    let endpoint = schemas.add::<crate::webhooks::EndpointState>("WebhookEndpoint");
     messages.insert("webhooks.endpoint".into(), messages::event(
-        crate::webhooks::endpoints::ENDPOINT_TYPE,
+        crate::webhooks::ENDPOINT_TYPE,
         "Webhook endpoint state",
         "Whether a callback URL is disabled (410 Gone, or exhausted) and since when it has been failing; every dispatcher honours it.",
         "The callback URL.",

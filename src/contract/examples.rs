@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use uuid::{uuid, Uuid};
 
 use super::schemas::SchemaSet;
-use crate::dlq::DeadLetter;
+use crate::envelope::DeadLetter;
 use crate::envelope::{
     header_names as h, CancelRequest, ErrorInfo, HeaderMap, NewCommand, OperationSnapshot, Progress, ResultData,
     ResultEvent, State, Timing,
@@ -184,7 +184,7 @@ fn sample(schema: &Value, schemas: &SchemaSet, depth: u8) -> Value {
 
 /// A failed delivery attempt as the webhook delivery log records it.
 pub fn webhook_attempt() -> Value {
-    let attempt = crate::webhooks::log::Attempt {
+    let attempt = crate::webhooks::Attempt {
         command_id: COMMAND_ID,
         event_id: EVENT_ID,
         url: "https://hooks.example.com/courier".into(),
@@ -203,7 +203,7 @@ pub fn webhook_attempt() -> Value {
 
 /// The event written when an endpoint is disabled after failing too long.
 pub fn webhook_exhausted() -> Value {
-    let exhausted = crate::webhooks::log::Exhausted {
+    let exhausted = crate::webhooks::Exhausted {
         url: "https://hooks.example.com/courier".into(),
         failing_since: time() - chrono::Duration::hours(120),
         disabled_at: time(),
@@ -217,9 +217,9 @@ pub fn webhook_exhausted() -> Value {
 
 /// An endpoint disabled by a `410 Gone`, as the compacted endpoints topic keeps it.
 pub fn webhook_endpoint() -> Value {
-    let state = crate::webhooks::endpoints::EndpointState {
+    let state = crate::webhooks::EndpointState {
         url: "https://hooks.example.com/courier".into(),
-        disabled: Some(crate::webhooks::endpoints::Disabled {
+        disabled: Some(crate::webhooks::Disabled {
             reason: "gone".into(),
             detail: "410 Gone: endpoint disabled".into(),
             at: time(),

@@ -2,7 +2,7 @@
 //! Kafka header bytes; the schemas describe their UTF-8 text.
 //!
 //! The field names must equal the header-name constants the code writes with
-//! (`envelope::header_names`, `retry::retry_headers`, `dlq::dlq_headers`); the tests
+//! (`envelope::header_names`, `retry::retry_headers`, `envelope::dlq_headers`); the tests
 //! below compare them, so a renamed header cannot leave the contract behind.
 
 use schemars::JsonSchema;
@@ -132,7 +132,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::dlq::dlq_headers as d;
+    use crate::envelope::dlq_headers as d;
     use crate::envelope::header_names as h;
     use crate::retry::retry_headers as r;
 

@@ -6,4 +6,7 @@ mod embedded;
 mod handlers;
 
 pub use embedded::Embedded;
-pub use handlers::{example_router, Echo, Fail, Flaky, Panic, Primes, Sleep};
+pub use handlers::{
+    example_router, Echo, Echoed, Fail, FailInput, Flaky, FlakyInput, FlakyOutput, Panic, Primes, PrimesInput, PrimesOutput, Sleep,
+    SleepInput, SleepOutput,
+};

@@ -18,6 +18,7 @@
 pub mod bounds;
 mod command;
 mod control;
+mod dead_letter;
 mod headers;
 mod reason;
 mod result;
@@ -28,6 +29,7 @@ pub(crate) use status::test_snapshot;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};
 pub use control::{CancelRequest, CANCEL_TYPE};
+pub use dead_letter::{dlq_headers, is_replay, DeadLetter};
 pub use headers::{header_names, last_kafka_header, DecodeError, HeaderMap, KafkaHeaders};
 pub use reason::Reason;
 pub use status::{OperationSnapshot, SNAPSHOT_TYPE};

@@ -40,7 +40,7 @@ pub use admission::CommandRequest;
 pub use error::{ApiError, GatewayError};
 use app::GatewayState;
 use error::BodyLimits;
-pub use operation::{rpc_code, Operation, RpcStatus};
+pub use operation::{rpc_code, Metadata, Operation, RpcStatus};
 
 use crate::duration::parse_duration;
 use crate::http::ConnectionLimits;
@@ -174,7 +174,7 @@ impl Gateway {
             .layer(axum::middleware::map_response(error::json_errors))
     }
 
-    /// Serves on `listener`, within the connection limits ([`crate::http`]), until
+    /// Serves on `listener`, within the connection limits ([`crate::ConnectionLimits`]), until
     /// the shutdown token fires, then finishes the requests in progress (long polls
     /// return early) and returns.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), GatewayError> {

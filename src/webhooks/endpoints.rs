@@ -50,7 +50,7 @@ impl EndpointState {
     }
 
     /// The compacted-topic record, keyed by URL.
-    pub fn record(&self, topic: &str, source: &str) -> Outgoing {
+    pub(crate) fn record(&self, topic: &str, source: &str) -> Outgoing {
         // The subject must be an id; the URL is the key, so a fresh one will do.
         let (value, headers) = json_event(source, ENDPOINT_TYPE, self.updated, new_id(), self);
         Outgoing::new(topic.to_string(), self.url.clone(), value, headers)

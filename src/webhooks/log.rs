@@ -57,7 +57,7 @@ pub struct Attempt {
 
 impl Attempt {
     /// The log record, keyed by command id.
-    pub fn record(&self, topic: &str, source: &str) -> Outgoing {
+    pub(crate) fn record(&self, topic: &str, source: &str) -> Outgoing {
         let (value, headers) = json_event(source, ATTEMPT_TYPE, self.time, self.command_id, self);
         Outgoing::new(topic.to_string(), self.command_id.to_string(), value, headers)
     }
@@ -82,7 +82,7 @@ pub struct Exhausted {
 
 impl Exhausted {
     /// The log record, keyed by URL.
-    pub fn record(&self, topic: &str, source: &str) -> Outgoing {
+    pub(crate) fn record(&self, topic: &str, source: &str) -> Outgoing {
         let (value, headers) = json_event(source, EXHAUSTED_TYPE, self.disabled_at, self.command_id, self);
         Outgoing::new(topic.to_string(), self.url.clone(), value, headers)
     }

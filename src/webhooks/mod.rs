@@ -3,10 +3,10 @@
 //! `courier webhooks run` starts a [`Dispatcher`]. It reads `<prefix>.results` in its
 //! own consumer group (dispatchers share the work) and, for each **final** event of
 //! a command that has a callback URL, POSTs the event, signed per the Standard
-//! Webhooks spec ([`signing`]), in the configured body shape ([`profiles`]).
+//! Webhooks spec ([`verify`], [`Secret`]), in the configured body shape ([`Profile`]).
 //!
 //! **Where the URL comes from.** The result event does not carry it; the operation
-//! snapshots on the status topic do ([`callbacks`]). We follow that topic rather
+//! snapshots on the status topic do (`callbacks.rs`). We follow that topic rather
 //! than add the URL to `ResultData`: the result event is a published contract (the
 //! AsyncAPI document, foreign readers) that a dispatcher's needs should not widen,
 //! and the snapshot already holds the URL whether the command came through the
@@ -14,33 +14,33 @@
 //! a bounded wait for the snapshot written alongside each final event.
 //!
 //! **Delivery**, per event and URL (`outcome.rs`): a disabled endpoint is skipped;
-//! otherwise the URL is vetted and pinned ([`deliver`]) and the body POSTed. A `2xx`
-//! acknowledges; `410 Gone` disables the URL for every dispatcher ([`endpoints`]);
-//! anything else is retried through delay tiers ([`schedule`]) until the schedule
+//! otherwise the URL is vetted and pinned (`deliver.rs`) and the body POSTed. A `2xx`
+//! acknowledges; `410 Gone` disables the URL for every dispatcher (`endpoints.rs`, [`EndpointState`]);
+//! anything else is retried through delay tiers ([`Schedule`]) until the schedule
 //! or the give-up time runs out, then dead-lettered to `<prefix>.webhooks.dlq`, from
-//! where `courier webhooks replay` sends it back ([`replay`]). An endpoint failing
+//! where `courier webhooks replay` sends it back ([`replay_dead_deliveries`]). An endpoint failing
 //! without a success for longer than `--webhook-disable-after` is disabled too, and a
 //! `courier.webhook.exhausted` event published. Every attempt goes to the delivery
-//! log ([`log`]), which also backs `GET /v1/operations/{id}/deliveries`.
+//! log ([`DeliveryLog`]), which also backs `GET /v1/operations/{id}/deliveries`.
 //!
 //! Guarantee: at-least-once. The results offset is committed only after the
 //! delivery, or the record that carries it on (tier, DLQ), is acknowledged, so
 //! receivers must dedupe on `webhook-id`, which is the same on every attempt.
 
-pub mod callbacks;
+mod callbacks;
 mod config;
 mod context;
 mod dispatch;
-pub mod deliver;
-pub mod endpoints;
-pub mod log;
-pub mod metrics;
+mod deliver;
+mod endpoints;
+mod log;
+mod metrics;
 mod outcome;
-pub mod profiles;
-pub mod replay;
-pub mod schedule;
-pub mod secrets;
-pub mod signing;
+mod profiles;
+mod replay;
+mod schedule;
+mod secrets;
+mod signing;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -52,10 +52,14 @@ use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::Publisher;
 pub use config::{WebhookConfig, WebhookError};
 use context::DispatcherState;
-pub use log::{deliveries_router, Attempt, DeliveryLog};
+pub use endpoints::{Disabled, EndpointState, ENDPOINT_TYPE};
+pub use log::{deliveries_router, Attempt, DeliveryLog, Exhausted, ATTEMPT_TYPE, EXHAUSTED_TYPE};
+pub use metrics::WebhookMetrics;
+pub use replay::{choose_dead_deliveries, read_dead_deliveries, replay_dead_deliveries, DeadDelivery};
+pub use schedule::{Delivery, DeliveryError, Next, Schedule};
 pub use profiles::Profile;
 pub use secrets::{SecretParser, SecretText};
-pub use signing::{verify, Secret, SignatureError};
+pub use signing::{verify, Secret, SignatureError, DEFAULT_TOLERANCE};
 
 /// A running dispatcher.
 pub struct Dispatcher {

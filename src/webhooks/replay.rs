@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::schedule::Delivery;
 use super::WebhookError;
-use crate::dlq::DeadLetter;
+use crate::envelope::DeadLetter;
 use crate::follow::{read_to_end, StartAt};
 use crate::kafka::KafkaArgs;
 use crate::publish::Publisher;
@@ -59,12 +59,13 @@ pub async fn read_dead_deliveries(kafka: &KafkaArgs) -> Result<Vec<DeadDelivery>
 }
 
 /// Which dead deliveries to replay: these command ids, or all when empty.
-pub fn chosen(all: Vec<DeadDelivery>, ids: &[Uuid]) -> Vec<DeadDelivery> {
+pub fn choose_dead_deliveries(all: Vec<DeadDelivery>, ids: &[Uuid]) -> Vec<DeadDelivery> {
     all.into_iter().filter(|d| ids.is_empty() || ids.contains(&d.delivery.event.command_id())).collect()
 }
 
 /// Sends `dead` back through the tier of `first_tier` (the dispatchers' first delay).
-pub async fn replay(kafka: &KafkaArgs, publisher: &Publisher, first_tier: Duration, dead: &[DeadDelivery]) -> Result<(), WebhookError> {
+pub async fn replay_dead_deliveries(kafka: &KafkaArgs, first_tier: Duration, dead: &[DeadDelivery]) -> Result<(), WebhookError> {
+    let publisher = Publisher::new(kafka)?;
     let topics = kafka.topics();
     for d in dead {
         publisher.send_once(&d.delivery.replay_record(&topics, first_tier)).await?;

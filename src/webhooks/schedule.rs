@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use crate::dlq::{dlq_headers, DeadLetter};
+use crate::envelope::{dlq_headers, DeadLetter};
 use crate::envelope::{rfc3339, DecodeError, HeaderMap, Reason, ResultEvent};
 use crate::publish::Outgoing;
 use crate::retry::retry_headers;
@@ -139,7 +139,7 @@ impl Delivery {
     }
 
     /// The record that makes the next attempt after `delay` in the tier of `tier`.
-    pub fn retry_record(&self, topics: &Topics, tier: Duration, delay: Duration, error: &str) -> Outgoing {
+    pub(crate) fn retry_record(&self, topics: &Topics, tier: Duration, delay: Duration, error: &str) -> Outgoing {
         let next = Delivery { attempt: self.attempt + 1, ..self.clone() };
         let mut out = next.record(&webhook_tier_topic(topics, tier));
         let due = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
@@ -149,7 +149,7 @@ impl Delivery {
 
     /// The webhook DLQ record for a delivery given up after this attempt, with where
     /// it was read from (`origin`: topic, partition, offset) and why.
-    pub fn dead_letter(&self, topics: &Topics, origin: (&str, i32, i64), reason: Reason, message: &str) -> Outgoing {
+    pub(crate) fn dead_letter(&self, topics: &Topics, origin: (&str, i32, i64), reason: Reason, message: &str) -> Outgoing {
         let (topic, partition, offset) = origin;
         let mut letter = DeadLetter::new(topic, partition, offset, reason, message, self.attempt);
         letter.first_failure = self.first_attempt;
@@ -159,7 +159,7 @@ impl Delivery {
 
     /// Sends a dead-lettered delivery back through the first tier, due now, as a
     /// fresh first attempt (so the schedule and its give-up time start over).
-    pub fn replay_record(&self, topics: &Topics, first_tier: Duration) -> Outgoing {
+    pub(crate) fn replay_record(&self, topics: &Topics, first_tier: Duration) -> Outgoing {
         let fresh = Delivery { attempt: 1, first_attempt: Utc::now(), ..self.clone() };
         let mut out = fresh.record(&webhook_tier_topic(topics, first_tier));
         out.headers.set(retry_headers::NOT_BEFORE, rfc3339(Utc::now())).set(dlq_headers::REPLAYED_AT, rfc3339(Utc::now()));

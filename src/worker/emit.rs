@@ -26,7 +26,7 @@ use uuid::Uuid;
 
 use super::disposition::{Disposition, Final, Letter};
 use super::state::{Record, WorkerState};
-use crate::dlq::DeadLetter;
+use crate::envelope::DeadLetter;
 use crate::envelope::{header_names, Command, NewCommand, OperationSnapshot, Reason, ResultData, ResultEvent, State, Timing};
 use crate::publish::{Acks, Outgoing, PublishError};
 use crate::retry::{retry_headers, retry_record, FailedRecord};

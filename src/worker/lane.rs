@@ -119,7 +119,7 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     let mut timing = Timing { queued_ms, execution_ms: 0, attempts: command.attempt };
     let known = Known {
         finished: shared.finished.contains(&command.id),
-        replayed: crate::dlq::is_replay(&record.headers),
+        replayed: crate::envelope::is_replay(&record.headers),
         cancelled: shared.cancelled.contains(&command.id),
         past_deadline: command.deadline.is_some_and(|d| d <= Utc::now()),
     };

@@ -43,11 +43,12 @@ use tokio_util::sync::CancellationToken;
 pub use config::{WorkerConfig, WorkerError};
 use followers::RecentIds;
 pub use crate::offsets::OrderBy;
+pub use crate::retry::RetryPolicy;
 use crate::offsets::Ledger;
 use sink::Sink;
 use state::WorkerState;
 use crate::kafka::KafkaSetupError;
-use crate::metrics::Metrics;
+pub use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::router::Router;
 
