@@ -114,13 +114,9 @@ impl Crate {
         let mut files = Vec::new();
         walk(src, &mut files);
         let mut modules = BTreeMap::new();
-        let mut top_level = BTreeSet::new();
         for file in files {
             let rel = file.strip_prefix(src).unwrap().to_string_lossy().replace('\\', "/");
             let key = module_key(&rel);
-            if let Some(top) = key.1.first() {
-                top_level.insert(top.clone());
-            }
             let text = std::fs::read_to_string(&file).unwrap();
             let parsed = parse(&text, &key);
             modules.insert(key, Module { file: PathBuf::from("src").join(&rel), parsed });
@@ -131,6 +127,7 @@ impl Crate {
             .flat_map(|(k, m)| m.parsed.children.iter().map(move |c| (k.0, [k.1.clone(), vec![c.clone()]].concat())))
             .collect();
         modules.retain(|k, _| k.1.is_empty() || declared.contains(k));
+        let top_level = modules.keys().filter_map(|k| k.1.first().cloned()).collect();
         Crate { modules, top_level }
     }
 
