@@ -52,7 +52,20 @@ pub struct Client {
     publisher: Publisher,
     source: String,
     waiters: Waiters,
-    listener: Arc<OnceCell<()>>,
+    listener: Arc<OnceCell<Listener>>,
+}
+
+/// The result listener every clone of a client shares; stopped when the last clone
+/// goes, or by [`Client::close`].
+struct Listener {
+    stop: CancellationToken,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Client {
@@ -204,6 +217,20 @@ impl Client {
         Ok(())
     }
 
+    /// Stops the result listener this client and its clones share, and waits until it
+    /// has let go of the broker: for a clean exit before the broker goes away (the
+    /// embedded one of `courier demo`). Waits in progress end with `ListenerGone`;
+    /// a closed client is for submitting only.
+    pub async fn close(&self) {
+        let Some(listener) = self.listener.get() else { return };
+        listener.stop.cancel();
+        let task = listener.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.lock_waiters().clear();
+    }
+
     /// A stream of every result event (all states), from `start`.
     pub async fn subscribe(&self, start: StartAt) -> Result<Pin<Box<dyn Stream<Item = ResultEvent> + Send>>, ClientError> {
         let reader = Reader::open(&self.args, &self.topics.results, start).await?;
@@ -220,9 +247,10 @@ impl Client {
         self.listener
             .get_or_try_init(|| async {
                 let waiters = self.waiters.clone();
-                let forever = CancellationToken::new();
-                crate::follow::spawn(&self.args, &self.topics.results, StartAt::Now, forever, move |seen| hand_over(&waiters, &seen)).await?;
-                Ok::<(), ClientError>(())
+                let stop = CancellationToken::new();
+                let following =
+                    crate::follow::spawn(&self.args, &self.topics.results, StartAt::Now, stop.clone(), move |seen| hand_over(&waiters, &seen)).await?;
+                Ok::<_, ClientError>(Listener { stop, task: Mutex::new(Some(following.into_task())) })
             })
             .await?;
         Ok(())

@@ -243,6 +243,7 @@ pub struct Following {
     topic: String,
     ready: oneshot::Receiver<()>,
     stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Following {
@@ -253,6 +254,12 @@ impl Following {
             ready = self.ready => ready.map_err(|_| FollowError::Stopped(self.topic)),
             _ = self.stop.cancelled() => Err(FollowError::Stopped(self.topic)),
         }
+    }
+
+    /// The follower's task, which ends (its consumer closed) once the stop fires: for
+    /// an owner that must know the broker connection is gone before it goes on.
+    pub fn into_task(self) -> tokio::task::JoinHandle<()> {
+        self.task
     }
 }
 
@@ -268,8 +275,8 @@ pub async fn spawn(
 ) -> Result<Following, FollowError> {
     let reader = Reader::open(kafka, topic, start).await?;
     let (ready_tx, ready) = oneshot::channel();
-    tokio::spawn(reader.run(stop.clone(), on_record, ready_tx));
-    Ok(Following { topic: topic.to_string(), ready, stop })
+    let task = tokio::spawn(reader.run(stop.clone(), on_record, ready_tx));
+    Ok(Following { topic: topic.to_string(), ready, stop, task })
 }
 
 /// Follows `topic` from `start` until `stop`, calling `on_record` for each record;

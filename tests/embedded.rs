@@ -21,6 +21,10 @@ fn demo_round_trips_every_command_on_the_embedded_cluster() {
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("embedded mock cluster"), "{stdout}");
     assert!(stdout.contains("every command got its expected final event"), "{stdout}");
+    // The figures start after the group join, and a clean exit warns of nothing.
+    assert!(stdout.contains("worker ready after"), "{stdout}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("WARN") && !stderr.contains("AllBrokersDown"), "a clean exit logged warnings:\n{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

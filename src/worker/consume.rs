@@ -77,6 +77,7 @@ impl ConsumerContext for WorkerContext {
             drop((ledger, tokens));
             let _ = consumer;
             self.reassigned.store(true, AtomicOrdering::SeqCst);
+            self.shared.joined.cancel();
         }
     }
 

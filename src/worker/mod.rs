@@ -52,7 +52,22 @@ pub use crate::metrics::Metrics;
 use crate::publish::Publisher;
 use crate::router::Router;
 
-/// A configured worker, ready to run.
+/// Whether a [`Worker`] has joined its group; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ready(CancellationToken);
+
+impl Ready {
+    /// Resolves once the worker has joined (at once if it has).
+    pub async fn wait(&self) {
+        self.0.cancelled().await;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.is_cancelled()
+    }
+}
+
+/// A configured worker, to be run.
 pub struct Worker {
     shared: Arc<WorkerState>,
 }
@@ -92,12 +107,20 @@ impl Worker {
             finished: Arc::new(RecentIds::new(config_capacity)),
             cancelled: Arc::new(RecentIds::new(config_capacity)),
             running: Arc::default(),
+            joined: CancellationToken::new(),
         };
         Ok(Worker { shared: Arc::new(shared) })
     }
 
     pub fn metrics(&self) -> Arc<Metrics> {
         self.shared.metrics.clone()
+    }
+
+    /// Tells when the running worker has joined its consumer group (its first
+    /// assignment, even an empty one): a caller that times commands, or a readiness
+    /// probe, starts from there rather than counting the group join.
+    pub fn ready(&self) -> Ready {
+        Ready(self.shared.joined.clone())
     }
 
     /// Runs until `shutdown` fires, then stops fetching, lets running handlers finish

@@ -65,6 +65,8 @@ pub(crate) struct WorkerState {
     pub cancelled: Arc<RecentIds>,
     /// Cancel tokens of commands running on this worker, by id.
     pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
+    /// Fired by the first assignment: the worker is in its group and takes commands.
+    pub joined: CancellationToken,
 }
 
 impl WorkerState {
