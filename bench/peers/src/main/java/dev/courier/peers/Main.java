@@ -39,8 +39,7 @@ public final class Main {
             System.err.println("peers: " + e.getMessage() + "\n" + USAGE);
             code = 2;
         } catch (Exception e) {
-            System.err.println("peers: " + e.getMessage());
-            e.printStackTrace();
+            System.err.println("peers: " + because(e));
             code = 1;
         }
         if (code != Integer.MIN_VALUE) {
@@ -126,6 +125,18 @@ public final class Main {
             }
             throw e;
         }
+    }
+
+    /** The message and its causes on one line: start-up errors are the user's to fix, not ours to trace. */
+    private static String because(Throwable e) {
+        var why = new StringBuilder(String.valueOf(e.getMessage()));
+        for (Throwable c = e.getCause(); c != null && c != c.getCause(); c = c.getCause()) {
+            String more = String.valueOf(c.getMessage());
+            if (!why.toString().contains(more)) {
+                why.append(": ").append(more);
+            }
+        }
+        return why.toString();
     }
 
     private static void awaitQuietly(CountDownLatch latch) {
