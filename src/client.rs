@@ -219,8 +219,8 @@ impl Client {
 
     /// Stops the result listener this client and its clones share, and waits until it
     /// has let go of the broker: for a clean exit before the broker goes away (the
-    /// embedded one of `courier demo`). Waits in progress end with `ListenerGone`;
-    /// a closed client is for submitting only.
+    /// embedded one of `courier demo`). Waits in progress, and any `submit_and_wait`
+    /// after this, end with `ListenerGone`: a closed client is for submitting only.
     pub async fn close(&self) {
         let Some(listener) = self.listener.get() else { return };
         listener.stop.cancel();
@@ -244,7 +244,7 @@ impl Client {
     /// Starts the one listener every `submit_and_wait` shares, at the results topic's
     /// end, on first use. It runs as long as the process.
     async fn ensure_listener(&self) -> Result<(), ClientError> {
-        self.listener
+        let listener = self.listener
             .get_or_try_init(|| async {
                 let waiters = self.waiters.clone();
                 let stop = CancellationToken::new();
@@ -253,6 +253,10 @@ impl Client {
                 Ok::<_, ClientError>(Listener { stop, task: Mutex::new(Some(following.into_task())) })
             })
             .await?;
+        // Closed: nothing would ever answer a wait.
+        if listener.stop.is_cancelled() {
+            return Err(ClientError::ListenerGone);
+        }
         Ok(())
     }
 }

@@ -121,3 +121,21 @@ async fn status_command_reports_snapshots() {
     let out = courier(&["not-a-uuid"]);
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("invalid"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_closed_client_still_submits_but_refuses_to_wait() {
+    let t = common::fresh_topics("rt-close", 1).await;
+    let _worker = common::WorkerProc::spawn(&t, "rt-close-1", &[]);
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let wait = Duration::from_secs(60);
+    let echo = || NewCommand::new("echo", json!({"a": 1}));
+    assert_eq!(client.submit_and_wait(echo(), wait).await.unwrap().state(), State::Completed);
+    let clone = client.clone();
+    client.close().await;
+    client.close().await; // twice is harmless
+    // At once, not after the timeout: nothing would ever answer the wait.
+    let refused = tokio::time::timeout(Duration::from_secs(5), clone.submit_and_wait(echo(), wait)).await.expect("no hang");
+    assert!(matches!(refused, Err(courier::ClientError::ListenerGone)), "{refused:?}");
+    let id = clone.submit(echo()).await.expect("a closed client still submits");
+    assert_eq!(clone.wait(id, wait).await.unwrap().state, State::Completed, "and the command still runs");
+}

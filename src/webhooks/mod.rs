@@ -15,13 +15,14 @@
 //!
 //! **Delivery**, per event and URL (`outcome.rs`): a disabled endpoint is skipped;
 //! otherwise the URL is vetted and pinned (`deliver.rs`) and the body POSTed. A `2xx`
-//! acknowledges; `410 Gone` disables the URL for every dispatcher (`endpoints.rs`, [`EndpointState`]);
+//! acknowledges; `410 Gone` disables the URL for every dispatcher ([`EndpointState`]);
 //! anything else is retried through delay tiers ([`Schedule`]) until the schedule
 //! or the give-up time runs out, then dead-lettered to `<prefix>.webhooks.dlq`, from
-//! where `courier webhooks replay` sends it back ([`replay_dead_deliveries`]). An endpoint failing
-//! without a success for longer than `--webhook-disable-after` is disabled too, and a
-//! `courier.webhook.exhausted` event published. Every attempt goes to the delivery
-//! log ([`DeliveryLog`]), which also backs `GET /v1/operations/{id}/deliveries`.
+//! where `courier webhooks replay` sends it back ([`replay_dead_deliveries`]). An
+//! endpoint failing without a success for longer than `--webhook-disable-after` is
+//! disabled too, and a `courier.webhook.exhausted` event published. Every attempt goes
+//! to the delivery log ([`DeliveryLog`]), which also backs
+//! `GET /v1/operations/{id}/deliveries`.
 //!
 //! Guarantee: at-least-once. The results offset is committed only after the
 //! delivery, or the record that carries it on (tier, DLQ), is acknowledged, so

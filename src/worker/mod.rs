@@ -62,6 +62,7 @@ impl Ready {
         self.0.cancelled().await;
     }
 
+    /// The same, without waiting: what a readiness probe answers.
     pub fn is_ready(&self) -> bool {
         self.0.is_cancelled()
     }
