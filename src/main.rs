@@ -14,7 +14,10 @@ use clap::Parser;
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = cli::Cli::parse();
-    cli::init_tracing(&args.log_format);
+    // The bench prints its own progress; its topic set-up and tear-down, 17 topics per
+    // scenario, would bury it at info.
+    let default_level = if matches!(args.command, cli::Cmd::Bench(_)) { "warn" } else { "info" };
+    cli::init_tracing(&args.log_format, default_level);
     match cli::run(args).await {
         Ok(code) => code,
         Err(e) => {

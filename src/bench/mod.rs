@@ -20,6 +20,7 @@
 //! beside every round's figures. Each scenario gets fresh topics and deletes them
 //! when done, so repeated runs leave nothing behind on the broker.
 
+pub mod peers;
 mod scenarios;
 
 use std::future::Future;
@@ -69,8 +70,31 @@ pub struct BenchConfig {
     #[arg(long)]
     pub json: bool,
     /// Run only these scenarios (raw, courier, eos, outputs, slow, latency, backlog); default all.
+    /// With `--peers`: `slow` or nothing.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
+    /// Instead of the in-process scenarios, run `courier worker` as a process beside
+    /// the Java peers of `--peers-dir` (built with Maven when Java is present), each a
+    /// process of its own on the same broker with the same commands.
+    #[arg(long)]
+    pub peers: bool,
+    /// The peers' Maven project.
+    #[arg(long, default_value = "bench/peers")]
+    pub peers_dir: std::path::PathBuf,
+    /// With `--peers`: the workers to run (raw-java, spring, spring-eos, pc, courier,
+    /// courier-eos); default all.
+    #[arg(long, value_delimiter = ',')]
+    pub workers: Vec<String>,
+    /// With `--peers`: distinct command keys.
+    #[arg(long, default_value_t = 1_000)]
+    pub keys: usize,
+    /// With `--peers`: commands in the slow scenario (20 ms handler); 0 skips it.
+    #[arg(long, default_value_t = 20_000)]
+    pub slow_commands: usize,
+    /// With `--peers`: the broker's pid, for its CPU per command (default: the one
+    /// `scripts/kafka.sh` started from this directory, `.kafka/pid`).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
 }
 
 impl BenchConfig {

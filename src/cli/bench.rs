@@ -15,6 +15,14 @@ pub async fn bench(cfg: BenchConfig) -> anyhow::Result<ExitCode> {
         cfg.partitions,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
+    if cfg.peers {
+        let report = courier::bench::peers::run(&cfg, |step| println!("  running {step} ...")).await.context("bench --peers")?;
+        println!("\n{}", courier::bench::peers::table(&report));
+        if cfg.json {
+            println!("{}", serde_json::to_string(&report).context("encoding the report")?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let report = run(&cfg, |step| println!("  running {step} ...")).await.context("bench")?;
     println!("\n{}", table(&report));
     if cfg.json {

@@ -77,9 +77,10 @@ pub enum TopicsCmd {
     },
 }
 
-pub fn init_tracing(format: &str) {
+/// Logs to stderr at `default_level` unless RUST_LOG says otherwise.
+pub fn init_tracing(format: &str, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rdkafka=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default_level},rdkafka=warn")));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
