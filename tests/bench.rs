@@ -131,3 +131,66 @@ fn a_large_backlog_leaves_worker_rss_bounded() {
     let rss = num(&report, "backlog_rss_mb");
     assert!(rss > 10.0 && rss < 150.0, "worker peak RSS with 200,000 queued commands: {rss:.1} MB");
 }
+
+/// `--peers` end to end at small counts: the Java peers are built with Maven, each
+/// worker runs as a process of its own, every result is checked, and every figure the
+/// README's table shows is measured: commands/s, worker and broker CPU per command
+/// (the broker's pid comes from scripts/kafka.sh), peak RSS, the slow scenario and the
+/// round trip at a steady rate.
+#[test]
+fn peers_run_side_by_side_and_every_result_is_checked() {
+    let _one = ONE_BENCH.lock().unwrap_or_else(|p| p.into_inner());
+    let before = bench_topics();
+    let (report, stdout) = bench(&[
+        "--peers",
+        "--workers",
+        "raw-java,courier",
+        "--messages",
+        "3000",
+        "--rounds",
+        "2",
+        "--slow-commands",
+        "300",
+        "--latency-commands",
+        "40",
+    ]);
+    assert!(report["skipped"].as_array().is_some_and(Vec::is_empty), "nothing may be skipped here: {report}");
+    let rounds = report["per_round"].as_array().expect("per_round is a list");
+    assert_eq!(rounds.len(), 2, "{report}");
+    for round in rounds {
+        let workers: Vec<&str> = round.as_array().expect("a round is a list").iter().map(|m| m["worker"].as_str().unwrap_or("")).collect();
+        assert_eq!(workers, ["raw-java", "courier"], "{report}");
+        for m in round.as_array().into_iter().flatten() {
+            assert!(m.get("failed").is_none(), "a worker failed its checks: {m}");
+            for key in ["cps", "worker_cpu_us", "broker_cpu_us", "peak_rss_mb"] {
+                assert!(num(m, key) > 0.0, "{key} was not measured: {m}");
+            }
+            for key in ["missing", "miskeyed", "out_of_order"] {
+                assert_eq!(m[key], 0, "{m}");
+            }
+            assert_eq!(m["commands"], 3000);
+        }
+    }
+    let slow: Vec<&str> = report["slow"].as_array().expect("slow").iter().map(|m| m["worker"].as_str().unwrap_or("")).collect();
+    assert_eq!(slow, ["courier"], "the raw loop sits the slow scenario out: {report}");
+    let latency = report["latency"].as_array().expect("latency");
+    assert_eq!(latency.len(), 2, "{report}");
+    for l in latency {
+        assert!(l.get("failed").is_none(), "{l}");
+        let (p50, p99, max) = (num(l, "p50_ms"), num(l, "p99_ms"), num(l, "max_ms"));
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{l}");
+        assert_eq!(l["missing"], 0, "{l}");
+    }
+    for row in ["round 1 of 2", "median over 2 rounds", "slow: 20 ms handler", "round trip at 20/s", "guarantees:"] {
+        assert!(stdout.contains(row), "table has no {row:?}:\n{stdout}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let left: Vec<String> = bench_topics().difference(&before).cloned().collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(left.is_empty(), "the bench left {} topics behind: {left:?}", left.len());
+}

@@ -70,7 +70,7 @@ pub struct BenchConfig {
     #[arg(long)]
     pub json: bool,
     /// Run only these scenarios (raw, courier, eos, outputs, slow, latency, backlog); default all.
-    /// With `--peers`: `slow` or nothing.
+    /// With `--peers`: throughput, slow, latency.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Instead of the in-process scenarios, run `courier worker` as a process beside
@@ -91,6 +91,12 @@ pub struct BenchConfig {
     /// With `--peers`: commands in the slow scenario (20 ms handler); 0 skips it.
     #[arg(long, default_value_t = 20_000)]
     pub slow_commands: usize,
+    /// With `--peers`: commands of the round-trip scenario; 0 skips it.
+    #[arg(long, default_value_t = 600)]
+    pub latency_commands: usize,
+    /// With `--peers`: the round-trip scenario's steady rate, commands/s.
+    #[arg(long, default_value_t = 20.0)]
+    pub latency_rate: f64,
     /// With `--peers`: the broker's pid, for its CPU per command (default: the one
     /// `scripts/kafka.sh` started from this directory, `.kafka/pid`).
     #[arg(long)]

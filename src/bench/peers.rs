@@ -91,8 +91,25 @@ pub struct PeersReport {
     /// The slow scenario (20 ms handler), one run per worker.
     pub slow: Vec<Measured>,
     pub slow_commands: usize,
+    /// Round trip at a low steady rate, one run per worker.
+    pub latency: Vec<LatencyMeasured>,
     /// Workers that were asked for but could not run here, with why.
     pub skipped: Vec<String>,
+}
+
+/// Submit-to-result round trips of one worker at a low steady rate.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LatencyMeasured {
+    pub worker: String,
+    pub rate: f64,
+    pub commands: usize,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Commands without a result within 30 s of the last send.
+    pub missing: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failed: Option<String>,
 }
 
 /// Runs the side-by-side comparison.
@@ -128,7 +145,7 @@ pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Pe
         report.skipped.push("broker CPU: no broker pid (--broker-pid, or .kafka/pid of scripts/kafka.sh)".into());
     }
     let workload = Workload::noop(cfg.messages, cfg.keys, cfg.size);
-    for round in 1..=cfg.rounds {
+    for round in (1..=cfg.rounds).filter(|_| cfg.wants("throughput")) {
         let mut measured = Vec::new();
         for worker in &runnable {
             progress(&format!("round {round}/{}: {worker}, {} commands", cfg.rounds, cfg.messages));
@@ -141,6 +158,13 @@ pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Pe
         for worker in runnable.iter().filter(|w| SLOW_WORKERS.contains(w)) {
             progress(&format!("slow: {worker}, {SLOW_HANDLER_MS} ms handler, {} commands", cfg.slow_commands));
             report.slow.push(env.measure(worker, &workload).await?);
+        }
+    }
+    if cfg.latency_commands > 0 && cfg.wants("latency") {
+        let workload = Workload::noop(cfg.latency_commands, cfg.keys, cfg.size);
+        for worker in &runnable {
+            progress(&format!("latency: {worker}, {} commands at {}/s", cfg.latency_commands, cfg.latency_rate));
+            report.latency.push(env.latency(worker, &workload, cfg.latency_rate).await?);
         }
     }
     Ok(report)
@@ -236,6 +260,121 @@ impl Env<'_> {
         (m.duplicates, m.missing, m.miskeyed, m.out_of_order) = (read.duplicates, read.missing, read.miskeyed, read.out_of_order);
         if !m.ok() {
             m.failed.get_or_insert_with(|| "its results do not check out".into());
+        }
+        Ok(m)
+    }
+
+    /// One worker's round trips at `rate` commands/s: each command's send to its
+    /// result's arrival at a reader in this process. The caller's producer does not
+    /// linger (it sends each command at once), so what is measured is the worker and
+    /// the broker, the same for every worker.
+    async fn latency(&self, worker: &str, workload: &Workload, rate: f64) -> Result<LatencyMeasured, BenchError> {
+        let mut args = self.cfg.kafka.clone();
+        args.prefix = format!("bench-peers-latency-{worker}-{}", &crate::envelope::new_id().simple().to_string()[20..]);
+        let spec = TopicSpec { partitions: self.cfg.partitions, ..TopicSpec::default() };
+        create_topics(&args, &spec).await?;
+        let outcome = self.latency_on(worker, workload, rate, &args).await;
+        if let Err(e) = delete_topics(&args, &spec).await {
+            tracing::warn!(prefix = %args.prefix, error = %e, "bench topics left behind");
+        }
+        outcome
+    }
+
+    async fn latency_on(&self, worker: &str, workload: &Workload, rate: f64, args: &KafkaArgs) -> Result<LatencyMeasured, BenchError> {
+        let run = u64::from_be_bytes(crate::envelope::new_id().as_bytes()[..8].try_into().unwrap_or_default());
+        let mut m = LatencyMeasured { worker: worker.to_string(), rate, commands: workload.commands, ..LatencyMeasured::default() };
+        let mut child = self.spawn(worker, workload, args)?;
+        let courier = worker.starts_with("courier");
+        // Arrivals, by sequence number, from a reader of its own.
+        let (tx, mut arrivals) = tokio::sync::mpsc::unbounded_channel::<(usize, std::time::Instant)>();
+        let mut reader = Reader::open(args, &args.topics().results, StartAt::Beginning).await?;
+        let read = tokio::spawn(async move {
+            loop {
+                let Next::Record(record) = reader.next().await else { continue };
+                if courier && !crate::envelope::is_final_record(record.kafka_headers()) {
+                    continue;
+                }
+                let value: Value = record.value().and_then(|v| serde_json::from_slice(v).ok()).unwrap_or(Value::Null);
+                let id = value.get(if courier { "command_id" } else { "id" }).and_then(Value::as_str);
+                if let Some(seq) = id.and_then(|id| seq_of(id, run)) {
+                    if tx.send((seq, std::time::Instant::now())).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let mut cfg = producer_config(args)?;
+        cfg.set("linger.ms", "0");
+        let producer: FutureProducer = cfg.create()?;
+        let topic = args.topics().commands;
+        let send = |seq: usize| {
+            let key = workload.key(seq);
+            let mut command = NewCommand::new(workload.command_type, (workload.payload)(seq)).key(key.clone()).into_command("//bench/peers");
+            command.id = command_id(run, seq);
+            let (_, value, headers) = command.encode();
+            let record = FutureRecord::to(&topic).key(&key).payload(&value).headers(headers.to_kafka());
+            producer.send_result(record).map(drop).map_err(|(e, _)| e)
+        };
+        // Warm up until the worker answers (it has joined its group and caught up):
+        // sequence numbers past the measured ones, one every 200 ms.
+        let warm_until = tokio::time::Instant::now() + Duration::from_secs(120);
+        let mut warm = workload.commands;
+        let answered = loop {
+            send(warm)?;
+            warm += 1;
+            match tokio::time::timeout(Duration::from_millis(200), arrivals.recv()).await {
+                Ok(Some(_)) => break true,
+                Ok(None) => break false,
+                Err(_) if tokio::time::Instant::now() > warm_until => break false,
+                Err(_) => {}
+            }
+        };
+        let mut sent = vec![None; workload.commands];
+        let mut took = Vec::with_capacity(workload.commands);
+        if answered {
+            // Let the warm-up's stragglers arrive, then measure.
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            while arrivals.try_recv().is_ok() {}
+            let start = tokio::time::Instant::now();
+            let mut next = 0usize;
+            let mut done_sending = None;
+            loop {
+                let due = start + Duration::from_secs_f64(next as f64 / rate);
+                let until = done_sending.unwrap_or(due);
+                tokio::select! {
+                    _ = tokio::time::sleep_until(until), if done_sending.is_none() => {
+                        sent[next] = Some(std::time::Instant::now());
+                        send(next)?;
+                        next += 1;
+                        if next == workload.commands {
+                            done_sending = Some(tokio::time::Instant::now() + Duration::from_secs(30));
+                        }
+                    }
+                    _ = tokio::time::sleep_until(until), if done_sending.is_some() => break,
+                    arrival = arrivals.recv() => match arrival {
+                        Some((seq, at)) => {
+                            if let Some(t) = sent.get_mut(seq).and_then(Option::take) {
+                                took.push(at.duration_since(t).as_secs_f64() * 1000.0);
+                            }
+                            if took.len() == workload.commands {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
+                }
+            }
+        } else {
+            m.failed = Some("the worker did not answer a command within 2 min".into());
+        }
+        read.abort();
+        stop(&mut child);
+        m.missing = workload.commands - took.len();
+        took.sort_by(f64::total_cmp);
+        let q = |q: f64| took.get(((took.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied().unwrap_or(0.0);
+        (m.p50_ms, m.p99_ms, m.max_ms) = (q(0.5), q(0.99), took.last().copied().unwrap_or(0.0));
+        if m.missing > 0 {
+            m.failed.get_or_insert_with(|| format!("{} commands without a result", m.missing));
         }
         Ok(m)
     }
@@ -552,6 +691,18 @@ pub fn table(r: &PeersReport) -> String {
         t.push_str(&format!("slow: {SLOW_HANDLER_MS} ms handler, {} commands, {} keys\n{header}", r.slow_commands, r.keys));
         let courier = courier_of(&r.slow);
         r.slow.iter().for_each(|m| t.push_str(&row(m, courier)));
+        t.push('\n');
+    }
+    if !r.latency.is_empty() {
+        let rate = r.latency[0].rate;
+        t.push_str(&format!("round trip at {rate}/s (send to result seen; the caller does not linger)\n"));
+        t.push_str(&format!("  {:<12} {:>9} {:>9} {:>9} {:>12}  {}\n", "worker", "p50 ms", "p99 ms", "max ms", "vs raw p50", "checks"));
+        let raw = r.latency.iter().find(|l| l.worker == "raw-java" && l.failed.is_none()).map(|l| l.p50_ms);
+        for l in &r.latency {
+            let vs = raw.filter(|p| *p > 0.0).map(|p| format!("{:.2}x", l.p50_ms / p)).unwrap_or_else(|| "-".into());
+            let checks = l.failed.as_deref().map_or("ok".to_string(), |f| format!("FAILED: {f}"));
+            t.push_str(&format!("  {:<12} {:>9.1} {:>9.1} {:>9.1} {:>12}  {}\n", l.worker, l.p50_ms, l.p99_ms, l.max_ms, vs, checks));
+        }
         t.push('\n');
     }
     for s in &r.skipped {

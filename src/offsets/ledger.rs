@@ -208,13 +208,17 @@ impl<J> Ledger<J> {
     /// Marks a running record finished and hands out the next record of its lane.
     /// A record from an earlier assignment of its partition is ignored.
     pub fn finish(&mut self, tp: &TopicPartition, offset: i64, epoch: u64, lane: &Lane, origin: Option<i64>) -> Option<Entry<J>> {
+        self.finish_handed_on(tp, offset, epoch, origin);
+        self.hand_on(tp, epoch, lane)
+    }
+
+    /// Lets the next record of a running record's lane start while the record itself
+    /// stays running and pending (so drains wait for it and no commit passes it):
+    /// its final outputs are enqueued, in order ahead of anything the next record
+    /// writes, and only their acknowledgement is outstanding. Finish it later with
+    /// [`Ledger::finish_handed_on`].
+    pub fn hand_on(&mut self, tp: &TopicPartition, epoch: u64, lane: &Lane) -> Option<Entry<J>> {
         let book = self.books.get_mut(tp).filter(|b| b.epoch == epoch)?;
-        if book.pending.remove(&offset) {
-            book.running = book.running.saturating_sub(1);
-        }
-        if let Some(o) = origin {
-            book.pending.remove(&o);
-        }
         if *lane == Lane::Free {
             return None;
         }
@@ -228,6 +232,17 @@ impl<J> Ledger<J> {
                 self.lanes.remove(lane);
                 None
             }
+        }
+    }
+
+    /// Marks a record whose lane was already handed on ([`Ledger::hand_on`]) finished.
+    pub fn finish_handed_on(&mut self, tp: &TopicPartition, offset: i64, epoch: u64, origin: Option<i64>) {
+        let Some(book) = self.books.get_mut(tp).filter(|b| b.epoch == epoch) else { return };
+        if book.pending.remove(&offset) {
+            book.running = book.running.saturating_sub(1);
+        }
+        if let Some(o) = origin {
+            book.pending.remove(&o);
         }
     }
 
@@ -321,6 +336,25 @@ mod tests {
         let next = l.finish(&tp(0), 0, a0.epoch, &a0.lane, None).unwrap();
         assert_eq!(next.job, "a1");
         assert_eq!(l.in_flight(), 2);
+    }
+
+    #[test]
+    fn a_handed_on_record_lets_its_lane_go_on_but_holds_the_commit_and_the_drain() {
+        let mut l = Ledger::new();
+        l.assign(tp(0));
+        let a0 = l.admit(tp(0), 0, key("a"), None, "a0").unwrap().unwrap();
+        assert!(l.admit(tp(0), 1, key("a"), None, "a1").unwrap().is_none());
+        let a1 = l.hand_on(&tp(0), a0.epoch, &a0.lane).unwrap();
+        assert_eq!(a1.job, "a1");
+        assert_eq!(l.running_in(&[tp(0)]), 2, "a drain still waits for a0's acknowledgement");
+        // a1 finishes first: the commit point stays at a0.
+        assert!(l.finish(&tp(0), 1, a1.epoch, &a1.lane, None).is_none());
+        assert_eq!(l.take_commits(None), vec![]);
+        l.finish_handed_on(&tp(0), 0, a0.epoch, None);
+        assert_eq!(l.take_commits(None), vec![(tp(0), 2)]);
+        assert_eq!((l.in_flight(), l.running_total()), (0, 0));
+        // The lane is free again: the next record of the key starts at once.
+        assert!(l.admit(tp(0), 2, key("a"), None, "a2").unwrap().is_some());
     }
 
     #[test]

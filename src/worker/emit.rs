@@ -199,6 +199,23 @@ enum Step {
 }
 
 impl Pending {
+    /// For a final event at-least-once: its command's id, once it counts as decided
+    /// here. The record's lane may go on before the acknowledgement ([`super::lane`]):
+    /// the final event is enqueued ahead of anything a later record of the same key
+    /// writes, on the same results partition, and the idempotent producer keeps that
+    /// order; only the commit point still waits for it. The id joins the finished
+    /// set now, so a second copy of the command queued right behind it is a
+    /// duplicate, not a second run; it leaves it again if the record is abandoned.
+    pub fn hand_on(&self, shared: &WorkerState) -> bool {
+        match &self.then {
+            Then::Final { id, .. } => {
+                shared.finished.insert(*id);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Waits for the acknowledgements (transient failures are retried until the
     /// record's stop token fires) and for whatever they lead to, then says how the
     /// record settles.
@@ -252,6 +269,13 @@ impl Then {
             Then::FailedEvent { .. } => Step::Done(Settled::Finished(Durable(()))),
             Then::Letter { held: Some(_), .. } => {
                 shared.metrics.held_records.dec();
+                Step::Done(Settled::Abandoned)
+            }
+            Then::Final { id, .. } => {
+                // Counted as decided when its lane went on ([`Pending::hand_on`]), but
+                // not on the broker: the next owner must run it, and so must this
+                // worker if the partition comes back.
+                shared.finished.remove(&id);
                 Step::Done(Settled::Abandoned)
             }
             _ => Step::Done(Settled::Abandoned),

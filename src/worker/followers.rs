@@ -43,6 +43,13 @@ impl RecentIds {
         }
     }
 
+    /// Forgets an id. Its slot in the age order stays, so if it is inserted again it
+    /// may be forgotten early: this is a cache, a miss costs a duplicate check by the
+    /// broker's records, not correctness.
+    pub fn remove(&self, id: &Uuid) {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.remove(id);
+    }
+
     pub fn contains(&self, id: &Uuid) -> bool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner()).0.contains(id)
     }

@@ -20,6 +20,18 @@
 //! a retry tier) or abandoned, and hands back the next record of the same lane, which
 //! runs in the same task, or in a new one started by the collector. Either way it
 //! starts only after its predecessor settled: that is the per-key order.
+//!
+//! One shortcut: a final event at-least-once hands its lane on as soon as it is
+//! enqueued ([`Lanes::run`], [`super::emit::Pending::hand_on`]), before the broker has
+//! acknowledged it. The next record of the key then runs at once, and its outputs
+//! queue behind its predecessor's on the same results partition, in order (the
+//! idempotent producer keeps it); the predecessor stays running and pending in the
+//! ledger until acknowledged, so no commit passes it and a drain waits for it. What
+//! it costs: after a crash, a command whose final event was not yet acknowledged runs
+//! again after its successor ran; and a final event whose delivery failed for good
+//! (after `message.timeout.ms` of retries) and is sent again lands after its
+//! successor's. Without it, a key's commands were spaced by a produce round trip each,
+//! and that, not the CPU, bounded throughput (see the bench figures in the README).
 
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
@@ -68,11 +80,22 @@ impl Lanes {
             let settled = match process_guarded(shared, &entry.job).instrument(span).await {
                 Emitted::Settled(settled) => settled,
                 Emitted::Pending(pending) => {
-                    self.hand_over(AckJob { entry, pending });
-                    return;
+                    if !pending.hand_on(shared) {
+                        self.hand_over(AckJob { entry, pending, handed_on: false });
+                        return;
+                    }
+                    let next = hand_on(shared, &entry);
+                    self.hand_over(AckJob { entry, pending, handed_on: true });
+                    match next {
+                        Some(next) => {
+                            entry = next;
+                            continue;
+                        }
+                        None => return,
+                    }
                 }
             };
-            match settle(shared, entry, settled) {
+            match settle(shared, entry, settled, false) {
                 Some(next) => entry = next,
                 None => return,
             }
@@ -149,12 +172,22 @@ fn read(shared: &WorkerState, record: &Record) -> Result<Command, DecodeError> {
     Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers)
 }
 
+/// Lets the lane of a record whose final event is enqueued go on to its next
+/// record ([`super::emit::Pending::hand_on`]); the record itself settles later.
+fn hand_on(shared: &WorkerState, entry: &Entry<Record>) -> Option<Entry<Record>> {
+    shared.lock_ledger().hand_on(&entry.tp, entry.epoch, &entry.lane)
+}
+
 /// Books a record's fate in the ledger and returns the next record of its lane, if
-/// one is queued and may start now.
-pub(crate) fn settle(shared: &WorkerState, entry: Entry<Record>, settled: Settled) -> Option<Entry<Record>> {
+/// one is queued and may start now (`handed_on`: its lane already went on).
+pub(crate) fn settle(shared: &WorkerState, entry: Entry<Record>, settled: Settled, handed_on: bool) -> Option<Entry<Record>> {
     let next = {
         let mut ledger = shared.lock_ledger();
         let next = match settled {
+            Settled::Finished(_durable) if handed_on => {
+                ledger.finish_handed_on(&entry.tp, entry.offset, entry.epoch, entry.origin);
+                None
+            }
             Settled::Finished(_durable) => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
             Settled::Parked(id) => {
                 ledger.park(&entry, id);
@@ -176,6 +209,8 @@ pub(crate) fn settle(shared: &WorkerState, entry: Entry<Record>, settled: Settle
 pub(crate) struct AckJob {
     entry: Entry<Record>,
     pending: Pending,
+    /// Its lane already went on to the next record.
+    handed_on: bool,
 }
 
 /// The ack collector: awaits every job's acknowledgements and settles each record as
@@ -191,8 +226,8 @@ pub(crate) async fn collect(lanes: Lanes, mut jobs: mpsc::UnboundedReceiver<AckJ
                 Some(job) => waiting.push(acknowledged(&shared, job)),
                 None => return,
             },
-            Some((entry, settled)) = waiting.next(), if !waiting.is_empty() => {
-                if let Some(next) = settle(&shared, entry, settled) {
+            Some((entry, settled, handed_on)) = waiting.next(), if !waiting.is_empty() => {
+                if let Some(next) = settle(&shared, entry, settled, handed_on) {
                     lanes.start(next);
                 }
             }
@@ -201,8 +236,8 @@ pub(crate) async fn collect(lanes: Lanes, mut jobs: mpsc::UnboundedReceiver<AckJ
     }
 }
 
-async fn acknowledged(shared: &WorkerState, job: AckJob) -> (Entry<Record>, Settled) {
-    let AckJob { entry, pending } = job;
+async fn acknowledged(shared: &WorkerState, job: AckJob) -> (Entry<Record>, Settled, bool) {
+    let AckJob { entry, pending, handed_on } = job;
     let settled = match AssertUnwindSafe(pending.settle(shared, &entry.job)).catch_unwind().await {
         Ok(settled) => settled,
         Err(panic) => {
@@ -213,5 +248,5 @@ async fn acknowledged(shared: &WorkerState, job: AckJob) -> (Entry<Record>, Sett
             Settled::Abandoned
         }
     };
-    (entry, settled)
+    (entry, settled, handed_on)
 }
