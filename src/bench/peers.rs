@@ -615,10 +615,13 @@ fn build_peers(dir: &Path) -> Result<Java, String> {
             return Err(format!("{tool} is not installed"));
         }
     }
-    let status = Process::new("mvn").args(["-q", "-B", "-f"]).arg(&pom).arg("package").stdout(Stdio::null()).status();
-    match status {
-        Ok(s) if s.success() => {}
-        Ok(s) => return Err(format!("mvn package failed ({s})")),
+    // Maven's own output is shown only when the build fails.
+    match Process::new("mvn").args(["-q", "-B", "-f"]).arg(&pom).arg("package").output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => {
+            let tail = |b: &[u8]| String::from_utf8_lossy(b).lines().rev().take(20).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join("\n");
+            return Err(format!("mvn package failed ({}):\n{}\n{}", out.status, tail(&out.stdout), tail(&out.stderr)));
+        }
         Err(e) => return Err(format!("mvn: {e}")),
     }
     let dir = dir.canonicalize().map_err(|e| format!("{}: {e}", dir.display()))?;
