@@ -5,7 +5,8 @@
 mod cli;
 
 /// glibc's allocator serialises Courier's many small, cross-thread allocations on arena
-/// locks (a third of worker CPU in profiles); mimalloc does not.
+/// locks (a third of worker CPU in profiles); mimalloc does not. With the crate's
+/// `override` feature it serves librdkafka's C allocations too.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

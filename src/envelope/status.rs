@@ -58,17 +58,23 @@ impl OperationSnapshot {
     /// The snapshot that goes with result event `data` about `command`: the
     /// command's request facts (callback, idempotency, batch) with the event's state.
     pub fn after(command: &super::Command, data: &ResultData, worker: &str) -> Self {
+        Self::after_owned(command, data.clone(), worker)
+    }
+
+    /// [`OperationSnapshot::after`], taking the event's data once it is encoded: a
+    /// worker's final event and snapshot then share one copy of the result.
+    pub fn after_owned(command: &super::Command, data: ResultData, worker: &str) -> Self {
         OperationSnapshot {
             command_id: command.id,
-            command_type: data.command_type.clone(),
+            command_type: data.command_type,
             state: data.state,
-            key: data.key.clone(),
-            key_base64: data.key_base64.clone(),
+            key: data.key,
+            key_base64: data.key_base64,
             attempt: command.attempt,
-            progress: data.progress.clone(),
-            result: data.result.clone(),
-            error: data.error.clone(),
-            timing: data.timing.clone(),
+            progress: data.progress,
+            result: data.result,
+            error: data.error,
+            timing: data.timing,
             created: command.time.unwrap_or_else(Utc::now),
             updated: Utc::now(),
             callback_url: command.callback_url.clone(),

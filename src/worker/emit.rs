@@ -112,9 +112,11 @@ pub(crate) fn snapshot_record(shared: &WorkerState, command: &Command, data: &Re
 fn final_records(shared: &WorkerState, command: &Command, end: Final) -> Vec<Outgoing> {
     let Final { state, result, error, timing } = end;
     let event = event(shared, command, state, result, error, timing);
-    let status = snapshot_record(shared, command, &event.data);
     let (key, value, headers) = event.encode();
     let out = Outgoing::new(shared.topics.results.clone(), key, value, headers);
+    let snapshot = OperationSnapshot::after_owned(command, event.data, &shared.worker_id);
+    let (key, value, headers) = snapshot.encode(&shared.source);
+    let status = Outgoing::new(shared.topics.status.clone(), key, value, headers);
     let reply = command.reply_to.as_ref().filter(|t| **t != shared.topics.results);
     let reply = reply.map(|topic| Outgoing { topic: topic.clone(), partition: command.reply_partition, ..out.clone() });
     [Some(out), Some(status), reply].into_iter().flatten().collect()
