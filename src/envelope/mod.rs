@@ -83,8 +83,22 @@ pub(crate) fn json_event(
     subject: uuid::Uuid,
     data: &impl serde::Serialize,
 ) -> (Vec<u8>, HeaderMap) {
-    (serde_json::to_vec(data).unwrap_or_default(), event_headers(new_id(), source, event_type, time, subject))
+    (json_bytes(data), event_headers(new_id(), source, event_type, time, subject))
 }
+
+/// `data` as JSON bytes, written into a buffer sized for a typical event up front: a
+/// worker encodes two per command, and growing from empty copied each one five or six
+/// times (a few percent of its CPU). Empty if `data` cannot be encoded.
+pub(crate) fn json_bytes(data: &impl serde::Serialize) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(EVENT_CAPACITY);
+    match serde_json::to_writer(&mut buf, data) {
+        Ok(()) => buf,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// A final event or snapshot with a small result is 0.6 to 0.9 KiB.
+const EVENT_CAPACITY: usize = 1024;
 
 /// A fresh time-ordered id (UUIDv7) for commands and events. Ids minted by one
 /// process strictly increase, even within a millisecond, so listing operations by id

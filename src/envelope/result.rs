@@ -204,7 +204,7 @@ impl ResultEvent {
         if let Some(c) = &self.correlation_id {
             headers.insert(h::SPRING_CORRELATION_ID, c.clone());
         }
-        let value = serde_json::to_vec(&self.data).unwrap_or_default();
+        let value = super::json_bytes(&self.data);
         (self.key.clone(), value, headers)
     }
 
