@@ -61,3 +61,42 @@ async fn ten_thousand_commands_two_workers() {
     }
     assert_eq!(duplicates, 0, "no worker died and none joined mid-stream, so no replays");
 }
+
+/// Copies of one command queued back to back on one key (a producer's retried send, a
+/// replayed batch) run once: the first copy's final event counts as decided the
+/// moment its lane goes on to the next record (before the broker acknowledges it), so
+/// each later copy is a duplicate, and the key's other commands keep their order.
+#[tokio::test(flavor = "multi_thread")]
+async fn copies_of_a_command_queued_behind_it_run_once() {
+    const DISTINCT: usize = 300;
+    const COPIES: usize = 3;
+    let t = common::fresh_topics("copies", 1).await;
+    let mut ids = Vec::new();
+    for seq in 0..DISTINCT {
+        let command = NewCommand::new("echo", json!({ "seq": seq })).key("one-key").into_command("//test/copies");
+        let (key, value, headers) = command.encode();
+        for _ in 0..COPIES {
+            common::produce_raw(&t, &t.topics.commands, Some(&key), Some(&value), &headers, None).await;
+        }
+        ids.push(command.id);
+    }
+    let port = common::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let w = common::WorkerProc::spawn(&t, "copies-1", &["--metrics-addr", &addr]);
+    let seen = common::collect_results(&t, Duration::from_secs(120), |s| common::count_distinct_finals(s) >= DISTINCT);
+    assert_eq!(common::count_distinct_finals(&seen), DISTINCT, "{}", w.log_text());
+    // Every copy has been taken by now (the lag is 0), and none made a second event.
+    assert_eq!(common::wait_for_zero_lag(&t, &common::worker_group(&t), &t.topics.commands, Duration::from_secs(60)), 0);
+    let seen = common::read_all_results(&t);
+    let finals = common::finals_by_command(&seen);
+    let twice: Vec<_> = finals.iter().filter(|(_, v)| v.len() > 1).map(|(id, _)| *id).collect();
+    assert!(twice.is_empty(), "{} commands got more than one final event", twice.len());
+    let order: Vec<u64> = seen
+        .iter()
+        .filter(|s| s.event.data.state == State::Completed)
+        .filter_map(|s| s.event.data.result.as_ref()?.get("echo")?.get("seq")?.as_u64())
+        .collect();
+    assert_eq!(order, (0..DISTINCT as u64).collect::<Vec<_>>(), "one key's results in command order");
+    assert_eq!(common::scrape(port, "courier_duplicates_total"), Some(((COPIES - 1) * DISTINCT) as f64));
+    assert!(ids.iter().all(|id| finals.contains_key(id)));
+}

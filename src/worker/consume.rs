@@ -170,6 +170,7 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
         .map_err(|e| WorkerError::Setup(e.into()))?;
     let mut queues: Vec<(TopicPartition, PartitionQueue<WorkerContext>)> = Vec::new();
     let mut cadence = Cadence::new();
+    let exactly_once = matches!(shared.sink, Sink::Transactional { .. });
     let mut busy = false;
     while !stop.is_cancelled() && !consumer.context().fatal.is_cancelled() {
         // The main queue carries rebalances, errors, and records fetched before their
@@ -183,7 +184,14 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
             queues = split_queues(&consumer);
         }
         busy = take_from_queues(&lanes, &consumer, &queues);
-        cadence.tick(&shared.ledger, || offsets::commit(&shared.ledger, None, send_commits(&shared, &consumer, CommitMode::Async)));
+        let commit = || offsets::commit(&shared.ledger, None, send_commits(&shared, &consumer, CommitMode::Async));
+        // Exactly-once, results are visible only once their transaction commits:
+        // with nothing in flight, commit what finished now instead of at the next round.
+        if exactly_once && !busy && shared.lock_ledger().in_flight() == 0 {
+            cadence.tick_idle(&shared.ledger, commit);
+        } else {
+            cadence.tick(&shared.ledger, commit);
+        }
     }
     let fatal = consumer.context().fatal.is_cancelled();
     drop(queues);
