@@ -62,6 +62,20 @@ fn bench_topics() -> HashSet<String> {
     metadata.topics().iter().map(|t| t.name().to_string()).filter(|n| n.starts_with("bench-")).collect()
 }
 
+/// Fails unless every bench topic made since `before` is gone within 30 s (deletion
+/// completes asynchronously on the broker).
+fn assert_no_bench_topics_left(before: &HashSet<String>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let left = loop {
+        let left: Vec<String> = bench_topics().difference(before).cloned().collect();
+        if left.is_empty() || Instant::now() > deadline {
+            break left;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert!(left.is_empty(), "the bench left {} topics behind: {left:?}", left.len());
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
@@ -110,15 +124,7 @@ fn every_scenario_reports_every_key() {
     }
     // Twelve throughput scenarios, two slow ones, latency and backlog each made 17
     // topics; none may be left (deletion completes asynchronously on the broker).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let left = loop {
-        let left: Vec<String> = bench_topics().difference(&before).cloned().collect();
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(left.is_empty(), "the bench left {} topics behind: {left:?}", left.len());
+    assert_no_bench_topics_left(&before);
 }
 
 /// 200,000 queued commands over 6 partitions is over three times what the worker may
@@ -184,13 +190,5 @@ fn peers_run_side_by_side_and_every_result_is_checked() {
     for row in ["round 1 of 2", "median over 2 rounds", "slow: 20 ms handler", "round trip at 20/s", "guarantees:"] {
         assert!(stdout.contains(row), "table has no {row:?}:\n{stdout}");
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let left = loop {
-        let left: Vec<String> = bench_topics().difference(&before).cloned().collect();
-        if left.is_empty() || Instant::now() > deadline {
-            break left;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    assert!(left.is_empty(), "the bench left {} topics behind: {left:?}", left.len());
+    assert_no_bench_topics_left(&before);
 }

@@ -29,11 +29,11 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::{median, BenchConfig, BenchError};
-use crate::envelope::NewCommand;
-use crate::follow::{Next, Reader, StartAt};
+use super::scenarios::{peak_rss_mb, produce_commands};
+use super::{median, scoped, BenchConfig, BenchError};
+use crate::envelope::{HeaderMap, NewCommand};
+use crate::follow::{Next, Reader, Seen, StartAt};
 use crate::kafka::{producer_config, KafkaArgs};
-use crate::topics::{create_topics, delete_topics, TopicSpec};
 
 /// The workers `--workers` can name, in the order they run within a round.
 pub const WORKERS: [&str; 6] = ["raw-java", "spring", "spring-eos", "pc", "courier", "courier-eos"];
@@ -196,6 +196,21 @@ impl Workload {
     fn key(&self, seq: usize) -> String {
         format!("k{}", seq % self.keys.max(1))
     }
+
+    /// Command `seq` of run `run`: its key, value and headers, the same bytes for
+    /// every worker.
+    fn command(&self, run: u64, seq: usize) -> (String, Vec<u8>, HeaderMap) {
+        let key = self.key(seq);
+        let mut command = NewCommand::new(self.command_type, (self.payload)(seq)).key(key.clone()).into_command("//bench/peers");
+        command.id = command_id(run, seq);
+        let (_, value, headers) = command.encode();
+        (key, value, headers)
+    }
+}
+
+/// A fresh run id: the high half of every command id of one run.
+fn run_id() -> u64 {
+    crate::envelope::new_id().as_u64_pair().1
 }
 
 /// A command id that carries its sequence number, so a result names its command
@@ -209,6 +224,19 @@ fn seq_of(id: &str, run: u64) -> Option<usize> {
     (hi == run).then_some(lo as usize)
 }
 
+/// Whether a record on the results topic is a command's result: for Courier, a
+/// final event (not `started` or `progress`); every peer record is one.
+fn is_result(record: &Seen<'_>, courier: bool) -> bool {
+    !courier || crate::envelope::is_final_record(record.kafka_headers())
+}
+
+/// The sequence number of the command of run `run` that a result names. Courier's
+/// final event names it `command_id`; the peers, `id`.
+fn named_seq(record: &Seen<'_>, courier: bool, run: u64) -> Option<usize> {
+    let value: Value = serde_json::from_slice(record.value()?).ok()?;
+    seq_of(value.get(if courier { "command_id" } else { "id" })?.as_str()?, run)
+}
+
 struct Env<'a> {
     cfg: &'a BenchConfig,
     java: Option<&'a Java>,
@@ -218,25 +246,21 @@ struct Env<'a> {
 impl Env<'_> {
     /// One worker through one workload on topics of its own, deleted after.
     async fn measure(&self, worker: &str, workload: &Workload) -> Result<Measured, BenchError> {
-        let mut args = self.cfg.kafka.clone();
-        args.prefix = format!("bench-peers-{worker}-{}", &crate::envelope::new_id().simple().to_string()[20..]);
-        let spec = TopicSpec { partitions: self.cfg.partitions, ..TopicSpec::default() };
-        create_topics(&args, &spec).await?;
-        let outcome = self.measure_on(worker, workload, &args).await;
-        if let Err(e) = delete_topics(&args, &spec).await {
-            tracing::warn!(prefix = %args.prefix, error = %e, "bench topics left behind");
-        }
-        outcome
+        scoped(self.cfg, &format!("peers-{worker}"), |args| async move { self.measure_on(worker, workload, &args).await }).await
     }
 
     async fn measure_on(&self, worker: &str, workload: &Workload, args: &KafkaArgs) -> Result<Measured, BenchError> {
-        let run = u64::from_be_bytes(crate::envelope::new_id().as_bytes()[..8].try_into().unwrap_or_default());
-        produce(args, workload, run).await?;
+        let run = run_id();
+        produce_commands(args, workload.commands, |seq| {
+            let (key, value, headers) = workload.command(run, seq);
+            (key, value, Some(headers))
+        })
+        .await?;
         let mut child = self.spawn(worker, workload, args)?;
         let sampler = Sampler::start(child.id(), self.broker_pid);
         let courier = worker.starts_with("courier");
         let read = read_results(args, workload, run, courier).await;
-        let peak_rss_mb = peak_rss_mb(child.id());
+        let peak_rss_mb = peak_rss_mb(child.id()).unwrap_or(0.0);
         let exited_early = child.try_wait().ok().flatten();
         stop(&mut child);
         let samples = sampler.stop();
@@ -269,19 +293,11 @@ impl Env<'_> {
     /// linger (it sends each command at once), so what is measured is the worker and
     /// the broker, the same for every worker.
     async fn latency(&self, worker: &str, workload: &Workload, rate: f64) -> Result<LatencyMeasured, BenchError> {
-        let mut args = self.cfg.kafka.clone();
-        args.prefix = format!("bench-peers-latency-{worker}-{}", &crate::envelope::new_id().simple().to_string()[20..]);
-        let spec = TopicSpec { partitions: self.cfg.partitions, ..TopicSpec::default() };
-        create_topics(&args, &spec).await?;
-        let outcome = self.latency_on(worker, workload, rate, &args).await;
-        if let Err(e) = delete_topics(&args, &spec).await {
-            tracing::warn!(prefix = %args.prefix, error = %e, "bench topics left behind");
-        }
-        outcome
+        scoped(self.cfg, &format!("peers-latency-{worker}"), |args| async move { self.latency_on(worker, workload, rate, &args).await }).await
     }
 
     async fn latency_on(&self, worker: &str, workload: &Workload, rate: f64, args: &KafkaArgs) -> Result<LatencyMeasured, BenchError> {
-        let run = u64::from_be_bytes(crate::envelope::new_id().as_bytes()[..8].try_into().unwrap_or_default());
+        let run = run_id();
         let mut m = LatencyMeasured { worker: worker.to_string(), rate, commands: workload.commands, ..LatencyMeasured::default() };
         let mut child = self.spawn(worker, workload, args)?;
         let courier = worker.starts_with("courier");
@@ -291,12 +307,10 @@ impl Env<'_> {
         let read = tokio::spawn(async move {
             loop {
                 let Next::Record(record) = reader.next().await else { continue };
-                if courier && !crate::envelope::is_final_record(record.kafka_headers()) {
+                if !is_result(&record, courier) {
                     continue;
                 }
-                let value: Value = record.value().and_then(|v| serde_json::from_slice(v).ok()).unwrap_or(Value::Null);
-                let id = value.get(if courier { "command_id" } else { "id" }).and_then(Value::as_str);
-                if let Some(seq) = id.and_then(|id| seq_of(id, run)) {
+                if let Some(seq) = named_seq(&record, courier, run) {
                     if tx.send((seq, std::time::Instant::now())).is_err() {
                         return;
                     }
@@ -308,10 +322,7 @@ impl Env<'_> {
         let producer: FutureProducer = cfg.create()?;
         let topic = args.topics().commands;
         let send = |seq: usize| {
-            let key = workload.key(seq);
-            let mut command = NewCommand::new(workload.command_type, (workload.payload)(seq)).key(key.clone()).into_command("//bench/peers");
-            command.id = command_id(run, seq);
-            let (_, value, headers) = command.encode();
+            let (key, value, headers) = workload.command(run, seq);
             let record = FutureRecord::to(&topic).key(&key).payload(&value).headers(headers.to_kafka());
             producer.send_result(record).map(drop).map_err(|(e, _)| e)
         };
@@ -411,31 +422,6 @@ impl Env<'_> {
     }
 }
 
-/// Produces the workload's commands, waiting for every acknowledgement.
-async fn produce(args: &KafkaArgs, workload: &Workload, run: u64) -> Result<(), BenchError> {
-    let mut cfg = producer_config(args)?;
-    cfg.set("linger.ms", "20").set("queue.buffering.max.messages", "1000000");
-    let producer: FutureProducer = cfg.create()?;
-    let topic = args.topics().commands;
-    let mut pending = Vec::with_capacity(10_000);
-    for seq in 0..workload.commands {
-        let key = workload.key(seq);
-        let mut command = NewCommand::new(workload.command_type, (workload.payload)(seq)).key(key.clone()).into_command("//bench/peers");
-        command.id = command_id(run, seq);
-        let (_, value, headers) = command.encode();
-        let (producer, topic) = (producer.clone(), topic.clone());
-        pending.push(async move {
-            let record = FutureRecord::to(&topic).key(&key).payload(&value).headers(headers.to_kafka());
-            producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
-        });
-        if pending.len() == 10_000 {
-            futures::future::try_join_all(pending.drain(..)).await?;
-        }
-    }
-    futures::future::try_join_all(pending).await?;
-    Ok(())
-}
-
 /// What the results topic held once every command had a result.
 struct Read {
     first_ms: i64,
@@ -460,13 +446,10 @@ async fn read_results(args: &KafkaArgs, workload: &Workload, run: u64, courier: 
             return Err(BenchError::Stalled(format!("{distinct} of {} results, none for {IDLE:?}", workload.commands)));
         };
         let Next::Record(record) = next else { continue };
-        if courier && !crate::envelope::is_final_record(record.kafka_headers()) {
+        if !is_result(&record, courier) {
             continue;
         }
-        let value: Value = record.value().and_then(|v| serde_json::from_slice(v).ok()).unwrap_or(Value::Null);
-        // Courier's final event names its command `command_id`; the peers, `id`.
-        let id = value.get(if courier { "command_id" } else { "id" }).and_then(Value::as_str);
-        let Some(seq) = id.and_then(|id| seq_of(id, run)).filter(|s| *s < workload.commands) else {
+        let Some(seq) = named_seq(&record, courier, run).filter(|s| *s < workload.commands) else {
             return Err(BenchError::Stalled(format!("a result at {topic}/{}@{} names no command of this run", record.partition(), record.offset())));
         };
         let ts = record.timestamp_millis().unwrap_or(0);
@@ -504,12 +487,6 @@ fn stop(child: &mut Child) {
     tracing::warn!(pid = child.id(), "bench worker ignored SIGTERM for 30 s; killing it");
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kb = status.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse::<f64>().ok());
-    kb.unwrap_or(0.0) / 1024.0
 }
 
 /// utime + stime of a process, in clock ticks.
@@ -745,6 +722,6 @@ mod tests {
     fn this_process_has_cpu_ticks_and_a_peak_rss() {
         let pid = std::process::id();
         assert!(cpu_ticks(pid).is_some());
-        assert!(peak_rss_mb(pid) > 0.0);
+        assert!(peak_rss_mb(pid).is_some_and(|mb| mb > 0.0));
     }
 }

@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{BenchConfig, BenchError};
-use crate::envelope::{NewCommand, OperationSnapshot, ResultEvent, State, Timing};
+use crate::envelope::{HeaderMap, NewCommand, OperationSnapshot, ResultEvent, State, Timing};
 use crate::follow::{Next, Reader, Seen, StartAt};
 use crate::publish::{Outgoing, Publisher};
 use crate::kafka::{producer_config, KafkaArgs};
@@ -54,18 +54,32 @@ fn payload(size: usize) -> Value {
 
 /// Produces `n` commands of `command_type` to the commands topic, waiting for all acks.
 async fn preproduce(args: &KafkaArgs, n: usize, command_type: &str, data: Value, keys: usize, raw: bool) -> Result<(), BenchError> {
+    produce_commands(args, n, |i| {
+        let key = format!("k{}", i % keys.max(1));
+        let (_, value, headers) = NewCommand::new(command_type, data.clone()).key(key.clone()).into_command("//bench").encode();
+        (key, value, (!raw).then_some(headers))
+    })
+    .await
+}
+
+/// Produces `n` records to the commands topic, `record(i)` giving the i-th one's key,
+/// value and headers (none: a header-less record), waiting for every acknowledgement.
+pub(super) async fn produce_commands(
+    args: &KafkaArgs,
+    n: usize,
+    record: impl Fn(usize) -> (String, Vec<u8>, Option<HeaderMap>),
+) -> Result<(), BenchError> {
     let mut cfg = producer_config(args)?;
     cfg.set("linger.ms", "20").set("queue.buffering.max.messages", "1000000");
     let producer: FutureProducer = cfg.create()?;
     let topic = args.topics().commands;
     let mut pending = Vec::with_capacity(10_000);
     for i in 0..n {
-        let key = format!("k{}", i % keys.max(1));
-        let (_, value, headers) = NewCommand::new(command_type, data.clone()).key(key.clone()).into_command("//bench").encode();
+        let (key, value, headers) = record(i);
         let (producer, topic) = (producer.clone(), topic.clone());
         pending.push(async move {
             let mut record = FutureRecord::to(&topic).key(&key).payload(&value);
-            if !raw {
+            if let Some(headers) = headers {
                 record = record.headers(headers.to_kafka());
             }
             producer.send(record, Duration::from_secs(60)).await.map(|_| ()).map_err(|(e, _)| e)
@@ -158,10 +172,10 @@ pub async fn outputs_only(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, Be
         .map(|i| {
             let command = NewCommand::new("noop", Value::Null).key(format!("k{}", i % 10_000)).into_command("//bench");
             let event = ResultEvent::about(&command, source, worker, State::Completed, Some(result.clone()), None, Timing::default());
-            let (key, value, headers) = OperationSnapshot::after(&command, &event.data, worker).encode(source);
-            let status = Outgoing::new(topics.status.clone(), key, value, headers);
             let (key, value, headers) = event.encode();
-            let outs = vec![Outgoing::new(topics.results.clone(), key, value, headers), status];
+            let results = Outgoing::new(topics.results.clone(), key, value, headers);
+            let (key, value, headers) = OperationSnapshot::after(&command, event.data, worker).encode(source);
+            let outs = vec![results, Outgoing::new(topics.status.clone(), key, value, headers)];
             let (publisher, never) = (&publisher, &never);
             async move { publisher.send_all_acked(outs, never).await }
         })
@@ -291,14 +305,15 @@ pub async fn backlog_rss(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, Ben
         .spawn()
         .map_err(BenchError::Process)?;
     tokio::time::sleep(Duration::from_secs(15)).await;
-    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap_or_default();
+    let peak = peak_rss_mb(child.id());
     let _ = child.kill();
     let _ = child.wait();
-    let kb = status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| BenchError::Stalled("could not read the worker's peak RSS from /proc".into()))?;
-    Ok(kb / 1024.0)
+    peak.ok_or_else(|| BenchError::Stalled("could not read the worker's peak RSS from /proc".into()))
+}
+
+/// A process's peak resident set (`VmHWM`), in MB.
+pub(super) fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb = status.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<f64>().ok()?;
+    Some(kb / 1024.0)
 }

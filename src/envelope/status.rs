@@ -57,13 +57,9 @@ pub struct OperationSnapshot {
 impl OperationSnapshot {
     /// The snapshot that goes with result event `data` about `command`: the
     /// command's request facts (callback, idempotency, batch) with the event's state.
-    pub fn after(command: &super::Command, data: &ResultData, worker: &str) -> Self {
-        Self::after_owned(command, data.clone(), worker)
-    }
-
-    /// [`OperationSnapshot::after`], taking the event's data once it is encoded: a
-    /// worker's final event and snapshot then share one copy of the result.
-    pub fn after_owned(command: &super::Command, data: ResultData, worker: &str) -> Self {
+    /// Takes the data, so a caller encodes the event first and hands its data on: the
+    /// event and its snapshot then cost one copy of the result, not two.
+    pub fn after(command: &super::Command, data: ResultData, worker: &str) -> Self {
         OperationSnapshot {
             command_id: command.id,
             command_type: data.command_type,

@@ -101,7 +101,8 @@ pub(crate) fn event(shared: &WorkerState, command: &Command, state: State, resul
 }
 
 /// The status-topic snapshot matching a result event about `command`.
-pub(crate) fn snapshot_record(shared: &WorkerState, command: &Command, data: &ResultData) -> Outgoing {
+/// Takes the event's data: encode the event first.
+pub(crate) fn snapshot_record(shared: &WorkerState, command: &Command, data: ResultData) -> Outgoing {
     let snapshot = OperationSnapshot::after(command, data, &shared.worker_id);
     let (key, value, headers) = snapshot.encode(&shared.source);
     Outgoing::new(shared.topics.status.clone(), key, value, headers)
@@ -114,9 +115,7 @@ fn final_records(shared: &WorkerState, command: &Command, end: Final) -> Vec<Out
     let event = event(shared, command, state, result, error, timing);
     let (key, value, headers) = event.encode();
     let out = Outgoing::new(shared.topics.results.clone(), key, value, headers);
-    let snapshot = OperationSnapshot::after_owned(command, event.data, &shared.worker_id);
-    let (key, value, headers) = snapshot.encode(&shared.source);
-    let status = Outgoing::new(shared.topics.status.clone(), key, value, headers);
+    let status = snapshot_record(shared, command, event.data);
     let reply = command.reply_to.as_ref().filter(|t| **t != shared.topics.results);
     let reply = reply.map(|topic| Outgoing { topic: topic.clone(), partition: command.reply_partition, ..out.clone() });
     [Some(out), Some(status), reply].into_iter().flatten().collect()
@@ -201,13 +200,14 @@ enum Step {
 }
 
 impl Pending {
-    /// For a final event at-least-once: its command's id, once it counts as decided
-    /// here. The record's lane may go on before the acknowledgement ([`super::lane`]):
-    /// the final event is enqueued ahead of anything a later record of the same key
-    /// writes, on the same results partition, and the idempotent producer keeps that
-    /// order; only the commit point still waits for it. The id joins the finished
-    /// set now, so a second copy of the command queued right behind it is a
-    /// duplicate, not a second run; it leaves it again if the record is abandoned.
+    /// Whether the record's lane may go on before the acknowledgement
+    /// ([`super::lane`]): yes for a final event at-least-once, whose command then
+    /// counts as decided here. The final event is enqueued ahead of anything a later
+    /// record of the same key writes, on the same results partition, and the
+    /// idempotent producer keeps that order; only the commit point still waits for
+    /// it. The id joins the finished set now, so a second copy of the command queued
+    /// right behind it is a duplicate, not a second run; it leaves it again if the
+    /// record is abandoned.
     pub fn hand_on(&self, shared: &WorkerState) -> bool {
         match &self.then {
             Then::Final { id, .. } => {

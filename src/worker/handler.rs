@@ -149,8 +149,8 @@ impl Announce {
         let timing = Timing { queued_ms: self.queued_ms, execution_ms: 0, attempts: command.attempt };
         let mut event = event(shared, command, state, None, None, timing);
         event.data.progress = progress;
-        shared.sink.advise(snapshot_record(shared, command, &event.data));
         let (key, value, headers) = event.encode();
+        shared.sink.advise(snapshot_record(shared, command, event.data));
         shared.sink.advise(Outgoing::new(shared.topics.results.clone(), key, value, headers));
     }
 }
