@@ -41,7 +41,7 @@ pub struct BenchConfig {
     /// Records per throughput scenario. Fewer than a few hundred thousand and the raw
     /// loop's figure is mostly a burst of already-prefetched records, well under a
     /// second long, which overstates the ceiling and varies widely between runs.
-    #[arg(long, default_value_t = 300_000)]
+    #[arg(long, default_value_t = 300_000, value_parser = at_least_one)]
     pub messages: usize,
     /// Rounds of the throughput scenarios (raw, courier, eos, outputs). Every round
     /// measures raw again and takes its ratios within the round; the report gives the
@@ -95,12 +95,30 @@ pub struct BenchConfig {
     #[arg(long, default_value_t = 600)]
     pub latency_commands: usize,
     /// With `--peers`: the round-trip scenario's steady rate, commands/s.
-    #[arg(long, default_value_t = 20.0)]
+    #[arg(long, default_value_t = 20.0, value_parser = positive_rate)]
     pub latency_rate: f64,
     /// With `--peers`: the broker's pid, for its CPU per command (default: the one
     /// `scripts/kafka.sh` started from this directory, `.kafka/pid`).
     #[arg(long)]
     pub broker_pid: Option<u32>,
+}
+
+/// A count of at least one: a span over no records is no measurement.
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// A steady rate, commands/s: finite and above zero (commands are spaced 1/rate apart).
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        Ok(_) => Err("must be a number of commands per second above 0".into()),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl BenchConfig {
@@ -317,6 +335,16 @@ mod tests {
 
     fn round(raw: f64, courier: f64) -> Round {
         Round { raw_cps: raw, courier_cps: courier, eos_cps: courier / 2.0, ..Round::default() }.with_ratios()
+    }
+
+    #[test]
+    fn counts_and_rates_that_measure_nothing_are_refused() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").is_err() && at_least_one("-1").is_err());
+        assert_eq!(positive_rate("20"), Ok(20.0));
+        for bad in ["0", "-5", "inf", "NaN", "fast"] {
+            assert!(positive_rate(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
