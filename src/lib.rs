@@ -87,6 +87,7 @@
 pub mod bench;
 pub mod client;
 pub mod contract;
+pub mod declared;
 #[cfg(any(test, feature = "cli"))]
 pub mod demo;
 pub(crate) mod dlq;

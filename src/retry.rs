@@ -53,6 +53,22 @@ impl RetryPolicy {
         self.tiers.get(i).copied().unwrap_or(Duration::from_secs(1))
     }
 
+    /// The tier and the wait for the retry after failed attempt `attempt`, waiting at
+    /// least `at_least` (a handler's `Retry-After`): the first tier at least that long
+    /// (else the longest), so records in one tier stay in due order except past the
+    /// longest tier.
+    pub fn tier_at_least(&self, attempt: u32, at_least: Option<Duration>) -> (Duration, Duration) {
+        let tier = self.tier(attempt);
+        match at_least {
+            Some(min) if min > tier => {
+                let longer = self.tiers.iter().copied().filter(|d| *d >= min).min();
+                let longest = self.tiers.iter().copied().max().unwrap_or(tier);
+                (longer.unwrap_or(longest), min)
+            }
+            _ => (tier, tier),
+        }
+    }
+
     pub fn tier_topics(&self, topics: &Topics) -> Vec<String> {
         let mut names: Vec<String> = self.tiers.iter().map(|d| retry_tier_topic(topics, *d)).collect();
         names.dedup();
@@ -70,9 +86,10 @@ pub struct FailedRecord<'a> {
 
 /// The record that sends a failed command to its retry tier: original key and value,
 /// headers with `ce_attempt` bumped and the not-before time set.
-pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord<'_>, attempt: u32, error: &str) -> Outgoing {
+/// `at_least` is the handler's least wait, if it gave one ([`RetryPolicy::tier_at_least`]).
+pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord<'_>, attempt: u32, error: &str, at_least: Option<Duration>) -> Outgoing {
     let FailedRecord { partition: origin_partition, key, value, headers } = *failed;
-    let delay = policy.tier(attempt);
+    let (tier, delay) = policy.tier_at_least(attempt, at_least);
     let now = Utc::now();
     let not_before = now + chrono::Duration::from_std(delay).unwrap_or_default();
     let mut headers = headers.clone();
@@ -85,7 +102,7 @@ pub fn retry_record(topics: &Topics, policy: &RetryPolicy, failed: &FailedRecord
         .set(retry_headers::PARTITION, origin_partition.to_string())
         .set(retry_headers::LAST_ERROR, crate::envelope::bounds::truncate(error, crate::envelope::bounds::MAX_MESSAGE_ECHO));
     Outgoing {
-        topic: retry_tier_topic(topics, delay),
+        topic: retry_tier_topic(topics, tier),
         key: key.map(<[u8]>::to_vec),
         value: value.map(<[u8]>::to_vec),
         headers,
@@ -105,12 +122,12 @@ pub fn not_before(headers: &HeaderMap) -> DateTime<Utc> {
         .unwrap_or_else(Utc::now)
 }
 
-/// Runs the relay on the current thread until `stop`: holds each tier partition's
-/// head until due, sends it back to the commands topic, commits, moves on.
+/// Runs the relay over the `tiers` topics on the current thread until `stop`: holds
+/// each tier partition's head until due, sends it back to the commands topic, commits, moves on.
 pub fn run_relay(
     args: &KafkaArgs,
     group: &str,
-    policy: &RetryPolicy,
+    tiers: &[String],
     publisher: Publisher,
     runtime: tokio::runtime::Handle,
     stop: CancellationToken,
@@ -122,8 +139,7 @@ pub fn run_relay(
     cfg.set("auto.offset.reset", "earliest");
     cfg.set("queued.max.messages.kbytes", "4096");
     let consumer: BaseConsumer = cfg.create()?;
-    let names = policy.tier_topics(&topics);
-    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let refs: Vec<&str> = tiers.iter().map(String::as_str).collect();
     consumer.subscribe(&refs)?;
     let mut hold = TierHold::default();
     while !stop.is_cancelled() {
@@ -215,12 +231,30 @@ mod tests {
         let mut headers = HeaderMap::new();
         headers.insert(h::ATTEMPT, "1");
         let failed = FailedRecord { partition: 2, key: Some(b"k"), value: Some(b"{}"), headers: &headers };
-        let first = retry_record(&t, &RetryPolicy::default(), &failed, 1, "boom");
+        let first = retry_record(&t, &RetryPolicy::default(), &failed, 1, "boom", None);
         assert_eq!(first.topic, "c.commands.retry.1s");
         assert_eq!(first.headers.get_str(h::ATTEMPT).unwrap(), Some("2"));
         let failed = FailedRecord { headers: &first.headers, ..failed };
-        let again = retry_record(&t, &RetryPolicy::default(), &failed, 2, "boom");
+        let again = retry_record(&t, &RetryPolicy::default(), &failed, 2, "boom", None);
         assert_eq!(again.headers.get(retry_headers::FIRST_FAILURE), first.headers.get(retry_headers::FIRST_FAILURE));
         assert_eq!(again.topic, "c.commands.retry.10s");
+    }
+
+    #[test]
+    fn a_least_wait_picks_the_first_tier_that_long_and_waits_it_out() {
+        let p = RetryPolicy::default(); // 1s, 10s, 60s
+        let s = Duration::from_secs;
+        assert_eq!(p.tier_at_least(1, None), (s(1), s(1)));
+        assert_eq!(p.tier_at_least(1, Some(Duration::from_millis(200))), (s(1), s(1)), "shorter than the tier: the tier");
+        assert_eq!(p.tier_at_least(1, Some(s(5))), (s(10), s(5)));
+        assert_eq!(p.tier_at_least(2, Some(s(30))), (s(60), s(30)));
+        assert_eq!(p.tier_at_least(1, Some(s(600))), (s(60), s(600)), "past the longest tier: the longest, held longer");
+        let t = Topics::new("c");
+        let headers = HeaderMap::new();
+        let failed = FailedRecord { partition: 0, key: None, value: None, headers: &headers };
+        let out = retry_record(&t, &p, &failed, 1, "busy", Some(s(5)));
+        assert_eq!(out.topic, "c.commands.retry.10s");
+        let wait = not_before(&out.headers) - Utc::now();
+        assert!(wait > chrono::Duration::seconds(3) && wait <= chrono::Duration::seconds(5), "{wait}");
     }
 }

@@ -130,7 +130,7 @@ impl Handler for Fail {
     type Input = FailInput;
     type Output = ();
     async fn handle(&self, input: FailInput, _ctx: Context) -> Result<(), HandlerError> {
-        Err(HandlerError { code: input.code, message: input.message, retryable: input.retryable })
+        Err(HandlerError { code: input.code, message: input.message, retryable: input.retryable, retry_after: None })
     }
 }
 

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envelope::Progress;
+use crate::envelope::{Command, Progress};
 
 /// Sends progress events on behalf of a running handler (the worker's publisher).
 pub(crate) type ProgressSink = Arc<dyn Fn(Progress) + Send + Sync>;
@@ -30,6 +30,12 @@ pub struct Context {
     pub attempt: u32,
     /// When the caller stops caring: the worker ends the run as `timed_out` then.
     pub deadline: Option<DateTime<Utc>>,
+    /// The command's `ce_source`: who sent it.
+    pub source: String,
+    /// When the command was sent (`ce_time`), if the producer said.
+    pub time: Option<DateTime<Utc>>,
+    /// The command's W3C trace context, to continue the caller's trace downstream.
+    pub traceparent: Option<String>,
     /// Fires when the deadline passes, the command is cancelled, or the worker must
     /// give the partition up. A handler doing long work should select on it.
     pub cancel: CancellationToken,
@@ -45,16 +51,19 @@ enum Reports {
 
 impl Context {
     /// The worker's context for one run of a command.
-    pub(crate) fn new(
-        command_id: Uuid,
-        command_type: String,
-        key: Option<Vec<u8>>,
-        attempt: u32,
-        deadline: Option<DateTime<Utc>>,
-        cancel: CancellationToken,
-        progress: ProgressSink,
-    ) -> Self {
-        Context { command_id, command_type, key, attempt, deadline, cancel, progress: Reports::Publish(progress) }
+    pub(crate) fn new(command: &Command, cancel: CancellationToken, progress: ProgressSink) -> Self {
+        Context {
+            command_id: command.id,
+            command_type: command.command_type.clone(),
+            key: command.key.clone(),
+            attempt: command.attempt,
+            deadline: command.deadline,
+            source: command.source.clone(),
+            time: command.time,
+            traceparent: command.traceparent.clone(),
+            cancel,
+            progress: Reports::Publish(progress),
+        }
     }
 
     /// A context for testing a handler without a worker: a fresh id, no key, attempt
@@ -75,6 +84,9 @@ impl Context {
             key: None,
             attempt: 1,
             deadline: None,
+            source: "test".into(),
+            time: Some(Utc::now()),
+            traceparent: None,
             cancel: CancellationToken::new(),
             progress: Reports::Keep(Arc::default()),
         }
@@ -151,7 +163,8 @@ mod tests {
             let sent = sent.clone();
             Arc::new(move |p| sent.lock().unwrap().push(p))
         };
-        let ctx = Context::new(Uuid::now_v7(), "t".into(), None, 1, None, CancellationToken::new(), sink);
+        let command = crate::envelope::NewCommand::new("t", serde_json::Value::Null).into_command("test");
+        let ctx = Context::new(&command, CancellationToken::new(), sink);
         ctx.progress(-5.0, None);
         assert!(ctx.progress_reports().is_empty());
         assert_eq!(sent.lock().unwrap()[0].percent, 0.0);

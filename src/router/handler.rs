@@ -30,17 +30,27 @@ pub struct HandlerError {
     pub message: String,
     /// Whether the worker sends the command to a retry tier (true) or fails it now.
     pub retryable: bool,
+    /// The least time to wait before the next attempt (an HTTP `Retry-After`): the
+    /// retry waits for the longer of this and its tier's delay.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl HandlerError {
     /// A failure that will happen again on retry.
     pub fn permanent(code: impl Into<String>, message: impl Into<String>) -> Self {
-        HandlerError { code: code.into(), message: message.into(), retryable: false }
+        HandlerError { code: code.into(), message: message.into(), retryable: false, retry_after: None }
     }
 
     /// A failure that another attempt, later, may not hit.
     pub fn retryable(code: impl Into<String>, message: impl Into<String>) -> Self {
-        HandlerError { code: code.into(), message: message.into(), retryable: true }
+        HandlerError { code: code.into(), message: message.into(), retryable: true, retry_after: None }
+    }
+
+    /// The same failure, retried no sooner than `min` from now: for a dependency that
+    /// said when to come back.
+    pub fn wait_at_least(mut self, min: std::time::Duration) -> Self {
+        self.retry_after = Some(min);
+        self
     }
 
     /// The error as a result event carries it.

@@ -50,6 +50,7 @@ mod call;
 mod context;
 mod handler;
 mod metrics;
+pub mod push;
 mod route;
 #[cfg(test)]
 mod test_handlers;
@@ -91,6 +92,13 @@ impl Router {
         handler: H,
     ) -> Self {
         self.routes.insert(command_type.into(), Route::new(handler, description.into()));
+        self
+    }
+
+    /// Registers a route built elsewhere (an HTTP push route, a declared command
+    /// type); a later registration replaces an earlier.
+    pub fn route_built(mut self, command_type: impl Into<String>, route: Route) -> Self {
+        self.routes.insert(command_type.into(), route);
         self
     }
 

@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use schemars::Schema;
 use serde_json::Value;
@@ -16,6 +17,7 @@ use tower::{BoxError, Layer, Service, ServiceExt};
 use super::call::{Call, MIDDLEWARE_ERROR, TIMEOUT};
 use super::handler::{decodes_as, InvalidInput, Typed};
 use super::{Context, Handler, HandlerError};
+use crate::retry::RetryPolicy;
 
 /// A route's handler with the layers applied so far, types erased: what the next
 /// layer wraps. Its errors are boxed so that any layer's error fits.
@@ -56,29 +58,47 @@ impl RouteError {
     }
 }
 
+/// Checks a payload as the route's handler would take it, without running anything.
+pub(crate) type Decodes = Arc<dyn Fn(&Value) -> Result<(), String> + Send + Sync>;
+
 /// A registered command type: its handler with its layers, and its contract.
 #[derive(Clone)]
 pub struct Route {
     service: Locked,
-    /// The handler's input type, to check a payload without running anything.
-    decodes: fn(&Value) -> Result<(), String>,
+    /// The handler's input type (or declared schema), to check a payload without running anything.
+    decodes: Decodes,
     /// JSON Schema of the command payload.
     pub input_schema: Schema,
     /// JSON Schema of the `completed` result.
     pub output_schema: Schema,
     /// One-line description for the contract.
     pub description: String,
+    /// This type's own retry tiers and attempts, instead of the worker's.
+    pub retry: Option<RetryPolicy>,
+    /// The deadline of a command of this type sent without one, counted from its
+    /// `ce_time` (or from when the worker or gateway first sees it).
+    pub default_deadline: Option<Duration>,
 }
 
 impl Route {
     pub(super) fn new<H: Handler>(handler: H, description: String) -> Self {
         Route {
             service: Locked(Mutex::new(RouteService::new(Typed(Arc::new(handler))))),
-            decodes: decodes_as::<H::Input>,
+            decodes: Arc::new(decodes_as::<H::Input>),
             input_schema: schemars::schema_for!(H::Input),
             output_schema: schemars::schema_for!(H::Output),
             description,
+            retry: None,
+            default_deadline: None,
         }
+    }
+
+    /// A route around an untyped service (a declared command type, such as an HTTP
+    /// push handler), whose contract is the schemas given and whose payload check is
+    /// `decodes`. The service itself must check its input and answer
+    /// [`InvalidInput`] for a payload `decodes` refuses.
+    pub(crate) fn untyped(service: RouteService, decodes: Decodes, input_schema: Schema, output_schema: Schema, description: String) -> Self {
+        Route { service: Locked(Mutex::new(service)), decodes, input_schema, output_schema, description, retry: None, default_deadline: None }
     }
 
     /// The same route with `layer` around its service (outermost so far).

@@ -142,9 +142,9 @@ async fn final_event(shared: &WorkerState, record: &Record, command: &Command, e
 
 /// A retryable failure with attempts left: to the next retry tier.
 async fn retry(shared: &WorkerState, record: &Record, command: &Command, error: HandlerError) -> Emitted {
-    let policy = &shared.config.retry;
+    let policy = shared.retry_policy(&command.command_type);
     let failed = FailedRecord { partition: record.tp.partition, key: record.key.as_deref(), value: record.value.as_deref(), headers: &record.headers };
-    let out = retry_record(&shared.topics, policy, &failed, command.attempt, &error.to_string());
+    let out = retry_record(&shared.topics, policy, &failed, command.attempt, &error.to_string(), error.retry_after);
     if out.wire_size() > shared.output_limit {
         let message = format!("retry record over the {} byte limit; last error: {}", shared.output_limit, error.message);
         let letter = Letter { reason: Reason::OutputTooLarge, message, error: Some(error.into_info()) };

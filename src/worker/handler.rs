@@ -48,7 +48,7 @@ pub(crate) async fn run(
     let handler_token = stop.child_token();
     let cancel = shared.register_running(command.id);
     let progress = progress_sink(announce.clone());
-    let ctx = Context::new(command.id, command.command_type.clone(), command.key.clone(), command.attempt, command.deadline, handler_token.clone(), progress);
+    let ctx = Context::new(command, handler_token.clone(), progress);
     // Polled here, not spawned: a handler that returns at once (validation, a cache
     // hit, a no-op) then costs no task, timer or waiter. A panic is caught like a
     // spawned task's would be.

@@ -137,6 +137,10 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
         Err(error) => return emit(shared, record, None, disposition::unreadable(&error)).await,
     };
     tracing::Span::current().record("id", tracing::field::display(command.id));
+    let route = shared.router.get(&command.command_type);
+    if command.deadline.is_none() {
+        command.deadline = route.and_then(|r| r.default_deadline).and_then(|d| default_deadline(command.time, d));
+    }
     // 2. Admit.
     let queued_ms = command.time.map(|t| (Utc::now() - t).num_milliseconds().max(0) as u64).unwrap_or(0);
     let mut timing = Timing { queued_ms, execution_ms: 0, attempts: command.attempt };
@@ -146,7 +150,6 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
         cancelled: shared.cancelled.contains(&command.id),
         past_deadline: command.deadline.is_some_and(|d| d <= Utc::now()),
     };
-    let route = shared.router.get(&command.command_type);
     let route = match disposition::before_run(&command.command_type, route, known, timing.clone()) {
         Ok(route) => route,
         Err(decided) => return emit(shared, record, Some(&command), decided).await,
@@ -157,9 +160,16 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     let (ran, took) = super::handler::run(shared, &command, route, input, queued_ms, &record.stop).await;
     timing.execution_ms = took.as_millis() as u64;
     // 4. Decide.
-    let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, shared.config.retry.max_attempts, timing);
+    let max_attempts = shared.retry_policy(&command.command_type).max_attempts;
+    let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, max_attempts, timing);
     // 5. Emit.
     emit(shared, record, Some(&command), decided).await
+}
+
+/// A type's default deadline for a command sent without one: `within` after it was
+/// sent (or from now, when the producer did not say when).
+fn default_deadline(sent: Option<chrono::DateTime<Utc>>, within: std::time::Duration) -> Option<chrono::DateTime<Utc>> {
+    sent.unwrap_or_else(Utc::now).checked_add_signed(chrono::Duration::from_std(within).ok()?)
 }
 
 /// The record as a command, within the size the worker accepts.

@@ -211,7 +211,8 @@ async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::H
     let tail = (shared.config.dedupe_capacity / 8).max(1000) as u64;
     let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone());
     let on_result = followers::on_result(shared.finished.clone());
-    let tiers = shared.config.retry.tier_topics(&shared.topics);
+    let tiers = shared.tier_topics();
+    let relay_tiers = tiers.clone();
     tokio::task::spawn_blocking(move || crate::kafka::require_topics(&kafka, [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers)))
         .await
         .map_err(|e| WorkerError::Consumer(e.to_string()))??;
@@ -223,7 +224,7 @@ async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::H
             let c = &relay_shared.config;
             // Parked keys wait for the relay: it must not stay down.
             crate::supervise::restarting("retry relay", &relay_stop, || {
-                crate::retry::run_relay(&c.kafka, &c.group_id, &c.retry, relay_shared.publisher.clone(), relay_rt.clone(), relay_stop.clone())
+                crate::retry::run_relay(&c.kafka, &c.group_id, &relay_tiers, relay_shared.publisher.clone(), relay_rt.clone(), relay_stop.clone())
             });
         })
         .map_err(|e| WorkerError::Consumer(e.to_string()))?;

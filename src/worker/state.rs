@@ -70,6 +70,22 @@ pub(crate) struct WorkerState {
 }
 
 impl WorkerState {
+    /// The retry policy of `command_type`: its route's own, else the worker's.
+    pub fn retry_policy(&self, command_type: &str) -> &crate::retry::RetryPolicy {
+        self.router.get(command_type).and_then(|r| r.retry.as_ref()).unwrap_or(&self.config.retry)
+    }
+
+    /// Every retry tier topic a command may be sent to: the worker's and its routes'.
+    pub fn tier_topics(&self) -> Vec<String> {
+        let mut names = self.config.retry.tier_topics(&self.topics);
+        for (_, route) in self.router.routes() {
+            names.extend(route.retry.iter().flat_map(|p| p.tier_topics(&self.topics)));
+        }
+        names.sort();
+        names.dedup();
+        names
+    }
+
     /// A token that fires when a cancel for this command arrives.
     pub fn register_running(&self, id: Uuid) -> CancellationToken {
         let token = CancellationToken::new();
