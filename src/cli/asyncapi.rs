@@ -1,4 +1,5 @@
-//! `courier asyncapi`: writes the contract for the built-in handlers.
+//! `courier asyncapi`: writes the contract for the built-in handlers, or for the
+//! command types a `--config` file declares.
 //!
 //! The checked-in `asyncapi/asyncapi.yaml` is this command's output with no flags but
 //! `--out`; `tests/contract.rs` fails when the two differ.
@@ -16,11 +17,13 @@ pub struct AsyncapiArgs {
     /// Topic prefix used in channel addresses.
     #[arg(long, default_value = "courier")]
     pub prefix: String,
+    #[command(flatten)]
+    pub declared: super::process::ConfigArg,
 }
 
 pub fn write(args: AsyncapiArgs) -> anyhow::Result<ExitCode> {
     let info = ContractInfo { prefix: args.prefix, ..ContractInfo::default() };
-    let yaml = to_yaml(&asyncapi_document(&courier::demo::example_router(), &info))?;
+    let yaml = to_yaml(&asyncapi_document(&args.declared.router()?, &info))?;
     match args.out {
         Some(path) => std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{yaml}"),

@@ -10,7 +10,7 @@ use courier::demo::{example_router, Embedded};
 use courier::duration::parse_duration;
 use courier::topics::TopicSpec;
 use courier::worker::Ready;
-use courier::{Client, KafkaArgs, NewCommand, State, Worker, WorkerConfig};
+use courier::{Client, KafkaArgs, NewCommand, Router, State, Worker, WorkerConfig};
 use futures::StreamExt;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -28,6 +28,9 @@ pub struct DevArgs {
     /// Do not start the HTTP gateway.
     #[arg(long)]
     pub no_gateway: bool,
+    /// Serve these declared command types too, beside the examples.
+    #[command(flatten)]
+    pub declared: super::process::ConfigArg,
 }
 
 #[derive(Debug, clap::Args)]
@@ -43,13 +46,13 @@ pub struct DemoArgs {
 const JOIN_WITHIN: Duration = Duration::from_secs(60);
 
 /// Starts the cluster (embedded unless --bootstrap) and a worker on it.
-async fn start(kafka: KafkaArgs, group: &str) -> anyhow::Result<(Embedded, CancellationToken, tokio::task::JoinHandle<()>, Ready)> {
-    let embedded = Embedded::start_or_connect(kafka, &TopicSpec::default()).await.context("starting the broker")?;
+async fn start(kafka: KafkaArgs, group: &str, router: Router, spec: &TopicSpec) -> anyhow::Result<(Embedded, CancellationToken, tokio::task::JoinHandle<()>, Ready)> {
+    let embedded = Embedded::start_or_connect(kafka, spec).await.context("starting the broker")?;
     let mut config = WorkerConfig::new(embedded.args.bootstrap.clone());
     config.kafka = embedded.args.clone();
     config.group_id = group.to_string();
     config.shutdown_grace = Duration::from_secs(5);
-    let worker = Worker::new(config, example_router()).context("starting worker")?;
+    let worker = Worker::new(config, router).context("starting worker")?;
     let ready = worker.ready();
     let stop = CancellationToken::new();
     let token = stop.clone();
@@ -74,7 +77,7 @@ fn example_command(i: usize) -> NewCommand {
 
 pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let booting = Instant::now();
-    let (embedded, stop, worker, ready) = start(args.kafka, "courier-demo").await?;
+    let (embedded, stop, worker, ready) = start(args.kafka, "courier-demo", example_router(), &TopicSpec::default()).await?;
     let client = Client::new(embedded.args.clone()).context("creating client")?;
     println!(
         "courier demo: {} commands through {} ({})",
@@ -139,7 +142,17 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
-    let (embedded, stop, worker, _ready) = start(args.kafka, "courier-dev").await?;
+    let mut spec = TopicSpec::default();
+    let router = match args.declared.load()? {
+        Some(declared) => {
+            spec.retry_tiers.extend(declared.retry_tiers());
+            let types: Vec<&str> = declared.commands.keys().map(String::as_str).collect();
+            println!("courier dev: serving {} from {} beside the examples", types.join(", "), declared.path.display());
+            declared.router(example_router())?
+        }
+        None => example_router(),
+    };
+    let (embedded, stop, worker, _ready) = start(args.kafka, "courier-dev", router.clone(), &spec).await?;
     let client = Client::new(embedded.args.clone()).context("creating client")?;
     let mut events = client.subscribe(StartAt::Now).await.context("subscribing")?;
     println!("courier dev: broker {} ({})", embedded.args.bootstrap,
@@ -147,7 +160,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  try, from another terminal:");
     println!("  courier submit --bootstrap {} --wait primes '{{\"n\": 100000}}'", embedded.args.bootstrap);
     if !args.no_gateway {
-        match serve_gateway(&embedded.args, args.gateway_listen, stop.clone()).await {
+        match serve_gateway(&embedded.args, args.gateway_listen, &router, stop.clone()).await {
             Ok(addr) => println!(
                 "  curl -si {addr}/v1/commands -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
             ),
@@ -186,11 +199,11 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The HTTP gateway over the dev cluster, serving the example command types.
-async fn serve_gateway(kafka: &KafkaArgs, listen: std::net::SocketAddr, stop: CancellationToken) -> anyhow::Result<std::net::SocketAddr> {
+/// The HTTP gateway over the dev cluster, serving the worker's command types.
+async fn serve_gateway(kafka: &KafkaArgs, listen: std::net::SocketAddr, router: &Router, stop: CancellationToken) -> anyhow::Result<std::net::SocketAddr> {
     let mut config = courier::gateway::GatewayConfig::new(kafka.clone());
     config.listen = listen;
-    let gateway = courier::gateway::Gateway::start(&config, &example_router(), stop).await.context("starting the gateway")?;
+    let gateway = courier::gateway::Gateway::start(&config, router, stop).await.context("starting the gateway")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("gateway address")?;
     tokio::spawn(async move {

@@ -1,14 +1,23 @@
-//! `courier gateway`: the HTTP operations API for the example command types.
+//! `courier gateway`: the HTTP operations API for the declared (or example) command types.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use courier::gateway::{Gateway, GatewayConfig};
 
-pub async fn gateway(config: GatewayConfig) -> anyhow::Result<ExitCode> {
+#[derive(Debug, clap::Args)]
+pub struct GatewayArgs {
+    #[command(flatten)]
+    pub gateway: GatewayConfig,
+    #[command(flatten)]
+    pub declared: super::process::ConfigArg,
+}
+
+pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
+    let GatewayArgs { gateway: config, declared } = args;
     super::require_bootstrap(&config.kafka)?;
     let shutdown = super::shutdown_signal();
-    let router = courier::demo::example_router();
+    let router = declared.router()?;
     let gateway = match Gateway::start(&config, &router, shutdown.clone()).await {
         Ok(g) => g,
         Err(courier::gateway::GatewayError::Follow(courier::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),

@@ -34,8 +34,9 @@ pub enum Cmd {
         #[command(subcommand)]
         action: TopicsCmd,
     },
-    /// Run a worker with the built-in example handlers (echo, sleep, primes, fail).
-    Worker(WorkerConfig),
+    /// Run a worker for the command types of --config (HTTP push handlers), or for
+    /// the built-in example handlers (echo, sleep, primes, fail).
+    Worker(WorkerArgs),
     /// Submit one command; with --wait, print its final result event.
     Submit(submit::SubmitArgs),
     /// Print result events as JSON lines.
@@ -58,7 +59,7 @@ pub enum Cmd {
     /// Measure throughput, latency and memory against a raw rdkafka loop, side by side.
     Bench(courier::bench::BenchConfig),
     /// HTTP API: POST commands, poll operations (AIP-151), RunPod-style /v2 routes.
-    Gateway(courier::gateway::GatewayConfig),
+    Gateway(gateway::GatewayArgs),
     /// Webhook dispatcher: POST final results to callback URLs; replay given-up ones.
     Webhooks {
         #[command(subcommand)]
@@ -74,7 +75,18 @@ pub enum TopicsCmd {
         kafka: KafkaArgs,
         #[command(flatten)]
         spec: TopicSpec,
+        /// Also create the retry tier topics the declared command types use.
+        #[command(flatten)]
+        declared: process::ConfigArg,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    #[command(flatten)]
+    pub worker: WorkerConfig,
+    #[command(flatten)]
+    pub declared: process::ConfigArg,
 }
 
 /// Logs to stderr at `default_level` unless RUST_LOG says otherwise.
@@ -92,15 +104,18 @@ pub fn init_tracing(format: &str, default_level: &str) {
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     shutdown_signal();
     match cli.command {
-        Cmd::Topics { action: TopicsCmd::Create { kafka, spec } } => {
+        Cmd::Topics { action: TopicsCmd::Create { kafka, mut spec, declared } } => {
             require_bootstrap(&kafka)?;
+            if let Some(declared) = declared.load()? {
+                spec.retry_tiers.extend(declared.retry_tiers());
+            }
             let created = courier::topics::create_topics(&kafka, &spec).await.context("creating topics")?;
             println!("created {} topic(s): {}", created.len(), created.join(", "));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Worker(config) => {
+        Cmd::Worker(WorkerArgs { worker: config, declared }) => {
             require_bootstrap(&config.kafka)?;
-            let worker = Worker::new(config, courier::demo::example_router()).context("starting worker")?;
+            let worker = Worker::new(config, declared.router()?).context("starting worker")?;
             worker.run(shutdown_signal()).await.context("worker")?;
             Ok(ExitCode::SUCCESS)
         }
@@ -132,11 +147,11 @@ mod tests {
     fn kafka_of(cmd: Cmd) -> KafkaArgs {
         match cmd {
             Cmd::Topics { action: TopicsCmd::Create { kafka, .. } } => kafka,
-            Cmd::Worker(c) => c.kafka,
+            Cmd::Worker(c) => c.worker.kafka,
             Cmd::Submit(a) => a.kafka,
             Cmd::Status(a) => a.kafka,
             Cmd::Cancel(a) => a.kafka,
-            Cmd::Gateway(c) => c.kafka,
+            Cmd::Gateway(c) => c.gateway.kafka,
             Cmd::Webhooks { action: webhooks::WebhooksCmd::Run(c) } => c.kafka,
             Cmd::Webhooks { action: webhooks::WebhooksCmd::Replay(a) } => a.kafka,
             Cmd::Dev(a) => a.kafka,

@@ -1,8 +1,43 @@
 //! What every subcommand shares about the process: the check that a broker was
 //! named, and the shutdown signal.
 
-use courier::KafkaArgs;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use courier::declared::Declared;
+use courier::{KafkaArgs, Router};
 use tokio_util::sync::CancellationToken;
+
+/// `--config`: the file that declares command types (HTTP push handlers, schemas).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ConfigArg {
+    /// Declared command types (YAML): without it, the built-in example handlers.
+    #[arg(long = "config", env = "COURIER_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArg {
+    /// The file, loaded and checked, if one was named.
+    pub fn load(&self) -> anyhow::Result<Option<Declared>> {
+        self.config.as_deref().map(load).transpose()
+    }
+
+    /// What a component serves: the declared types when a file is named (nothing
+    /// else: a deployment does not serve the demo's types), else the examples.
+    pub fn router(&self) -> anyhow::Result<Router> {
+        match self.load()? {
+            Some(declared) => Ok(declared.router(Router::new())?),
+            None => Ok(courier::demo::example_router()),
+        }
+    }
+}
+
+fn load(path: &Path) -> anyhow::Result<Declared> {
+    let declared = Declared::load(path).context("loading the --config file")?;
+    anyhow::ensure!(!declared.commands.is_empty(), "{}: declares no command types (a `commands:` block)", path.display());
+    tracing::info!(file = %path.display(), types = declared.commands.len(), "declared command types loaded");
+    Ok(declared)
+}
 
 /// Fails with the fix in the message when no bootstrap servers were given.
 pub fn require_bootstrap(kafka: &KafkaArgs) -> anyhow::Result<()> {

@@ -217,6 +217,10 @@ impl Checker {
             cmd = cmd.key(key.clone());
         }
         cmd.deadline = deadline(req)?;
+        if cmd.deadline.is_none() {
+            // The type's default, from now: the operation shows the deadline the worker keeps.
+            cmd.deadline = route.default_deadline.and_then(|d| deadline_after(chrono::Utc::now(), d));
+        }
         if let Some(raw) = &req.callback_url {
             // The canonical serialisation is stored, never the text as sent: that is
             // the form the policy judged, and it cannot smuggle anything into a header.

@@ -80,6 +80,11 @@ impl WorkerProc {
     }
 
     pub fn spawn_in_group(t: &TestTopics, id: &str, group: &str, extra: &[&str]) -> WorkerProc {
+        Self::spawn_with_env(t, id, group, extra, &[])
+    }
+
+    /// Like [`WorkerProc::spawn_in_group`], with these environment variables set.
+    pub fn spawn_with_env(t: &TestTopics, id: &str, group: &str, extra: &[&str], env: &[(&str, &str)]) -> WorkerProc {
         let dir = std::env::temp_dir().join("courier-test-logs");
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{}-{id}.log", t.kafka.prefix));
@@ -92,6 +97,7 @@ impl WorkerProc {
             .args(extra)
             .env("RUST_LOG", std::env::var("COURIER_TEST_WORKER_LOG").unwrap_or_else(|_| "info,rdkafka=warn".into()))
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
             .spawn()
