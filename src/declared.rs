@@ -87,6 +87,8 @@ pub struct DeclaredType {
     pub retry: Option<RetryPolicy>,
     /// Deadline of a command sent without one, from when it was sent.
     pub deadline: Option<Duration>,
+    /// The two schemas, compiled once at load (which is where a bad one is refused).
+    compiled: Schemas,
 }
 
 /// The `callbacks` block: read and checked now, for deferred completion.
@@ -195,17 +197,8 @@ impl Declared {
         let client = push_client().map_err(|e| ConfigError::Invalid { path: self.path.clone(), at: "http".into(), message: format!("HTTP client: {e}") })?;
         let mut router = base;
         for (name, t) in &self.commands {
-            let at = format!("commands.{name}");
-            let compile = |schema: &Option<Value>, which: &str| -> Result<Option<Arc<jsonschema::Validator>>, ConfigError> {
-                schema
-                    .as_ref()
-                    .map(|s| jsonschema::validator_for(s).map(Arc::new))
-                    .transpose()
-                    .map_err(|e| ConfigError::Invalid { path: self.path.clone(), at: format!("{at}.{which}"), message: format!("not a valid JSON Schema: {e}") })
-            };
-            let schemas = Schemas { input: compile(&t.input_schema, "input_schema")?, output: compile(&t.output_schema, "output_schema")? };
             let contract = |schema: &Option<Value>| schemars::Schema::try_from(schema.clone().unwrap_or(Value::Bool(true))).unwrap_or_else(|_| schemars::Schema::from(true));
-            let mut route = push_route(t.target.clone(), client.clone(), schemas, contract(&t.input_schema), contract(&t.output_schema), t.description.clone());
+            let mut route = push_route(t.target.clone(), client.clone(), t.compiled.clone(), contract(&t.input_schema), contract(&t.output_schema), t.description.clone());
             route.retry = t.retry.clone();
             route.default_deadline = t.deadline;
             router = router.route_built(name.clone(), route);
@@ -280,15 +273,15 @@ impl Checking<'_> {
 
     fn command(&self, at: &str, spec: CommandSpec) -> Result<DeclaredType, ConfigError> {
         let description = spec.description.map(|d| self.expand(&format!("{at}.description"), &d)).transpose()?.unwrap_or_default();
-        let input_schema = spec.input_schema.map(|s| self.schema(&format!("{at}.input_schema"), s)).transpose()?;
-        let output_schema = spec.output_schema.map(|s| self.schema(&format!("{at}.output_schema"), s)).transpose()?;
+        let (input_schema, input) = spec.input_schema.map(|s| self.schema(&format!("{at}.input_schema"), s)).transpose()?.unzip();
+        let (output_schema, output) = spec.output_schema.map(|s| self.schema(&format!("{at}.output_schema"), s)).transpose()?.unzip();
         let target = self.http(&format!("{at}.http"), spec.http)?;
         let retry = spec.retry.map(|r| self.retry(&format!("{at}.retry"), r)).transpose()?;
         let deadline = spec.deadline.map(|d| self.duration(&format!("{at}.deadline"), &d)).transpose()?;
         if deadline.is_some_and(|d| d.is_zero()) {
             return Err(self.invalid(&format!("{at}.deadline"), "must be longer than 0"));
         }
-        Ok(DeclaredType { description, input_schema, output_schema, target, retry, deadline })
+        Ok(DeclaredType { description, input_schema, output_schema, target, retry, deadline, compiled: Schemas { input, output } })
     }
 
     fn http(&self, at: &str, spec: HttpSpec) -> Result<PushTarget, ConfigError> {
@@ -330,8 +323,8 @@ impl Checking<'_> {
         Ok(RetryPolicy { tiers, max_attempts })
     }
 
-    /// A schema: inline, or read from a JSON or YAML file.
-    fn schema(&self, at: &str, spec: SchemaSpec) -> Result<Value, ConfigError> {
+    /// A schema, inline or read from a JSON or YAML file, and compiled.
+    fn schema(&self, at: &str, spec: SchemaSpec) -> Result<(Value, Arc<jsonschema::Validator>), ConfigError> {
         let value = match spec {
             SchemaSpec::Bool(b) => Value::Bool(b),
             SchemaSpec::Inline(mapping) => serde_json::to_value(expand_tree(serde_yaml_ng::Value::Mapping(mapping), self.env).map_err(|m| self.invalid(at, m))?)
@@ -342,8 +335,8 @@ impl Checking<'_> {
                 serde_yaml_ng::from_str::<Value>(&text).map_err(|e| self.invalid(at, format!("{} is not JSON or YAML: {e}", file.display())))?
             }
         };
-        jsonschema::validator_for(&value).map_err(|e| self.invalid(at, format!("not a valid JSON Schema: {e}")))?;
-        Ok(value)
+        let compiled = jsonschema::validator_for(&value).map_err(|e| self.invalid(at, format!("not a valid JSON Schema: {e}")))?;
+        Ok((value, Arc::new(compiled)))
     }
 
     fn callbacks(&self, spec: CallbacksSpec) -> Result<Callbacks, ConfigError> {

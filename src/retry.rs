@@ -55,8 +55,9 @@ impl RetryPolicy {
 
     /// The tier and the wait for the retry after failed attempt `attempt`, waiting at
     /// least `at_least` (a handler's `Retry-After`): the first tier at least that long
-    /// (else the longest), so records in one tier stay in due order except past the
-    /// longest tier.
+    /// (else the longest). The wait is `at_least` even in a longer tier, so a record
+    /// may sit behind an earlier, later-due one of its tier and wait longer than asked,
+    /// never shorter.
     pub fn tier_at_least(&self, attempt: u32, at_least: Option<Duration>) -> (Duration, Duration) {
         let tier = self.tier(attempt);
         match at_least {

@@ -27,10 +27,7 @@
 //! stopping) the request future is dropped, which closes its connection: the handler
 //! sees the client go away.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context as TaskContext, Poll};
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -38,7 +35,7 @@ use reqwest::header::{HeaderMap as HttpHeaders, HeaderName, HeaderValue, RETRY_A
 use reqwest::StatusCode;
 use serde_json::Value;
 use tokio::sync::Semaphore;
-use tower::{BoxError, Service};
+use tower::BoxError;
 
 use super::call::Call;
 use super::handler::InvalidInput;
@@ -105,6 +102,12 @@ pub struct Schemas {
     pub output: Option<Arc<jsonschema::Validator>>,
 }
 
+impl std::fmt::Debug for Schemas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Schemas").field("input", &self.input.is_some()).field("output", &self.output.is_some()).finish()
+    }
+}
+
 /// A route that pushes its commands to `target`.
 pub fn push_route(target: PushTarget, client: reqwest::Client, schemas: Schemas, input_schema: schemars::Schema, output_schema: schemars::Schema, description: String) -> Route {
     let decodes: Decodes = {
@@ -114,7 +117,8 @@ pub fn push_route(target: PushTarget, client: reqwest::Client, schemas: Schemas,
             None => Ok(()),
         })
     };
-    let service = Push { permits: Arc::new(Semaphore::new(target.concurrency.max(1))), target: Arc::new(target), client, schemas };
+    let push = Push { permits: Arc::new(Semaphore::new(target.concurrency.max(1))), target: Arc::new(target), client, schemas };
+    let service = tower::service_fn(move |call: Call| push.clone().call(call));
     Route::untyped(RouteService::new(service), decodes, input_schema, output_schema, description)
 }
 
@@ -133,36 +137,24 @@ struct Push {
     schemas: Schemas,
 }
 
-impl Service<Call> for Push {
-    type Response = Value;
-    type Error = BoxError;
-    type Future = Pin<Box<dyn Future<Output = Result<Value, BoxError>> + Send>>;
-
-    /// Always ready: the per-type limit is taken in the call, where the command's
-    /// token can cut the wait short.
-    fn poll_ready(&mut self, _cx: &mut TaskContext<'_>) -> Poll<Result<(), BoxError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, call: Call) -> Self::Future {
-        let push = self.clone();
-        Box::pin(async move {
-            if let Some(schema) = &push.schemas.input {
-                if let Some(violation) = first_violation(schema, &call.input) {
-                    return Err(InvalidInput(violation).into());
-                }
-            }
-            let cancel = call.ctx.cancel.clone();
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => Err(HandlerError::retryable("cancelled", "the command's token fired before the handler answered").into()),
-                done = push.send(call) => done.map_err(Into::into),
-            }
-        })
-    }
-}
-
 impl Push {
+    /// One call: the payload checked against the input schema, then pushed, unless
+    /// the command's token fires first. The per-type limit is taken inside, where the
+    /// token can cut the wait short.
+    async fn call(self, call: Call) -> Result<Value, BoxError> {
+        if let Some(schema) = &self.schemas.input {
+            if let Some(violation) = first_violation(schema, &call.input) {
+                return Err(InvalidInput(violation).into());
+            }
+        }
+        let cancel = call.ctx.cancel.clone();
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => Err(HandlerError::retryable("cancelled", "the command's token fired before the handler answered").into()),
+            done = self.send(call) => done.map_err(Into::into),
+        }
+    }
+
     async fn send(&self, call: Call) -> Result<Value, HandlerError> {
         let _permit = self.permits.acquire().await.map_err(|_| HandlerError::retryable("http_closed", "the push route was shut down"))?;
         let body = serde_json::to_vec(&call.input).map_err(|e| HandlerError::permanent(BAD_OUTPUT, e.to_string()))?;

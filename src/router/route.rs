@@ -124,6 +124,11 @@ impl Route {
         Box::pin(async move { service.oneshot(Call { input, ctx }).await.map_err(RouteError::from_layers) })
     }
 
+    /// This route's retry policy: its own, else `default` (the worker's).
+    pub fn retry_policy<'a>(&'a self, default: &'a RetryPolicy) -> &'a RetryPolicy {
+        self.retry.as_ref().unwrap_or(default)
+    }
+
     /// Whether `data` decodes as this route's input, exactly as [`Route::call`]
     /// would decode it. A JSON Schema says less than the type: `5.0` and
     /// `1e30` are integers to JSON Schema but not to a `u64`, so the gateway asks

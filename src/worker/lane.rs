@@ -160,7 +160,7 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     let (ran, took) = super::handler::run(shared, &command, route, input, queued_ms, &record.stop).await;
     timing.execution_ms = took.as_millis() as u64;
     // 4. Decide.
-    let max_attempts = shared.retry_policy(&command.command_type).max_attempts;
+    let max_attempts = route.retry_policy(&shared.config.retry).max_attempts;
     let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, max_attempts, timing);
     // 5. Emit.
     emit(shared, record, Some(&command), decided).await

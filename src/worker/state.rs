@@ -72,7 +72,7 @@ pub(crate) struct WorkerState {
 impl WorkerState {
     /// The retry policy of `command_type`: its route's own, else the worker's.
     pub fn retry_policy(&self, command_type: &str) -> &crate::retry::RetryPolicy {
-        self.router.get(command_type).and_then(|r| r.retry.as_ref()).unwrap_or(&self.config.retry)
+        self.router.get(command_type).map_or(&self.config.retry, |r| r.retry_policy(&self.config.retry))
     }
 
     /// Every retry tier topic a command may be sent to: the worker's and its routes'.
