@@ -335,6 +335,9 @@ impl Checking<'_> {
                 serde_yaml_ng::from_str::<Value>(&text).map_err(|e| self.invalid(at, format!("{} is not JSON or YAML: {e}", file.display())))?
             }
         };
+        if !(value.is_object() || value.is_boolean()) {
+            return Err(self.invalid(at, "a JSON Schema is an object or true/false"));
+        }
         let compiled = jsonschema::validator_for(&value).map_err(|e| self.invalid(at, format!("not a valid JSON Schema: {e}")))?;
         Ok((value, Arc::new(compiled)))
     }
@@ -504,6 +507,20 @@ callbacks:
         assert_eq!(expand_env("${NOPE}", &env).unwrap_err(), "environment variable NOPE is not set");
         assert!(expand_env("${PORT", &env).unwrap_err().contains("unclosed"));
         assert!(expand_env("${a b}", &env).unwrap_err().contains("not an environment variable name"));
+    }
+
+    #[test]
+    fn a_schema_file_that_is_not_a_schema_object_is_refused() {
+        let dir = std::env::temp_dir().join(format!("courier-declared-text-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("notes.txt"), "just some text\n").unwrap();
+        std::fs::write(dir.join("list.json"), "[1, 2]").unwrap();
+        for file in ["notes.txt", "list.json"] {
+            let text = format!("commands:\n  a:\n    http: {{ url: 'http://h/x' }}\n    input_schema: {file}\n");
+            let e = Declared::parse(&dir.join("courier.yaml"), &text, &env).unwrap_err().to_string();
+            assert!(e.contains("commands.a.input_schema: a JSON Schema is an object or true/false"), "{file}: {e}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
