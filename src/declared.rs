@@ -20,9 +20,13 @@
 //!       max_response_bytes: 1048576      # default 1 MiB
 //!     retry: { tiers: [1s, 10s, 1m], max_attempts: 5 }
 //!     deadline: 10m
-//! callbacks:
+//!     heartbeat: 5m                      # lease of a handed-off (202) command
+//!     cancel_url: http://127.0.0.1:9000/cancel   # POSTed when a handed-off command is cancelled
+//!     ordering: key                      # or none: no key order for this type
+//! callbacks:                             # deferred completion: handlers answer 202 and call back
 //!   public_url: http://gateway.internal:8080
 //!   signing_keys: ["${COURIER_CALLBACK_KEY}"]
+//!   token_ttl: 7d                        # a token's life when the command has no deadline
 //! ```
 //!
 //! `${VAR}` in any value expands from the environment (`$${` is a literal `${`); a
@@ -42,7 +46,7 @@ use serde_json::Value;
 
 use crate::duration::parse_duration;
 use crate::retry::RetryPolicy;
-use crate::router::push::{push_client, push_route, PushTarget, Schemas};
+use crate::router::push::{push_client, push_route, CancelHook, PushTarget, Schemas};
 use crate::router::Router;
 
 /// The per-attempt timeout of a push handler that declares none.
@@ -87,6 +91,12 @@ pub struct DeclaredType {
     pub retry: Option<RetryPolicy>,
     /// Deadline of a command sent without one, from when it was sent.
     pub deadline: Option<Duration>,
+    /// The lease of a command its handler took over (`202`).
+    pub heartbeat: Option<Duration>,
+    /// Where the cancel of a handed-off command is POSTed.
+    pub cancel_url: Option<url::Url>,
+    /// `ordering: none`: no key order for this type.
+    pub unordered: bool,
     /// The two schemas, compiled once at load (which is where a bad one is refused).
     compiled: Schemas,
 }
@@ -97,11 +107,33 @@ pub struct Callbacks {
     pub public_url: url::Url,
     /// The first signs, every one verifies (rotation). Never printed.
     pub signing_keys: Vec<String>,
+    /// How long a token lasts when its command has no deadline.
+    pub token_ttl: Duration,
+}
+
+/// A token's life when the command has no deadline and the file names none.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+impl Callbacks {
+    /// The keys that verify a callback token.
+    pub fn verifying_keys(&self) -> Vec<crate::capability::SigningKey> {
+        self.signing_keys.iter().map(|k| crate::capability::SigningKey::new(k.as_bytes())).collect()
+    }
+
+    /// What a push route signs its callback headers with.
+    pub fn signer(&self) -> Option<crate::router::push::CallbackSigner> {
+        let key = self.signing_keys.first()?;
+        Some(crate::router::push::CallbackSigner { public_url: self.public_url.clone(), key: crate::capability::SigningKey::new(key.as_bytes()), token_ttl: self.token_ttl })
+    }
 }
 
 impl std::fmt::Debug for Callbacks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Callbacks").field("public_url", &self.public_url.as_str()).field("signing_keys", &self.signing_keys.len()).finish()
+        f.debug_struct("Callbacks")
+            .field("public_url", &self.public_url.as_str())
+            .field("signing_keys", &self.signing_keys.len())
+            .field("token_ttl", &self.token_ttl)
+            .finish()
     }
 }
 
@@ -125,6 +157,16 @@ struct CommandSpec {
     http: HttpSpec,
     retry: Option<RetrySpec>,
     deadline: Option<String>,
+    heartbeat: Option<String>,
+    cancel_url: Option<String>,
+    ordering: Option<Ordering>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Ordering {
+    Key,
+    None,
 }
 
 #[derive(Deserialize)]
@@ -159,6 +201,7 @@ struct CallbacksSpec {
     public_url: String,
     #[serde(default)]
     signing_keys: Vec<String>,
+    token_ttl: Option<String>,
 }
 
 /// A number written as one, or as a string (so that `${VAR}` can give it).
@@ -198,9 +241,15 @@ impl Declared {
         let mut router = base;
         for (name, t) in &self.commands {
             let contract = |schema: &Option<Value>| schemars::Schema::try_from(schema.clone().unwrap_or(Value::Bool(true))).unwrap_or_else(|_| schemars::Schema::from(true));
-            let mut route = push_route(t.target.clone(), client.clone(), t.compiled.clone(), contract(&t.input_schema), contract(&t.output_schema), t.description.clone());
+            let mut target = t.target.clone();
+            target.callbacks = self.callbacks.as_ref().and_then(Callbacks::signer);
+            let mut route = push_route(target, client.clone(), t.compiled.clone(), contract(&t.input_schema), contract(&t.output_schema), t.description.clone());
             route.retry = t.retry.clone();
             route.default_deadline = t.deadline;
+            route.heartbeat = t.heartbeat;
+            route.cancel = t.cancel_url.clone().map(|url| CancelHook { url, headers: t.target.headers.clone() });
+            route.unordered = t.unordered;
+            route.hands_off = self.callbacks.is_some();
             router = router.route_built(name.clone(), route);
         }
         Ok(router)
@@ -281,7 +330,13 @@ impl Checking<'_> {
         if deadline.is_some_and(|d| d.is_zero()) {
             return Err(self.invalid(&format!("{at}.deadline"), "must be longer than 0"));
         }
-        Ok(DeclaredType { description, input_schema, output_schema, target, retry, deadline, compiled: Schemas { input, output } })
+        let heartbeat = spec.heartbeat.map(|d| self.duration(&format!("{at}.heartbeat"), &d)).transpose()?;
+        if heartbeat.is_some_and(|d| d < Duration::from_secs(1)) {
+            return Err(self.invalid(&format!("{at}.heartbeat"), "a lease is at least 1s"));
+        }
+        let cancel_url = spec.cancel_url.map(|u| self.url(&format!("{at}.cancel_url"), &u)).transpose()?;
+        let unordered = spec.ordering == Some(Ordering::None);
+        Ok(DeclaredType { description, input_schema, output_schema, target, retry, deadline, heartbeat, cancel_url, unordered, compiled: Schemas { input, output } })
     }
 
     fn http(&self, at: &str, spec: HttpSpec) -> Result<PushTarget, ConfigError> {
@@ -304,7 +359,7 @@ impl Checking<'_> {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        Ok(PushTarget { url, timeout, concurrency, headers, max_response_bytes })
+        Ok(PushTarget { url, timeout, concurrency, headers, max_response_bytes, callbacks: None })
     }
 
     fn retry(&self, at: &str, spec: RetrySpec) -> Result<RetryPolicy, ConfigError> {
@@ -356,7 +411,11 @@ impl Checking<'_> {
             }
             signing_keys.push(key);
         }
-        Ok(Callbacks { public_url, signing_keys })
+        let token_ttl = spec.token_ttl.map(|t| self.duration("callbacks.token_ttl", &t)).transpose()?.unwrap_or(DEFAULT_TOKEN_TTL);
+        if token_ttl < Duration::from_secs(60) {
+            return Err(self.invalid("callbacks.token_ttl", "a token lives at least 1m"));
+        }
+        Ok(Callbacks { public_url, signing_keys, token_ttl })
     }
 }
 

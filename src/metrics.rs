@@ -61,6 +61,13 @@ pub struct Metrics {
     pub(crate) held_records: Gauge,
     /// Panics caught in per-record or background code (a bug, reported, not fatal).
     pub(crate) panics: Family<Labels, Counter>,
+    /// Commands handed off to their handlers (`202`), and the stale records about
+    /// them that were skipped.
+    pub(crate) handed_off: Counter,
+    /// Handed-off commands ended by the lease check, by state written.
+    pub(crate) lease_endings: Family<Labels, Counter>,
+    /// Handed-off commands this worker knows of, not yet completed.
+    pub(crate) deferred: Gauge,
 }
 
 impl Default for Metrics {
@@ -78,6 +85,9 @@ impl Default for Metrics {
         let refused_outputs = Family::<Labels, Counter>::default();
         let held_records = Gauge::default();
         let panics = Family::<Labels, Counter>::default();
+        let handed_off = Counter::default();
+        let lease_endings = Family::<Labels, Counter>::default();
+        let deferred = Gauge::default();
         registry.register("command_outcomes", "Final outcomes of commands", outcomes.clone());
         registry.register("dead_letters", "Records sent to the dead-letter topic", dead_letters.clone());
         registry.register("handler_seconds", "Time spent in handlers", handler_seconds.clone());
@@ -89,6 +99,9 @@ impl Default for Metrics {
         registry.register("refused_outputs", "Outputs the broker could never take, replaced by a minimal record", refused_outputs.clone());
         registry.register("held_records", "Records whose minimal dead letter cannot be written (retrying)", held_records.clone());
         registry.register("panics", "Panics caught in per-record or background code", panics.clone());
+        registry.register("handed_off", "Commands handed off to their handler for deferred completion (202)", handed_off.clone());
+        registry.register("lease_endings", "Handed-off commands ended by the lease check (lapsed, deadline, cancel)", lease_endings.clone());
+        registry.register("deferred", "Handed-off commands not yet completed, as this worker knows them", deferred.clone());
         Metrics {
             registry,
             outcomes,
@@ -102,6 +115,9 @@ impl Default for Metrics {
             refused_outputs,
             held_records,
             panics,
+            handed_off,
+            lease_endings,
+            deferred,
         }
     }
 }

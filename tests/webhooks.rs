@@ -191,6 +191,7 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         request_hash: None,
         batch_id: None,
         worker: Some("test".into()),
+        deferred: None,
     };
     let event = ResultEvent::new(id.to_string().into_bytes(), "//test", data);
     for (topic, (key, value, headers)) in [(&t.topics.status, snapshot.encode("//test")), (&t.topics.results, event.encode())] {

@@ -16,6 +16,10 @@ Routes:
   POST /sleep   long-ish:  sleeps `ms`, and stops as soon as Courier hangs up
                            (the command was cancelled, or its deadline passed)
   POST /echo    returns its payload
+  POST /long    a job that outlives the request: answers 202 at once, then (on a
+                thread) reports progress, sends a heartbeat and completes through
+                the gateway, with the courier-callback-url and -token it was sent;
+                {"ms": n} how long it works, {"complete": false} never calls back
   GET  /calls   what this service saw, as JSON (which command, key, attempt, when;
                 which requests the caller hung up on; the most in flight per route)
 
@@ -35,6 +39,38 @@ CALLS = []          # one entry per request: route, id, key, attempt, payload, a
 HUNG_UP = []        # ids of requests whose caller went away before the answer
 IN_FLIGHT = {}      # route -> requests being answered now
 MOST_IN_FLIGHT = {}  # route -> the most seen at once
+CALLBACKS = []      # one entry per call back to the gateway: id, method, status
+
+
+def call_back(url, token, method, body):
+    """POSTs one callback (:complete, :progress, :heartbeat); returns the status."""
+    import urllib.error
+    import urllib.request
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url + ":" + method, data=data, method="POST")
+    request.add_header("authorization", "Bearer " + token)
+    request.add_header("content-type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as e:
+        return e.code
+    except OSError:
+        return 0
+
+
+def long_job(call, payload):
+    """The work behind a 202: progress, a heartbeat, then the result."""
+    url, token = call["callback_url"], call["callback_token"]
+    seconds = payload.get("ms", 500) / 1000.0
+    time.sleep(seconds / 2)
+    statuses = [("progress", call_back(url, token, "progress", {"percent": 50, "message": "halfway"}))]
+    statuses.append(("heartbeat", call_back(url, token, "heartbeat", None)))
+    time.sleep(seconds / 2)
+    statuses.append(("complete", call_back(url, token, "complete", {"result": {"done": True, "input": payload}})))
+    with LOCK:
+        for method, status in statuses:
+            CALLBACKS.append({"id": call["id"], "method": method, "status": status, "at": time.time()})
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -57,7 +93,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/calls":
             return self.answer(404, {"code": "no_such_route", "message": self.path})
         with LOCK:
-            self.answer(200, {"calls": CALLS, "hung_up": HUNG_UP, "most_in_flight": MOST_IN_FLIGHT})
+            self.answer(200, {"calls": CALLS, "hung_up": HUNG_UP, "most_in_flight": MOST_IN_FLIGHT, "callbacks": CALLBACKS})
 
     def do_POST(self):
         length = int(self.headers.get("content-length") or 0)
@@ -78,6 +114,8 @@ class Handler(BaseHTTPRequestHandler):
             "deadline": self.headers.get("courier-deadline"),
             "traceparent": self.headers.get("traceparent"),
             "api_key": self.headers.get("x-api-key"),
+            "callback_url": self.headers.get("courier-callback-url"),
+            "callback_token": self.headers.get("courier-callback-token"),
             "payload": payload,
             "at": time.time(),
         }
@@ -112,6 +150,12 @@ class Handler(BaseHTTPRequestHandler):
             return self.answer(200, {"slept_ms": payload.get("ms", 1000)})
         if route == "/echo":
             return self.answer(200, payload)
+        if route == "/long":
+            if not call["callback_url"]:
+                return self.answer(500, {"code": "no_callback", "message": "no courier-callback-url was sent"})
+            if payload.get("complete", True):
+                threading.Thread(target=long_job, args=(call, payload), daemon=True).start()
+            return self.answer(202, {"accepted": True})
         return self.answer(404, {"code": "no_such_route", "message": route})
 
     def sleep(self, seconds):

@@ -143,7 +143,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     let mut spec = TopicSpec::default();
-    let router = match args.declared.load()? {
+    let loaded = args.declared.load()?;
+    let callback_keys = loaded.as_ref().and_then(|d| d.callbacks.as_ref()).map(|c| c.verifying_keys()).unwrap_or_default();
+    let router = match loaded {
         Some(declared) => {
             spec.retry_tiers.extend(declared.retry_tiers());
             let types: Vec<&str> = declared.commands.keys().map(String::as_str).collect();
@@ -160,7 +162,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  try, from another terminal:");
     println!("  courier submit --bootstrap {} --wait primes '{{\"n\": 100000}}'", embedded.args.bootstrap);
     if !args.no_gateway {
-        match serve_gateway(&embedded.args, args.gateway_listen, &router, stop.clone()).await {
+        match serve_gateway(&embedded.args, args.gateway_listen, &router, callback_keys, stop.clone()).await {
             Ok(addr) => println!(
                 "  curl -si {addr}/v1/commands -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
             ),
@@ -200,9 +202,16 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The HTTP gateway over the dev cluster, serving the worker's command types.
-async fn serve_gateway(kafka: &KafkaArgs, listen: std::net::SocketAddr, router: &Router, stop: CancellationToken) -> anyhow::Result<std::net::SocketAddr> {
+async fn serve_gateway(
+    kafka: &KafkaArgs,
+    listen: std::net::SocketAddr,
+    router: &Router,
+    callback_keys: Vec<courier::capability::SigningKey>,
+    stop: CancellationToken,
+) -> anyhow::Result<std::net::SocketAddr> {
     let mut config = courier::gateway::GatewayConfig::new(kafka.clone());
     config.listen = listen;
+    config.callback_keys = callback_keys;
     let gateway = courier::gateway::Gateway::start(&config, router, stop).await.context("starting the gateway")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("gateway address")?;

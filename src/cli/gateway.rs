@@ -14,10 +14,11 @@ pub struct GatewayArgs {
 }
 
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let GatewayArgs { gateway: config, declared } = args;
+    let GatewayArgs { gateway: mut config, declared } = args;
     super::require_bootstrap(&config.kafka)?;
     let shutdown = super::shutdown_signal();
     let router = declared.router()?;
+    config.callback_keys = declared.callback_keys()?;
     let gateway = match Gateway::start(&config, &router, shutdown.clone()).await {
         Ok(g) => g,
         Err(courier::gateway::GatewayError::Follow(courier::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),

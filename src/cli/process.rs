@@ -32,6 +32,13 @@ impl ConfigArg {
     }
 }
 
+impl ConfigArg {
+    /// The keys that verify callback tokens (the file's `callbacks.signing_keys`).
+    pub fn callback_keys(&self) -> anyhow::Result<Vec<courier::capability::SigningKey>> {
+        Ok(self.load()?.and_then(|d| d.callbacks).map(|c| c.verifying_keys()).unwrap_or_default())
+    }
+}
+
 fn load(path: &Path) -> anyhow::Result<Declared> {
     let declared = Declared::load(path).context("loading the --config file")?;
     anyhow::ensure!(!declared.commands.is_empty(), "{}: declares no command types (a `commands:` block)", path.display());

@@ -59,6 +59,13 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
     }
     let cancel = schemas.add::<CancelRequest>("CancelRequest");
     messages.insert("control.cancel".into(), messages::cancel(&refs, cancel));
+    let deferral = schemas.add::<crate::envelope::Deferral>("Deferral");
+    messages.insert("control.deferred".into(), messages::deferred(&refs, deferral));
+    let released = schemas.add::<crate::envelope::Released>("Released");
+    messages.insert("control.released".into(), messages::released(&refs, released));
+    let completion = schemas.add::<crate::envelope::Completion>("Completion");
+    messages.insert("command.completion".into(), messages::completion(&refs, completion));
+    names.commands.push("command.completion".into());
     let snapshot = schemas.add::<OperationSnapshot>("OperationSnapshot");
     messages.insert("status.snapshot".into(), messages::snapshot(&refs, snapshot));
     let original = schemas.insert("DeadLetterValue", json!({
@@ -138,7 +145,7 @@ fn channels(info: &ContractInfo, names: &Names) -> Value {
         "status": channel(info, &format!("{p}.status"), "Latest snapshot per command (compacted), keyed by command id.", &one("status.snapshot"), Kept::Compacted),
         "retry": retry_channel(info, &names.commands),
         "deadLetters": channel(info, &format!("{p}.commands.dlq"), "Records that could not be processed, with the reason.", &one("dlq.record"), Kept::AsDeadLetters),
-        "control": channel(info, &format!("{p}.control"), "Cancel requests, keyed by command id, read by every worker from the start.", &one("control.cancel"), Kept::ForRetention),
+        "control": channel(info, &format!("{p}.control"), "Cancel requests and hand-offs of deferred commands (and their releases), keyed by command id, read by every worker from the start. A handed-off job may last as long as this topic's retention: each heartbeat restates it.", &["control.cancel".to_string(), "control.deferred".to_string(), "control.released".to_string()], Kept::ForRetention),
         "webhookLog": channel(info, &format!("{p}.webhooks.log"), "Every webhook delivery attempt (keyed by command id) and every endpoint disabled for failing too long (keyed by URL).", &["webhooks.attempt".to_string(), "webhooks.exhausted".to_string()], Kept::ForRetention),
         "webhookEndpoints": channel(info, &format!("{p}.webhooks.endpoints"), "Latest state per callback URL (compacted), keyed by URL.", &one("webhooks.endpoint"), Kept::Compacted),
     })
@@ -231,6 +238,13 @@ fn operations(names: &Names) -> Value {
             "summary": "Ask every worker to cancel a command.",
             "messages": channel_message_refs("control", &["control.cancel".into()]),
             "bindings": producer,
+        },
+        "followHandOffs": {
+            "action": "receive",
+            "channel": { "$ref": "#/channels/control" },
+            "summary": "Workers follow hand-offs of deferred commands and their releases (the gateway restates them on heartbeats).",
+            "messages": channel_message_refs("control", &["control.deferred".into(), "control.released".into()]),
+            "bindings": any_group.clone(),
         },
         "readStatus": {
             "action": "receive",

@@ -117,9 +117,48 @@ pub fn snapshot() -> Value {
         request_hash: None,
         batch_id: None,
         worker: Some("host-1".into()),
+        deferred: None,
     };
     let (_, value, mut headers) = snapshot.encode(WORKER);
     headers.set(h::ID, EVENT_ID.to_string());
+    example("completed", &headers, &value)
+}
+
+/// A command handed off to its handler (an HTTP `202`), as the deferral on the
+/// control topic; `since` and `beat` fixed.
+fn deferral() -> crate::envelope::Deferral {
+    let mut cmd = NewCommand::new("primes", json!({ "n": 100 })).key(KEY).into_command(CLIENT);
+    cmd.id = COMMAND_ID;
+    cmd.time = Some(time());
+    let mut d = crate::envelope::Deferral::of(&cmd, cmd.data.clone(), 3, Some(std::time::Duration::from_secs(300)));
+    d.since = time();
+    d.beat = time();
+    d
+}
+
+pub fn deferred() -> Value {
+    let (_, value, mut headers) = deferral().encode(WORKER);
+    headers.set(h::ID, EVENT_ID.to_string());
+    example("handed_off", &headers, &value)
+}
+
+pub fn released() -> Value {
+    let mut released = crate::envelope::Released::new(COMMAND_ID, 1);
+    released.at = time();
+    let (_, value, mut headers) = released.encode(WORKER);
+    headers.set(h::ID, EVENT_ID.to_string());
+    example("released", &headers, &value)
+}
+
+pub fn completion() -> Value {
+    let done = crate::envelope::Completion {
+        deferral: deferral().without_data(),
+        state: State::Completed,
+        result: Some(json!({ "n": 100, "primes": 25 })),
+        error: None,
+        at: time(),
+    };
+    let (_, _, value, headers) = done.encode("//courier/gateway/1");
     example("completed", &headers, &value)
 }
 

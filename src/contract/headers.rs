@@ -67,7 +67,8 @@ pub struct EventHeaders {
     pub ce_id: uuid::Uuid,
     /// Who wrote it: the client, gateway or worker.
     pub ce_source: String,
-    /// `courier.control.cancel` or `courier.operation.snapshot`.
+    /// `courier.control.cancel`, `courier.control.deferred`, `courier.control.released`,
+    /// `courier.completion` or `courier.operation.snapshot`.
     pub ce_type: String,
     /// RFC 3339 time the record was written.
     pub ce_time: chrono::DateTime<chrono::Utc>,

@@ -122,6 +122,23 @@ pub fn cancel(refs: &Refs, payload: Value) -> Value {
     command_event(CANCEL_TYPE, "Cancel request", summary, refs, payload, examples::cancel())
 }
 
+pub fn deferred(refs: &Refs, payload: Value) -> Value {
+    let summary = "A command its handler took over (an HTTP 202): every worker holds its key's later commands back until it is released; restated with a later beat at each heartbeat or progress report (the lease).";
+    command_event(crate::envelope::DEFERRED_TYPE, "Command handed off", summary, refs, payload, examples::deferred())
+}
+
+pub fn released(refs: &Refs, payload: Value) -> Value {
+    let summary = "A handed-off attempt ended (a final event, or a retry): its key's later commands go on.";
+    command_event(crate::envelope::RELEASED_TYPE, "Hand-off released", summary, refs, payload, examples::released())
+}
+
+pub fn completion(refs: &Refs, payload: Value) -> Value {
+    let summary = "How a handed-off command ended, written by the gateway (its handler called :complete) or by the partition owner's lease check (lease lapsed, deadline passed, cancelled), into the command's own partition with its key. The worker owning the partition writes the final event; the first completion of an attempt is the only one. Its ce_id is the command id.";
+    let mut message = event(crate::envelope::COMPLETION_TYPE, "Completion of a handed-off command", summary, "The command's key.", refs, payload, examples::completion());
+    message["correlationId"] = json!({ "location": "$message.header#/ce_subject" });
+    message
+}
+
 pub fn snapshot(refs: &Refs, payload: Value) -> Value {
     let summary = "The latest state of one command; a null value (tombstone) deletes it.";
     command_event(SNAPSHOT_TYPE, "Operation snapshot", summary, refs, payload, examples::snapshot())

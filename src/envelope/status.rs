@@ -52,6 +52,10 @@ pub struct OperationSnapshot {
     /// The worker that wrote it (absent for snapshots written at submission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Set while a handler that answered `202` owns the command (state `started`):
+    /// what a completion through the gateway is checked against and written from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deferred: Option<super::Deferral>,
 }
 
 impl OperationSnapshot {
@@ -78,6 +82,7 @@ impl OperationSnapshot {
             request_hash: command.request_hash.clone(),
             batch_id: command.batch_id.clone(),
             worker: Some(worker.to_string()),
+            deferred: None,
         }
     }
 
@@ -119,5 +124,6 @@ pub(crate) fn test_snapshot(state: State) -> OperationSnapshot {
         request_hash: None,
         batch_id: None,
         worker: None,
+        deferred: None,
     }
 }

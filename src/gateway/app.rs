@@ -20,6 +20,8 @@ pub(crate) struct GatewayState {
     pub(super) store: Arc<Store>,
     pub(super) checker: Checker,
     pub(super) submitter: Submitter,
+    /// Checks the callbacks of handed-off commands (`:complete`, ...).
+    pub(super) callbacks: super::callbacks::CallbackAuth,
     pub(super) metrics: Arc<GatewayMetrics>,
     /// The longest `?wait=` a long poll gets.
     pub(super) max_wait: Duration,

@@ -31,6 +31,10 @@ pub struct GatewayMetrics {
     pub operations: Gauge,
     /// Idempotency keys held in memory.
     pub idempotency_keys: Gauge,
+    /// Callbacks of handed-off commands accepted, by method (`complete`, `progress`, `heartbeat`).
+    pub callbacks: Family<Labels, Counter>,
+    /// Callbacks refused for their token, by why (`forged`, `expired`).
+    pub callbacks_refused: Family<Labels, Counter>,
 }
 
 impl GatewayMetrics {
@@ -41,12 +45,16 @@ impl GatewayMetrics {
         let replays = Counter::default();
         let operations = Gauge::default();
         let idempotency_keys = Gauge::default();
+        let callbacks = Family::<Labels, Counter>::default();
+        let callbacks_refused = Family::<Labels, Counter>::default();
         registry.register("http_requests", "HTTP requests by route, method and status", requests.clone());
         registry.register("commands_submitted", "Commands sent to the commands topic", submitted.clone());
         registry.register("idempotent_replays", "Requests answered by replaying an earlier answer", replays.clone());
         registry.register("operations_tracked", "Operations held in memory", operations.clone());
         registry.register("idempotency_keys", "Idempotency keys held in memory", idempotency_keys.clone());
-        Arc::new(GatewayMetrics { registry, requests, submitted, replays, operations, idempotency_keys })
+        registry.register("callbacks", "Callbacks of handed-off commands accepted, by method", callbacks.clone());
+        registry.register("callbacks_refused", "Callbacks refused for their token, by why", callbacks_refused.clone());
+        Arc::new(GatewayMetrics { registry, requests, submitted, replays, operations, idempotency_keys, callbacks, callbacks_refused })
     }
 
     /// The registry in OpenMetrics text format, as a response.

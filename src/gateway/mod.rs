@@ -18,6 +18,7 @@
 mod admission;
 mod app;
 mod batches;
+mod callbacks;
 mod error;
 mod follow;
 #[cfg(test)]
@@ -84,6 +85,10 @@ pub struct GatewayConfig {
     pub url_policy: UrlPolicy,
     #[command(flatten)]
     pub connections: ConnectionLimits,
+    /// The keys that verify callback tokens of handed-off commands (the
+    /// `callbacks.signing_keys` of the --config file). None: every callback is `401`.
+    #[arg(skip)]
+    pub callback_keys: Vec<crate::capability::SigningKey>,
 }
 
 impl GatewayConfig {
@@ -100,6 +105,7 @@ impl GatewayConfig {
             body_read_timeout: Duration::from_secs(30),
             url_policy: UrlPolicy::default(),
             connections: ConnectionLimits::default(),
+            callback_keys: Vec::new(),
         }
     }
 
@@ -151,6 +157,7 @@ impl Gateway {
             store,
             checker,
             submitter,
+            callbacks: callbacks::CallbackAuth::new(config.callback_keys.clone(), router),
             metrics: metrics::GatewayMetrics::new(),
             max_wait: config.max_wait,
             body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },

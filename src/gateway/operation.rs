@@ -158,6 +158,7 @@ pub fn initial_view(s: &OperationSnapshot) -> OperationSnapshot {
         timing: Timing::default(),
         updated: s.created,
         worker: None,
+        deferred: None,
         ..s.clone()
     }
 }
@@ -175,6 +176,7 @@ mod tests {
             timing: Timing { queued_ms: 5, execution_ms: 7, attempts: 2 },
             idempotency_key: Some("k".into()),
             worker: Some("w".into()),
+            deferred: None,
             ..test_snapshot(state)
         }
     }

@@ -5,6 +5,7 @@
 //! | `POST /v1/commands` | `202` + `Location` + the operation |
 //! | `GET /v1/operations/{id}[?wait=30s]` | the operation (long-polls until done) |
 //! | `POST /v1/operations/{id}:cancel` | the operation; it ends `CANCELLED` |
+//! | `POST /v1/operations/{id}:complete`, `:progress`, `:heartbeat` | a handed-off command's handler reports back (`callbacks.rs`) |
 //! | `GET /v1/operations?state=&type=&page_size=&page_token=` | newest first, paged |
 //!
 //! The `:cancel` suffix is Google's custom-method syntax. A path segment cannot be
@@ -98,14 +99,24 @@ async fn get_operation(
     snapshot.map(|s| Json(Operation::from_snapshot(&s))).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))
 }
 
-/// `POST /v1/operations/{id}:cancel`, the only custom method.
-async fn post_operation(State(app): State<Arc<GatewayState>>, Path(name): Path<String>) -> Result<Json<Operation>, ApiError> {
-    let Some((id, "cancel")) = name.split_once(':') else {
-        return Err(ApiError::not_found(format!("method {name:?}")));
-    };
-    let id = operation_id(id)?;
-    let snapshot = cancel(&app, id).await?;
-    Ok(Json(Operation::from_snapshot(&snapshot)))
+/// `POST /v1/operations/{id}:<method>`: `cancel`, or a handed-off command's
+/// callbacks (`complete`, `progress`, `heartbeat`).
+async fn post_operation(
+    State(app): State<Arc<GatewayState>>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
+    match name.split_once(':') {
+        Some((id, "cancel")) => {
+            let snapshot = cancel(&app, operation_id(id)?).await?;
+            Ok(Json(Operation::from_snapshot(&snapshot)).into_response())
+        }
+        Some((id, method @ ("complete" | "progress" | "heartbeat"))) => {
+            super::callbacks::call_back(&app, operation_id(id)?, method, &headers, &body).await
+        }
+        _ => Err(ApiError::not_found(format!("method {name:?}"))),
+    }
 }
 
 /// Sends a cancel unless the operation is already done; returns it as it is now.

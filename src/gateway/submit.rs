@@ -113,6 +113,25 @@ impl Submitter {
         Ok(snapshots)
     }
 
+    /// Where this gateway's records say they come from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    pub fn topics(&self) -> &crate::topics::Topics {
+        self.client.topics()
+    }
+
+    /// Sends `outs` and waits until the broker has every one: `503` otherwise.
+    pub async fn publish(&self, outs: Vec<Outgoing>) -> Result<(), ApiError> {
+        let never = tokio_util::sync::CancellationToken::new();
+        match tokio::time::timeout(std::time::Duration::from_secs(30), self.publisher.send_all_acked(outs, &never)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ApiError::unavailable(format!("could not publish to Kafka: {e}"))),
+            Err(_) => Err(ApiError::unavailable("Kafka did not acknowledge in 30s")),
+        }
+    }
+
     /// Asks workers to cancel an operation.
     pub async fn cancel(&self, id: Uuid) -> Result<(), ApiError> {
         self.client
@@ -169,6 +188,7 @@ fn queued_snapshot(cmd: &Command, request_hash: String) -> OperationSnapshot {
         request_hash: Some(request_hash),
         batch_id: cmd.batch_id.clone(),
         worker: None,
+        deferred: None,
     }
 }
 

@@ -87,9 +87,13 @@ pub struct Entry<J> {
 #[derive(Debug)]
 struct LaneState<J> {
     queue: VecDeque<Entry<J>>,
-    /// Set while the lane's command is away in a retry tier: (command id, offset of
-    /// its original record). Only that command's return unparks the lane.
-    parked: Option<(Uuid, i64)>,
+    /// Set while the lane's command is away: (command id, offset of its original
+    /// record). In a retry tier the original stays pending (`Some`); handed off to a
+    /// handler that completes it later (deferred), nothing does (`None`): the
+    /// partition commits past it, and the worker's deferral registry (rebuilt from
+    /// the control topic) is what remembers the key waits. Only a record carrying
+    /// that command id (its retry, its completion) resumes the lane.
+    parked: Option<(Uuid, Option<i64>)>,
 }
 
 impl<J> LaneState<J> {
@@ -157,7 +161,7 @@ impl<J> Ledger<J> {
             Some(state) => match state.parked {
                 Some((parked_id, origin)) if Some(parked_id) == id => {
                     state.parked = None;
-                    entry.origin = Some(origin);
+                    entry.origin = origin;
                     book.running += 1;
                     Ok(Some(entry))
                 }
@@ -190,8 +194,67 @@ impl<J> Ledger<J> {
             book.pending.remove(&entry.offset);
         }
         if let Some(state) = self.lanes.get_mut(&entry.lane) {
-            state.parked = Some((id, origin));
+            state.parked = Some((id, Some(origin)));
         }
+    }
+
+    /// Parks a running record's lane behind a command handed off for deferred
+    /// completion: the record (and the original it resumed, if any) is finished, so
+    /// commits pass it, yet later records of the lane keep waiting until a record
+    /// carrying `id` (its completion) resumes it. A free lane simply finishes.
+    pub fn defer(&mut self, entry: &Entry<J>, id: Uuid) {
+        if entry.lane == Lane::Free {
+            self.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin);
+            return;
+        }
+        self.finish_handed_on(&entry.tp, entry.offset, entry.epoch, entry.origin);
+        if self.books.get(&entry.tp).is_some_and(|b| b.epoch == entry.epoch) {
+            if let Some(state) = self.lanes.get_mut(&entry.lane) {
+                state.parked = Some((id, None));
+            }
+        }
+    }
+
+    /// Parks an idle lane behind deferred command `id`, known from the control topic
+    /// (a previous owner handed it off): for a partition just assigned, before its
+    /// records are admitted. A busy lane is left alone.
+    pub fn hold(&mut self, lane: &Lane, id: Uuid) {
+        let assigned = match lane {
+            Lane::Key(tp, _) | Lane::Partition(tp) => self.books.contains_key(tp),
+            Lane::Free => false,
+        };
+        if assigned && !self.lanes.contains_key(lane) {
+            self.lanes.insert(lane.clone(), LaneState { queue: VecDeque::new(), parked: Some((id, None)) });
+        }
+    }
+
+    /// Lets a lane parked behind deferred command `id` go on, when the command
+    /// ended elsewhere (its completion was run by a previous owner): the next queued
+    /// record, to start now, if any.
+    pub fn unhold(&mut self, id: Uuid) -> Option<Entry<J>> {
+        let lane = self.lanes.iter().find(|(_, s)| s.parked == Some((id, None))).map(|(l, _)| l.clone())?;
+        let state = self.lanes.get_mut(&lane)?;
+        state.parked = None;
+        match state.queue.pop_front() {
+            Some(next) => {
+                if let Some(book) = self.books.get_mut(&next.tp) {
+                    book.running += 1;
+                }
+                Some(next)
+            }
+            None => {
+                self.lanes.remove(&lane);
+                None
+            }
+        }
+    }
+
+    /// Ids lanes are parked behind for deferred completion.
+    pub fn deferred_ids(&self) -> Vec<Uuid> {
+        self.lanes.values().filter_map(|s| match s.parked {
+            Some((id, None)) => Some(id),
+            _ => None,
+        }).collect()
     }
 
     /// Lanes currently parked for a retry.
@@ -419,6 +482,42 @@ mod tests {
         let next = l.finish(&tp(0), 3, retry.epoch, &retry.lane, retry.origin).unwrap();
         assert_eq!(next.job, "later-a");
         assert_eq!(l.take_commits(None), vec![(tp(0), 1)]);
+    }
+
+    #[test]
+    fn a_deferred_lane_commits_past_its_record_and_waits_for_the_completion() {
+        let mut l = Ledger::new();
+        l.assign(tp(0));
+        let id = Uuid::now_v7();
+        let first = l.admit(tp(0), 0, key("a"), Some(id), "run").unwrap().unwrap();
+        l.defer(&first, id);
+        assert_eq!(l.take_commits(None), vec![(tp(0), 1)], "the hand-off is committed past");
+        assert_eq!(l.deferred_ids(), vec![id]);
+        assert!(l.admit(tp(0), 1, key("a"), None, "later-a").unwrap().is_none(), "same key waits");
+        assert!(l.admit(tp(0), 2, key("b"), None, "b").unwrap().is_some(), "other keys go on");
+        let done = l.admit(tp(0), 3, key("a"), Some(id), "completion").unwrap().expect("the completion resumes the lane");
+        assert_eq!(done.origin, None);
+        let next = l.finish(&tp(0), 3, done.epoch, &done.lane, done.origin).unwrap();
+        assert_eq!(next.job, "later-a");
+        assert!(l.deferred_ids().is_empty());
+    }
+
+    #[test]
+    fn a_new_owner_holds_a_deferred_key_and_a_late_release_lets_it_go() {
+        let mut l = Ledger::new();
+        l.hold(&key("a"), Uuid::now_v7());
+        assert!(l.deferred_ids().is_empty(), "unassigned partitions hold nothing");
+        l.assign(tp(0));
+        let id = Uuid::now_v7();
+        l.hold(&key("a"), id);
+        assert!(l.admit(tp(0), 7, key("a"), None, "later-a").unwrap().is_none());
+        assert_eq!(l.take_commits(None), vec![], "the waiting record is pending");
+        let next = l.unhold(id).expect("the waiting record starts");
+        assert_eq!((next.job, l.running_total()), ("later-a", 1));
+        assert!(l.unhold(id).is_none());
+        l.hold(&key("b"), id);
+        assert!(l.unhold(id).is_none());
+        assert!(l.admit(tp(0), 8, key("b"), None, "b").unwrap().is_some(), "an unheld idle lane is free");
     }
 
     #[test]

@@ -64,7 +64,7 @@ use tower::{BoxError, Layer, Service};
 pub(crate) use context::ProgressSink;
 pub use context::Context;
 pub use handler::{Handler, HandlerError};
-pub use call::{Call, INVALID_OUTPUT, MIDDLEWARE_ERROR, TIMEOUT};
+pub use call::{Call, HandedOff, INVALID_OUTPUT, MIDDLEWARE_ERROR, TIMEOUT};
 pub use route::{HandlerFuture, Route, RouteError, RouteService};
 
 /// Maps command types to handlers. Cheap to clone; shared by all of a worker's tasks.

@@ -8,14 +8,18 @@
 //! application/json`, `ce-id`, `ce-type`, `ce-source`, `ce-specversion: 1.0`,
 //! `ce-time`, `courier-attempt`, `courier-deadline` (RFC 3339, when set),
 //! `courier-key` (or `courier-key-base64` for a key that is not a header-safe
-//! text), `traceparent` (when the command has one), then the type's own headers.
+//! text), `traceparent` (when the command has one), and, when the deployment has a
+//! `callbacks` block, `courier-callback-url` (the operation's URL at the gateway, to
+//! which the handler appends `:complete`, `:progress` or `:heartbeat`) and
+//! `courier-callback-token` (a [`crate::capability`] token for this attempt); then
+//! the type's own headers.
 //!
 //! The answer ([`outcome`]):
 //!
 //! | answer                                   | outcome                                        |
 //! |------------------------------------------|------------------------------------------------|
 //! | `200`-`299` but `202`, JSON or empty body | `completed`, the body (or `null`) the result   |
-//! | `202`                                    | deferred completion: not served by this worker |
+//! | `202`                                    | deferred completion (needs `callbacks`)        |
 //! | `408`, `409`, `425`, `429`, `5xx`        | retryable, `Retry-After` the least wait        |
 //! | other `4xx`, `3xx` (never followed)      | permanent `failed`                             |
 //! | timeout, no connection, a broken answer  | retryable                                      |
@@ -37,7 +41,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tower::BoxError;
 
-use super::call::Call;
+use super::call::{Call, HandedOff};
 use super::handler::InvalidInput;
 use super::route::{Decodes, Route, RouteService};
 use super::HandlerError;
@@ -47,8 +51,8 @@ use crate::envelope::rfc3339;
 /// Code of the permanent failure for a result that is not JSON, too large, or not
 /// what the declared output schema allows.
 pub const BAD_OUTPUT: &str = "bad_output";
-/// Code of the permanent failure for a `202` answer from a handler on a worker that
-/// does not run deferred completion.
+/// Code of the permanent failure for a `202` answer from a handler whose deployment
+/// has no `callbacks` block: it could never call back.
 pub const DEFERRED_UNSUPPORTED: &str = "deferred_unsupported";
 /// The longest `Retry-After` honoured: a handler cannot park a key for longer.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -66,6 +70,65 @@ pub struct PushTarget {
     pub headers: HttpHeaders,
     /// The largest answer body read; a larger result is `bad_output`.
     pub max_response_bytes: usize,
+    /// Where and with what a handler that answers `202` calls back; without it a
+    /// `202` is the permanent `deferred_unsupported`.
+    pub callbacks: Option<CallbackSigner>,
+}
+
+/// The handler's own cancel endpoint, for a command it took over: POSTed once when
+/// the command is cancelled, with the type's headers, `ce-id`, `ce-type` and
+/// `courier-attempt`, and a JSON body naming the command.
+#[derive(Clone)]
+pub struct CancelHook {
+    pub url: url::Url,
+    /// The type's own headers (an API key): never logged.
+    pub headers: HttpHeaders,
+}
+
+impl std::fmt::Debug for CancelHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHook").field("url", &self.url.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl CancelHook {
+    /// Tells the handler that `command_id` (attempt `attempt`) is cancelled. The
+    /// answer's status, or why there was none (without the URL).
+    pub async fn send(&self, client: &reqwest::Client, command_id: uuid::Uuid, command_type: &str, attempt: u32) -> Result<StatusCode, String> {
+        let body = serde_json::json!({ "command_id": command_id, "command_type": command_type, "attempt": attempt, "reason": "cancelled" });
+        let mut headers = self.headers.clone();
+        for (name, value) in [("ce-id", command_id.to_string()), ("ce-type", command_type.to_string()), ("courier-attempt", attempt.to_string())] {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(HeaderName::from_static(name), value);
+            }
+        }
+        let sent = client.post(self.url.clone()).timeout(Duration::from_secs(10)).headers(headers).json(&body).send().await;
+        sent.map(|r| r.status()).map_err(|e| truncate(&e.without_url().to_string(), MAX_MESSAGE_ECHO))
+    }
+}
+
+/// What the callback headers of a push request are made from.
+#[derive(Clone, Debug)]
+pub struct CallbackSigner {
+    /// The gateway as handlers reach it; operations are under `/v1/operations/`.
+    pub public_url: url::Url,
+    /// The first of `callbacks.signing_keys`.
+    pub key: crate::capability::SigningKey,
+    /// How long a token lasts when the command has no deadline (with one, it lasts
+    /// until the deadline).
+    pub token_ttl: Duration,
+}
+
+impl CallbackSigner {
+    /// The operation's URL and a token for this attempt.
+    pub fn headers_for(&self, ctx: &super::Context) -> (String, String) {
+        let base = self.public_url.as_str().trim_end_matches('/');
+        let url = format!("{base}/v1/operations/{}", ctx.command_id);
+        let ttl = chrono::Duration::from_std(self.token_ttl).unwrap_or(chrono::Duration::days(7));
+        let expires = ctx.deadline.unwrap_or_else(|| chrono::Utc::now() + ttl);
+        let grant = crate::capability::Grant { command_id: ctx.command_id, attempt: ctx.attempt, expires };
+        (url, grant.sign(&self.key))
+    }
 }
 
 impl std::fmt::Debug for PushTarget {
@@ -77,6 +140,7 @@ impl std::fmt::Debug for PushTarget {
             .field("concurrency", &self.concurrency)
             .field("headers", &names)
             .field("max_response_bytes", &self.max_response_bytes)
+            .field("callbacks", &self.callbacks.as_ref().map(|c| c.public_url.as_str()))
             .finish()
     }
 }
@@ -151,18 +215,28 @@ impl Push {
         tokio::select! {
             biased;
             _ = cancel.cancelled() => Err(HandlerError::retryable("cancelled", "the command's token fired before the handler answered").into()),
-            done = self.send(call) => done.map_err(Into::into),
+            done = self.send(call) => match done {
+                Ok(Some(result)) => Ok(result),
+                Ok(None) if self.target.callbacks.is_some() => Err(HandedOff.into()),
+                Ok(None) => Err(HandlerError::permanent(
+                    DEFERRED_UNSUPPORTED,
+                    "the handler answered 202 (deferred completion), but the --config file has no callbacks block to call back through",
+                )
+                .into()),
+                Err(e) => Err(e.into()),
+            },
         }
     }
 
-    async fn send(&self, call: Call) -> Result<Value, HandlerError> {
+    /// The request and its answer: `Ok(None)` is a `202`, the hand-off.
+    async fn send(&self, call: Call) -> Result<Option<Value>, HandlerError> {
         let _permit = self.permits.acquire().await.map_err(|_| HandlerError::retryable("http_closed", "the push route was shut down"))?;
         let body = serde_json::to_vec(&call.input).map_err(|e| HandlerError::permanent(BAD_OUTPUT, e.to_string()))?;
         let request = self
             .client
             .post(self.target.url.clone())
             .timeout(self.target.timeout)
-            .headers(request_headers(&call, &self.target.headers))
+            .headers(request_headers(&call, &self.target))
             .body(body);
         let started = std::time::Instant::now();
         let response = request.send().await.map_err(transport_error)?;
@@ -176,15 +250,14 @@ impl Push {
                 return Err(HandlerError::permanent(BAD_OUTPUT, format!("result does not match the output schema: {violation}")));
             }
         }
-        answered.ok_or_else(|| {
-            HandlerError::permanent(DEFERRED_UNSUPPORTED, "the handler answered 202 (deferred completion), which this worker does not run")
-        })
+        Ok(answered)
     }
 }
 
 /// The CloudEvents binary-mode request headers for one command, then the type's own.
-fn request_headers(call: &Call, extra: &HttpHeaders) -> HttpHeaders {
+fn request_headers(call: &Call, target: &PushTarget) -> HttpHeaders {
     let ctx = &call.ctx;
+    let extra = &target.headers;
     let mut headers = HttpHeaders::with_capacity(10 + extra.len());
     let mut put = |name: &'static str, value: &str| {
         if let Ok(value) = HeaderValue::from_str(value) {
@@ -209,6 +282,11 @@ fn request_headers(call: &Call, extra: &HttpHeaders) -> HttpHeaders {
     }
     if let Some(trace) = &ctx.traceparent {
         put("traceparent", trace);
+    }
+    if let Some(signer) = &target.callbacks {
+        let (url, token) = signer.headers_for(ctx);
+        put("courier-callback-url", &url);
+        put("courier-callback-token", &token);
     }
     for (name, value) in extra {
         headers.insert(name.clone(), value.clone());
@@ -365,7 +443,15 @@ mod tests {
         let mut extra = HttpHeaders::new();
         extra.insert("x-api-key", HeaderValue::from_static("s3cret"));
         let call = Call { input: json!({}), ctx: ctx.clone() };
-        let h = request_headers(&call, &extra);
+        let target = |headers: HttpHeaders, callbacks: Option<CallbackSigner>| PushTarget {
+            url: "http://127.0.0.1:9/x".parse().unwrap(),
+            timeout: Duration::from_secs(1),
+            concurrency: 1,
+            headers,
+            max_response_bytes: 10,
+            callbacks,
+        };
+        let h = request_headers(&call, &target(extra, None));
         assert_eq!(h["ce-id"], ctx.command_id.to_string().as_str());
         assert_eq!(h["ce-type"], "resize");
         assert_eq!(h["ce-specversion"], "1.0");
@@ -374,17 +460,24 @@ mod tests {
         assert_eq!(h[CONTENT_TYPE], "application/json");
         assert_eq!(h["x-api-key"], "s3cret");
         assert!(h.get("courier-key").is_none() && h.get("courier-deadline").is_none());
+        assert!(h.get("courier-callback-url").is_none() && h.get("courier-callback-token").is_none(), "no callbacks block, no callback headers");
         let text = Call { input: json!({}), ctx: ctx.with_key("user 7").with_deadline(chrono::Utc::now()) };
-        let h = request_headers(&text, &HttpHeaders::new());
+        let key = crate::capability::SigningKey::new("a-signing-key-of-16+");
+        let signer = CallbackSigner { public_url: "http://gw.internal:8080/".parse().unwrap(), key: key.clone(), token_ttl: Duration::from_secs(3600) };
+        let h = request_headers(&text, &target(HttpHeaders::new(), Some(signer)));
         assert_eq!(h["courier-key"], "user 7");
         assert!(h.get("courier-deadline").is_some());
+        assert_eq!(h["courier-callback-url"], format!("http://gw.internal:8080/v1/operations/{}", text.ctx.command_id).as_str());
+        // The token expires with the deadline, which is now: it is already expired.
+        let token = h["courier-callback-token"].to_str().unwrap();
+        assert!(matches!(crate::capability::Grant::verify(token, &[key], chrono::Utc::now() - chrono::Duration::seconds(5)), Ok(g) if g.attempt == 3 && g.command_id == text.ctx.command_id));
     }
 
     #[test]
     fn a_target_never_prints_its_header_values() {
         let mut headers = HttpHeaders::new();
         headers.insert("x-api-key", HeaderValue::from_static("s3cret"));
-        let t = PushTarget { url: "http://127.0.0.1:9/x".parse().unwrap(), timeout: Duration::from_secs(1), concurrency: 1, headers, max_response_bytes: 10 };
+        let t = PushTarget { url: "http://127.0.0.1:9/x".parse().unwrap(), timeout: Duration::from_secs(1), concurrency: 1, headers, max_response_bytes: 10, callbacks: None };
         let shown = format!("{t:?}");
         assert!(shown.contains("x-api-key") && !shown.contains("s3cret"), "{shown}");
     }

@@ -14,7 +14,7 @@ use serde_json::Value;
 use tower::util::BoxCloneService;
 use tower::{BoxError, Layer, Service, ServiceExt};
 
-use super::call::{Call, MIDDLEWARE_ERROR, TIMEOUT};
+use super::call::{Call, HandedOff, MIDDLEWARE_ERROR, TIMEOUT};
 use super::handler::{decodes_as, InvalidInput, Typed};
 use super::{Context, Handler, HandlerError};
 use crate::retry::RetryPolicy;
@@ -35,6 +35,10 @@ pub enum RouteError {
     /// The handler, or a layer around it, failed.
     #[error(transparent)]
     Handler(HandlerError),
+    /// The handler took the command over and completes it later through the
+    /// gateway (an HTTP handler's `202`): deferred completion.
+    #[error(transparent)]
+    HandedOff(HandedOff),
 }
 
 impl RouteError {
@@ -45,6 +49,10 @@ impl RouteError {
     fn from_layers(error: BoxError) -> Self {
         let error = match error.downcast::<HandlerError>() {
             Ok(handler) => return RouteError::Handler(*handler),
+            Err(other) => other,
+        };
+        let error = match error.downcast::<HandedOff>() {
+            Ok(_) => return RouteError::HandedOff(HandedOff),
             Err(other) => other,
         };
         let error = match error.downcast::<InvalidInput>() {
@@ -78,6 +86,18 @@ pub struct Route {
     /// The deadline of a command of this type sent without one, counted from its
     /// `ce_time` (or from when the worker or gateway first sees it).
     pub default_deadline: Option<Duration>,
+    /// For a command handed off (deferred completion): the lease, renewed by each
+    /// heartbeat or progress report; past it the command ends `timed_out`, or is
+    /// retried when the route has its own retry policy. None: no lease.
+    pub heartbeat: Option<Duration>,
+    /// Where the cancel of a handed-off command is POSTed (the handler's own cancel).
+    pub cancel: Option<super::push::CancelHook>,
+    /// This type's commands run in no key order (`ordering: none`), whatever the
+    /// worker's `--ordering`: a handed-off command then holds nothing back.
+    pub unordered: bool,
+    /// The handler may take a command over (`202`, deferred completion): the worker
+    /// then keeps a copy of the payload for a later retry.
+    pub hands_off: bool,
 }
 
 impl Route {
@@ -90,6 +110,10 @@ impl Route {
             description,
             retry: None,
             default_deadline: None,
+            heartbeat: None,
+            cancel: None,
+            unordered: false,
+            hands_off: false,
         }
     }
 
@@ -98,7 +122,7 @@ impl Route {
     /// `decodes`. The service itself must check its input and answer
     /// [`InvalidInput`] for a payload `decodes` refuses.
     pub(crate) fn untyped(service: RouteService, decodes: Decodes, input_schema: Schema, output_schema: Schema, description: String) -> Self {
-        Route { service: Locked(Mutex::new(service)), decodes, input_schema, output_schema, description, retry: None, default_deadline: None }
+        Route { service: Locked(Mutex::new(service)), decodes, input_schema, output_schema, description, retry: None, default_deadline: None, heartbeat: None, cancel: None, unordered: false, hands_off: false }
     }
 
     /// The same route with `layer` around its service (outermost so far).

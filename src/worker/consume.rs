@@ -278,7 +278,7 @@ fn admit(lanes: &Lanes, consumer: &BaseConsumer<WorkerContext>, msg: &rdkafka::m
         tracing::debug!(?tp, "record for an unassigned partition ignored");
         return;
     };
-    let lane = Lane::for_record(shared.config.ordering, &tp, msg.key());
+    let lane = lane_of(shared, &tp, msg);
     // Copying out must never take the consumer thread down (and with it the worker,
     // on the same record after every restart): a panic here dead-letters the record.
     let copied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -296,6 +296,12 @@ fn admit(lanes: &Lanes, consumer: &BaseConsumer<WorkerContext>, msg: &rdkafka::m
     let admitted = {
         let mut ledger = shared.lock_ledger();
         let id = crate::envelope::Command::peek_id(&record.headers);
+        if let Lane::Key(_, key) = &lane {
+            // A key a handed-off command (of a previous owner) still holds back.
+            if let Some(holder) = shared.deferrals.holder(tp.partition, key).filter(|h| Some(*h) != id) {
+                ledger.hold(&lane, holder);
+            }
+        }
         let a = ledger.admit(tp, msg.offset(), lane, id, record);
         shared.metrics.in_flight.set(ledger.in_flight() as i64);
         a
@@ -303,6 +309,20 @@ fn admit(lanes: &Lanes, consumer: &BaseConsumer<WorkerContext>, msg: &rdkafka::m
     if let Ok(Some(entry)) = admitted {
         lanes.start(entry);
     }
+}
+
+/// The lane a record queues in: by the worker's `--ordering`, unless its type's
+/// route runs in no order (`ordering: none` in the --config file; read from the
+/// `ce_type` header only when some route asks for it).
+fn lane_of(shared: &WorkerState, tp: &TopicPartition, msg: &rdkafka::message::BorrowedMessage<'_>) -> Lane {
+    if shared.any_unordered {
+        let ty = crate::envelope::last_kafka_header(msg.headers(), crate::envelope::header_names::TYPE);
+        let route = ty.and_then(|t| std::str::from_utf8(t).ok()).and_then(|t| shared.router.get(t));
+        if route.is_some_and(|r| r.unordered) {
+            return Lane::Free;
+        }
+    }
+    Lane::for_record(shared.config.ordering, tp, msg.key())
 }
 
 /// How the worker sends commit points: a group commit, or in exactly-once mode a

@@ -21,10 +21,24 @@
 //! | the handler panicked                               | dead letter `handler_panic`  |
 //! | the deadline passed while it ran                   | final `timed_out`            |
 //! | a cancel arrived while it ran                      | final `cancelled`            |
+//! | the handler took it over (`202`)                   | deferred: hand-off recorded  |
+//! | it (this attempt) was handed off already           | stale: its lane stays parked |
+//!
+//! A completion record (a handed-off command's outcome, from the gateway or the
+//! partition owner's lease check, [`completion`]):
+//!
+//! | facts                                              | disposition                  |
+//! |----------------------------------------------------|------------------------------|
+//! | the command has a final event                      | duplicate                    |
+//! | not the attempt handed off (or none was)           | stale                        |
+//! | `completed`                                        | final `completed`            |
+//! | `failed`, retryable, attempts left                 | retry                        |
+//! | `failed`, retryable, last attempt                  | dead letter `retries_exhausted` |
+//! | `failed`, `cancelled`, `timed_out`                 | final, with its error        |
 
 use serde_json::Value;
 
-use crate::envelope::{DecodeError, ErrorInfo, Reason, State, Timing};
+use crate::envelope::{Completion, DecodeError, ErrorInfo, Reason, State, Timing};
 use crate::router::{HandlerError, RouteError};
 
 /// The fate of one record, before any of it is written.
@@ -43,6 +57,14 @@ pub(crate) enum Disposition {
     /// The partition is going away: nothing is written, and the next owner runs the
     /// record again.
     Abandoned,
+    /// The handler took the command over (deferred completion): a `started` event,
+    /// a snapshot and a deferral record are written, the record is finished and its
+    /// lane waits for the command's completion.
+    Deferred,
+    /// A record for a command whose current attempt is handed off (a redelivered
+    /// command, an old attempt's completion): nothing is written and its lane goes
+    /// back to waiting as it was.
+    Stale,
 }
 
 /// How a command ended.
@@ -108,6 +130,8 @@ pub(crate) struct Known {
     pub cancelled: bool,
     /// Its deadline is already past.
     pub past_deadline: bool,
+    /// This attempt (or a later one) was handed off to its handler already.
+    pub handed_off: bool,
 }
 
 /// Whether the command may run (with `route`, its handler, when one is registered);
@@ -115,6 +139,9 @@ pub(crate) struct Known {
 pub(crate) fn before_run<R>(command_type: &str, route: Option<R>, known: Known, timing: Timing) -> Result<R, Disposition> {
     if known.finished && !known.replayed {
         return Err(Disposition::Duplicate);
+    }
+    if known.handed_off && !known.replayed {
+        return Err(Disposition::Stale);
     }
     let Some(route) = route else {
         return Err(Letter::new(Reason::UnknownType, format!("no handler for command type {command_type:?}")).into());
@@ -153,6 +180,7 @@ pub(crate) fn after_run(ran: Ran, stopped: bool, attempt: u32, max_attempts: u32
     }
     match ran {
         Ran::Returned(Ok(value)) => Disposition::Final(Final::completed(value, timing)),
+        Ran::Returned(Err(RouteError::HandedOff(_))) => Disposition::Deferred,
         Ran::Returned(Err(RouteError::InvalidInput(message))) => Letter::new(Reason::SchemaViolation, message).into(),
         Ran::Returned(Err(RouteError::Handler(e))) if e.retryable && attempt >= max_attempts => Letter {
             reason: Reason::RetriesExhausted,
@@ -170,6 +198,27 @@ pub(crate) fn after_run(ran: Ran, stopped: bool, attempt: u32, max_attempts: u32
         }
         Ran::Cancelled => Disposition::Final(Final::error(State::Cancelled, "cancelled", "cancelled while running", timing)),
         Ran::Stopped => Disposition::Abandoned,
+    }
+}
+
+/// What a completion record does to its command: `finished`, it has a final event;
+/// `handed_off`, the attempt the completion names is the one handed off.
+pub(crate) fn completion(done: &Completion, finished: bool, handed_off: bool, max_attempts: u32, timing: Timing) -> Disposition {
+    if finished {
+        return Disposition::Duplicate;
+    }
+    if !handed_off {
+        return Disposition::Stale;
+    }
+    let attempt = done.deferral.attempt;
+    let error = || done.error.clone().unwrap_or_else(|| ErrorInfo { code: done.state.as_str().into(), message: "ended by its handler".into(), retryable: false });
+    match done.state {
+        State::Completed => Disposition::Final(Final::completed(done.result.clone().unwrap_or(Value::Null), timing)),
+        State::Failed if error().retryable => {
+            let e = error();
+            after_run(Ran::Returned(Err(RouteError::Handler(HandlerError::retryable(e.code, e.message)))), false, attempt, max_attempts, timing)
+        }
+        state => Disposition::Final(Final { state, result: None, error: Some(ErrorInfo { retryable: false, ..error() }), timing }),
     }
 }
 
@@ -207,13 +256,41 @@ mod tests {
 
     #[test]
     fn admission_order_duplicate_then_type_then_cancel_then_deadline() {
-        let all = Known { finished: true, replayed: false, cancelled: true, past_deadline: true };
+        let all = Known { finished: true, replayed: false, cancelled: true, past_deadline: true, handed_off: true };
         assert_eq!(before_run("x", None::<()>, all, T), Err(Disposition::Duplicate));
         let replayed = Known { replayed: true, ..all };
         assert_eq!(reason(before_run("x", None::<()>, replayed, T).unwrap_err()), Reason::UnknownType, "a replay runs again");
         assert_eq!(state(before_run("x", Some(()), replayed, T)), State::Cancelled);
         let live = Known { cancelled: false, ..replayed };
         assert_eq!(state(before_run("x", Some(()), live, T)), State::TimedOut);
+    }
+
+    #[test]
+    fn a_command_already_handed_off_is_stale_and_a_202_hands_off() {
+        let handed = Known { handed_off: true, ..Known::default() };
+        assert_eq!(before_run("x", Some(()), handed, T), Err(Disposition::Stale));
+        assert_eq!(before_run("x", Some(()), Known { finished: true, ..handed }, T), Err(Disposition::Duplicate));
+        assert_eq!(after_run(Ran::Returned(Err(RouteError::HandedOff(crate::router::HandedOff))), false, 1, 3, T), Disposition::Deferred);
+        assert_eq!(after_run(Ran::Returned(Err(RouteError::HandedOff(crate::router::HandedOff))), true, 1, 3, T), Disposition::Abandoned);
+    }
+
+    #[test]
+    fn completions_end_the_handed_off_attempt_once() {
+        let mut c = crate::envelope::NewCommand::new("job", json!(null)).into_command("//t");
+        c.attempt = 2;
+        let d = crate::envelope::Deferral::of(&c, json!(null), 0, None);
+        let at = chrono::Utc::now();
+        let done = |state, result, error| Completion { deferral: d.clone(), state, result, error, at };
+        let ok = done(State::Completed, Some(json!({"n": 1})), None);
+        assert_eq!(completion(&ok, false, true, 3, T), Disposition::Final(Final::completed(json!({"n": 1}), T)));
+        assert_eq!(completion(&ok, true, true, 3, T), Disposition::Duplicate);
+        assert_eq!(completion(&ok, false, false, 3, T), Disposition::Stale);
+        let err = |retryable| Some(ErrorInfo { code: "gpu_oom".into(), message: "oom".into(), retryable });
+        assert!(matches!(completion(&done(State::Failed, None, err(true)), false, true, 3, T), Disposition::Retry(e) if e.code == "gpu_oom"));
+        assert_eq!(reason(completion(&done(State::Failed, None, err(true)), false, true, 2, T)), Reason::RetriesExhausted);
+        assert_eq!(state(Err(completion(&done(State::Failed, None, err(false)), false, true, 3, T))), State::Failed);
+        assert_eq!(state(Err(completion(&done(State::TimedOut, None, None), false, true, 3, T))), State::TimedOut);
+        assert_eq!(state(Err(completion(&done(State::Cancelled, None, err(true)), false, true, 3, T))), State::Cancelled);
     }
 
     #[test]

@@ -27,7 +27,7 @@ use uuid::Uuid;
 use super::disposition::{Disposition, Final, Letter};
 use super::state::{Record, WorkerState};
 use crate::envelope::DeadLetter;
-use crate::envelope::{header_names, Command, NewCommand, OperationSnapshot, Reason, ResultData, ResultEvent, State, Timing};
+use crate::envelope::{header_names, Command, Deferral, NewCommand, OperationSnapshot, Reason, Released, ResultData, ResultEvent, State, Timing};
 use crate::publish::{Acks, Outgoing, PublishError};
 use crate::retry::{retry_headers, retry_record, FailedRecord};
 use crate::router::HandlerError;
@@ -42,6 +42,12 @@ pub(crate) enum Settled {
     Finished(Durable),
     /// Sent to a retry tier; its lane waits for this command id to come back.
     Parked(Uuid),
+    /// Handed off to its handler, the hand-off durable: the record is finished and
+    /// its lane waits for this command id's completion.
+    Deferred(Uuid),
+    /// About an attempt already handed off: nothing written; the lane goes back to
+    /// waiting for this command id as it was.
+    Stale(Uuid),
     /// Not finished here: the partition is going away, and the next owner runs it.
     Abandoned,
 }
@@ -62,15 +68,18 @@ pub(crate) struct Pending {
 
 enum Then {
     /// A final event (with snapshot and reply copy): the record is finished.
-    Final { id: Uuid, command_type: String, state: State },
+    /// `released`: the handed-off attempt it ends.
+    Final { id: Uuid, command_type: String, state: State, released: Option<u32> },
     /// A retry record: the lane parks; refused, the command is dead-lettered instead.
-    Retry { id: Uuid, error: HandlerError },
+    Retry { id: Uuid, error: HandlerError, released: Option<u32> },
+    /// The hand-off: `started` event, snapshot and deferral record.
+    Deferred { deferral: Box<Deferral> },
     /// A dead letter (`minimal`: the fallback that always fits), then its `failed`
     /// event. `held`: a minimal letter was refused at least once.
     Letter { letter: Box<DeadLetter>, minimal: bool, held: Option<Duration>, failed: Option<Box<(Command, Letter)>> },
     /// The `failed` event after a durable dead letter: the record is finished
     /// whatever the broker says about it.
-    FailedEvent { id: Uuid, command_type: String },
+    FailedEvent { id: Uuid, command_type: String, released: Option<u32> },
 }
 
 /// Writes what `disposition` says. `command` is `None` when the record did not decode.
@@ -79,11 +88,25 @@ pub(crate) async fn emit(shared: &WorkerState, record: &Record, command: Option<
         (Disposition::Duplicate, _) => {
             tracing::info!("duplicate of a finished command; skipped");
             shared.metrics.duplicates.inc();
+            if let Some(id) = command.map(|c| c.id).or_else(|| Command::peek_id(&record.headers)) {
+                release_duplicate(shared, id);
+            }
             Emitted::Settled(Settled::Finished(Durable(())))
         }
         (Disposition::Abandoned, _) => {
             tracing::info!("partition stopped while the handler ran; abandoned for the next owner");
             Emitted::Settled(Settled::Abandoned)
+        }
+        (Disposition::Stale, _) => {
+            tracing::info!("about an attempt already handed off to its handler; skipped");
+            shared.metrics.duplicates.inc();
+            let id = command.map(|c| c.id).or_else(|| Command::peek_id(&record.headers)).unwrap_or_default();
+            Emitted::Settled(Settled::Stale(id))
+        }
+        (Disposition::Deferred, Some(command)) => hand_off(shared, record, command, Value::Null, Timing::default()).await,
+        (Disposition::Deferred, None) => {
+            let letter = Letter::new(Reason::InternalError, "a hand-off was decided for a record that did not decode");
+            dead_letter(shared, record, None, letter).await
         }
         (Disposition::Final(end), Some(command)) => final_event(shared, record, command, end).await,
         (Disposition::Retry(error), Some(command)) => retry(shared, record, command, error).await,
@@ -92,6 +115,51 @@ pub(crate) async fn emit(shared: &WorkerState, record: &Record, command: Option<
             let letter = Letter::new(Reason::InternalError, "a final event or retry was decided for a record that did not decode");
             dead_letter(shared, record, None, letter).await
         }
+    }
+}
+
+/// The hand-off of `command` (payload `data`) to its handler: a `started` event, a
+/// snapshot naming the deferral, and the deferral on the control topic, which every
+/// worker reads (so the key stays held back after a rebalance or a crash). Once they
+/// are acknowledged the record is finished: its partition commits past it.
+pub(crate) async fn hand_off(shared: &WorkerState, record: &Record, command: &Command, data: Value, timing: Timing) -> Emitted {
+    let heartbeat = shared.router.get(&command.command_type).and_then(|r| r.heartbeat);
+    let deferral = Deferral::of(command, data, record.tp.partition, heartbeat);
+    let event = event(shared, command, State::Started, None, None, timing);
+    let (key, value, headers) = event.encode();
+    let started = Outgoing::new(shared.topics.results.clone(), key, value, headers);
+    let mut snapshot = OperationSnapshot::after(command, event.data, &shared.worker_id);
+    snapshot.deferred = Some(deferral.without_data());
+    let (key, value, headers) = snapshot.encode(&shared.source);
+    let status = Outgoing::new(shared.topics.status.clone(), key, value, headers);
+    let (key, value, headers) = deferral.encode(&shared.source);
+    let mut control = Outgoing::new(shared.topics.control.clone(), key, value, headers);
+    if control.wire_size() > shared.output_limit {
+        // Without its payload it always fits; what is lost is only a later retry's input.
+        tracing::warn!(limit = shared.output_limit, "deferral record too large with its payload; a retry of this command would run with null");
+        let (key, value, headers) = deferral.without_data().encode(&shared.source);
+        control = Outgoing::new(shared.topics.control.clone(), key, value, headers);
+    }
+    tracing::info!(attempt = command.attempt, "handed off to its handler; completes through the gateway");
+    send(shared, record, vec![started, status, control], Then::Deferred { deferral: Box::new(deferral) }).await
+}
+
+/// The control record that frees a handed-off command's key, when `command` is the
+/// attempt handed off: part of its final event or retry.
+fn release_record(shared: &WorkerState, command: &Command) -> Option<(Outgoing, u32)> {
+    shared.deferrals.get(&command.id).filter(|d| d.attempt == command.attempt)?;
+    let (key, value, headers) = Released::new(command.id, command.attempt).encode(&shared.source);
+    Some((Outgoing::new(shared.topics.control.clone(), key, value, headers), command.attempt))
+}
+
+/// After a duplicate: a handed-off command whose final event exists holds its key
+/// no longer (the release was lost with a previous owner). Advisory: the lease check
+/// would end it again and land here again.
+fn release_duplicate(shared: &WorkerState, id: Uuid) {
+    if let Some(d) = shared.deferrals.get(&id) {
+        let (key, value, headers) = Released::new(id, d.attempt).encode(&shared.source);
+        shared.publisher.send_advisory(&Outgoing::new(shared.topics.control.clone(), key, value, headers));
+        shared.deferrals.release(&id, d.attempt);
     }
 }
 
@@ -136,7 +204,11 @@ async fn final_event(shared: &WorkerState, record: &Record, command: &Command, e
         refused_output(shared, "reply");
         sends.truncate(2);
     }
-    let then = Then::Final { id: command.id, command_type: command.command_type.clone(), state };
+    let released = release_record(shared, command).map(|(out, attempt)| {
+        sends.push(out);
+        attempt
+    });
+    let then = Then::Final { id: command.id, command_type: command.command_type.clone(), state, released };
     send(shared, record, sends, then).await
 }
 
@@ -151,7 +223,12 @@ async fn retry(shared: &WorkerState, record: &Record, command: &Command, error: 
         return dead_letter(shared, record, Some(command), letter).await;
     }
     tracing::info!(attempt = command.attempt, tier = %out.topic, %error, "retrying later");
-    send(shared, record, vec![out], Then::Retry { id: command.id, error }).await
+    let mut outs = vec![out];
+    let released = release_record(shared, command).map(|(out, attempt)| {
+        outs.push(out);
+        attempt
+    });
+    send(shared, record, outs, Then::Retry { id: command.id, error, released }).await
 }
 
 /// A record that cannot be processed: to the DLQ (whole if it fits, else minimal),
@@ -243,10 +320,25 @@ impl Pending {
 impl Then {
     fn acknowledged(self, shared: &WorkerState) -> Step {
         match self {
-            Then::Final { id, command_type, state } => Step::Done(final_recorded(shared, id, &command_type, state)),
-            Then::Retry { id, .. } => {
+            Then::Final { id, command_type, state, released } => {
+                if let Some(attempt) = released {
+                    shared.deferrals.release(&id, attempt);
+                }
+                Step::Done(final_recorded(shared, id, &command_type, state))
+            }
+            Then::Retry { id, released, .. } => {
+                if let Some(attempt) = released {
+                    shared.deferrals.release(&id, attempt);
+                }
                 shared.metrics.retries.inc();
                 Step::Done(Settled::Parked(id))
+            }
+            Then::Deferred { deferral } => {
+                let id = deferral.command_id;
+                shared.deferrals.insert(*deferral);
+                shared.metrics.handed_off.inc();
+                shared.metrics.deferred.set(shared.deferrals.len() as i64);
+                Step::Done(Settled::Deferred(id))
             }
             Then::Letter { letter, held, failed, .. } => {
                 if held.is_some() {
@@ -261,7 +353,12 @@ impl Then {
                     }
                 }
             }
-            Then::FailedEvent { id, command_type } => Step::Done(final_recorded(shared, id, &command_type, State::Failed)),
+            Then::FailedEvent { id, command_type, released } => {
+                if let Some(attempt) = released {
+                    shared.deferrals.release(&id, attempt);
+                }
+                Step::Done(final_recorded(shared, id, &command_type, State::Failed))
+            }
         }
     }
 
@@ -286,10 +383,20 @@ impl Then {
 
     async fn refused(self, shared: &WorkerState, record: &Record, topic: &str, error: &rdkafka::error::KafkaError) -> Step {
         match self {
-            Then::Final { id, command_type, state } if topic != shared.topics.results => {
-                // A refused snapshot or reply copy is reported; the event stands.
+            Then::Final { id, command_type, state, released } if topic != shared.topics.results => {
+                // A refused snapshot, reply copy or release is reported; the event
+                // stands (a lost release is repaired by the lease check's duplicate).
                 refused(shared, if topic == shared.topics.status { "snapshot" } else { "reply" }, topic, error);
+                if let Some(attempt) = released {
+                    shared.deferrals.release(&id, attempt);
+                }
                 Step::Done(final_recorded(shared, id, &command_type, state))
+            }
+            Then::Deferred { .. } => {
+                refused(shared, "deferral", topic, error);
+                let message = format!("the hand-off to its handler could not be recorded: {error}");
+                let command = Command::decode(record.key.as_deref(), record.value.as_deref(), &record.headers).ok();
+                letter_step(shared, record, command.as_ref(), Letter::new(Reason::Unpublishable, message))
             }
             Then::Final { .. } => {
                 refused(shared, "final", topic, error);
@@ -353,7 +460,11 @@ fn failed_event(shared: &WorkerState, command: Command, why: &Letter) -> Step {
         sends[0].key = Some(command.id.to_string().into_bytes());
     }
     sends.retain(|o| o.wire_size() <= shared.output_limit);
-    Step::Send(sends, Then::FailedEvent { id: command.id, command_type: command.command_type })
+    let released = release_record(shared, &command).map(|(out, attempt)| {
+        sends.push(out);
+        attempt
+    });
+    Step::Send(sends, Then::FailedEvent { id: command.id, command_type: command.command_type, released })
 }
 
 fn refused(shared: &WorkerState, kind: &str, topic: &str, error: &rdkafka::error::KafkaError) {

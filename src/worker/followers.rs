@@ -14,7 +14,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::envelope::{header_names, is_final_record, CancelRequest};
+use super::deferrals::Deferrals;
+use crate::envelope::{header_names, is_final_record, ControlRecord};
+use crate::metrics::Metrics;
 use crate::follow::{self, FollowError, Seen, StartAt};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::topics::Topics;
@@ -91,20 +93,28 @@ fn setup(e: FollowError) -> KafkaSetupError {
     }
 }
 
-/// Records cancels in `cancelled` and fires the token of a running command.
+/// Records cancels in `cancelled` (and fires the token of a running command), and
+/// hand-offs and their releases in `deferrals`.
 pub fn on_control(
     cancelled: Arc<RecentIds>,
     running: Arc<Mutex<std::collections::HashMap<Uuid, CancellationToken>>>,
+    deferrals: Arc<Deferrals>,
+    metrics: Arc<Metrics>,
 ) -> impl FnMut(Seen<'_>) + Send + 'static {
-    move |seen| match CancelRequest::decode(seen.value(), &seen.headers()) {
-        Ok(req) => {
-            cancelled.insert(req.command_id);
-            if let Some(token) = running.lock().unwrap_or_else(|p| p.into_inner()).get(&req.command_id) {
-                tracing::info!(id = %req.command_id, "cancelling running command");
-                token.cancel();
+    move |seen| {
+        match ControlRecord::decode(seen.value(), &seen.headers()) {
+            Ok(ControlRecord::Cancel(req)) => {
+                cancelled.insert(req.command_id);
+                if let Some(token) = running.lock().unwrap_or_else(|p| p.into_inner()).get(&req.command_id) {
+                    tracing::info!(id = %req.command_id, "cancelling running command");
+                    token.cancel();
+                }
             }
+            Ok(ControlRecord::Deferred(d)) => deferrals.insert(*d),
+            Ok(ControlRecord::Released(r)) => deferrals.release(&r.command_id, r.attempt),
+            Err(e) => tracing::debug!(error = %e, "ignoring unreadable control record"),
         }
-        Err(e) => tracing::debug!(error = %e, "ignoring unreadable control record"),
+        metrics.deferred.set(deferrals.len() as i64);
     }
 }
 

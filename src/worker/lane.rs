@@ -43,11 +43,11 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
-use super::disposition::{self, Known, Letter};
+use super::disposition::{self, Disposition, Known, Letter};
 use super::emit::{emit, Emitted, Pending, Settled};
 use crate::offsets::Entry;
 use super::state::{Record, WorkerState};
-use crate::envelope::{Command, DecodeError, Reason, Timing};
+use crate::envelope::{Command, Completion, DecodeError, Reason, Timing};
 
 /// Starts lanes: what the consumer thread and the ack collector share to run a
 /// record (the worker's state, the runtime, and where pending records go).
@@ -131,6 +131,9 @@ async fn process_guarded(shared: &Arc<WorkerState>, record: &Record) -> Emitted 
 
 /// Steps 1 to 5 for one record.
 async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
+    if Completion::is_completion(&record.headers) {
+        return process_completion(shared, record).await;
+    }
     // 1. Read.
     let mut command = match read(shared, record) {
         Ok(command) => command,
@@ -149,21 +152,55 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
         replayed: crate::envelope::is_replay(&record.headers),
         cancelled: shared.cancelled.contains(&command.id),
         past_deadline: command.deadline.is_some_and(|d| d <= Utc::now()),
+        handed_off: shared.deferrals.covers(&command.id, command.attempt),
     };
     let route = match disposition::before_run(&command.command_type, route, known, timing.clone()) {
         Ok(route) => route,
         Err(decided) => return emit(shared, record, Some(&command), decided).await,
     };
     // 3. Run. The payload moves into the handler; events about the command never carry it.
+    // A handler that may take the command over leaves a copy, for a later retry.
     let input = std::mem::take(&mut command.data);
+    let kept = route.hands_off.then(|| input.clone());
     let command = Arc::new(command);
     let (ran, took) = super::handler::run(shared, &command, route, input, queued_ms, &record.stop).await;
     timing.execution_ms = took.as_millis() as u64;
     // 4. Decide.
     let max_attempts = route.retry_policy(&shared.config.retry).max_attempts;
-    let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, max_attempts, timing);
+    let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, max_attempts, timing.clone());
     // 5. Emit.
+    if decided == Disposition::Deferred {
+        return super::emit::hand_off(shared, record, &command, kept.unwrap_or_default(), timing).await;
+    }
     emit(shared, record, Some(&command), decided).await
+}
+
+/// A handed-off command's outcome ([`Completion`]), in its lane like a command: the
+/// first one for the attempt handed off writes the final event (or the retry)
+/// exactly as the handler's answer would have; any other is a duplicate or stale.
+async fn process_completion(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
+    let done = match Completion::decode(record.value.as_deref()) {
+        Ok(done) => done,
+        Err(error) => return emit(shared, record, None, disposition::unreadable(&error)).await,
+    };
+    let id = done.deferral.command_id;
+    tracing::Span::current().record("id", tracing::field::display(id));
+    let current = shared.deferrals.get(&id).filter(|d| d.attempt == done.deferral.attempt);
+    let held = current.as_ref().map(|d| (done.at - d.since).num_milliseconds().max(0) as u64).unwrap_or(0);
+    let queued_ms = current.as_ref().and_then(|d| d.sent.map(|t| (d.since - t).num_milliseconds().max(0) as u64)).unwrap_or(0);
+    let timing = Timing { queued_ms, execution_ms: held, attempts: done.deferral.attempt };
+    let max_attempts = shared.retry_policy(&done.deferral.command_type).max_attempts;
+    let decided = disposition::completion(&done, shared.finished.contains(&id), current.is_some(), max_attempts, timing);
+    let Some(deferral) = current else {
+        return emit(shared, record, None, decided).await;
+    };
+    tracing::info!(state = done.state.as_str(), attempt = deferral.attempt, "completion of a handed-off command");
+    // The command's own record, rebuilt: a retry or a dead letter then carries the
+    // command (replayable), not the completion.
+    let command = deferral.command();
+    let (key, value, headers) = command.encode();
+    let own = Record { tp: record.tp.clone(), offset: record.offset, key: Some(key), value: Some(value), headers, stop: record.stop.clone(), fault: None };
+    emit(shared, &own, Some(&Command { data: serde_json::Value::Null, ..command }), decided).await
 }
 
 /// A type's default deadline for a command sent without one: `within` after it was
@@ -203,6 +240,21 @@ pub(crate) fn settle(shared: &WorkerState, entry: Entry<Record>, settled: Settle
                 ledger.park(&entry, id);
                 None
             }
+            Settled::Deferred(id) => {
+                ledger.defer(&entry, id);
+                None
+            }
+            // Back to waiting as before the record resumed the lane: behind a retry
+            // (it took the original's offset along), or behind the hand-off.
+            Settled::Stale(id) if entry.origin.is_some() => {
+                ledger.park(&entry, id);
+                None
+            }
+            Settled::Stale(id) if shared.deferrals.get(&id).is_some() => {
+                ledger.defer(&entry, id);
+                None
+            }
+            Settled::Stale(_) => ledger.finish(&entry.tp, entry.offset, entry.epoch, &entry.lane, entry.origin),
             Settled::Abandoned => {
                 ledger.abandon(&entry.tp, entry.epoch);
                 None

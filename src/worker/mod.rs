@@ -26,6 +26,7 @@
 
 mod config;
 mod consume;
+mod deferrals;
 mod disposition;
 mod emit;
 mod followers;
@@ -93,7 +94,9 @@ impl Worker {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(LIBRDKAFKA_MESSAGE_MAX_BYTES);
         let sink = if config.exactly_once { transactional_sink(&config, &worker_id)? } else { Sink::Direct(publisher.clone()) };
+        let any_unordered = router.routes().any(|(_, r)| r.unordered);
         let shared = WorkerState {
+            any_unordered,
             publisher,
             sink,
             topics: config.kafka.topics(),
@@ -107,6 +110,7 @@ impl Worker {
             changed: Condvar::new(),
             finished: Arc::new(RecentIds::new(config_capacity)),
             cancelled: Arc::new(RecentIds::new(config_capacity)),
+            deferrals: Arc::default(),
             running: Arc::default(),
             joined: CancellationToken::new(),
         };
@@ -140,6 +144,7 @@ impl Worker {
         start_background(&shared, &runtime, &background).await?;
         let (lanes, pending) = lane::Lanes::new(shared.clone(), runtime.clone());
         tokio::spawn(lane::collect(lanes.clone(), pending, background.clone()));
+        tokio::spawn(deferrals::watch(lanes.clone(), background.clone()));
         let thread_stop = shutdown.clone();
         let consumer = std::thread::Builder::new()
             .name("courier-consumer".into())
@@ -209,7 +214,7 @@ async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::H
     let (kafka, topics) = (shared.config.kafka.clone(), shared.topics.clone());
     let catch_up = Duration::from_secs(30);
     let tail = (shared.config.dedupe_capacity / 8).max(1000) as u64;
-    let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone());
+    let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone(), shared.deferrals.clone(), shared.metrics.clone());
     let on_result = followers::on_result(shared.finished.clone());
     let tiers = shared.tier_topics();
     let relay_tiers = tiers.clone();

@@ -63,6 +63,11 @@ pub(crate) struct WorkerState {
     pub finished: Arc<RecentIds>,
     /// Commands a cancel was requested for (from the control topic).
     pub cancelled: Arc<RecentIds>,
+    /// Some route runs in no key order (`Route::unordered`): the consumer thread
+    /// then reads each record's type before choosing its lane.
+    pub any_unordered: bool,
+    /// Commands handed off to their handlers (from the control topic and own).
+    pub deferrals: Arc<super::deferrals::Deferrals>,
     /// Cancel tokens of commands running on this worker, by id.
     pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
     /// Fired by the first assignment: the worker is in its group and takes commands.

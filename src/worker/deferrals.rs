@@ -1,0 +1,286 @@
+//! Commands handed off to their handlers (deferred completion), as every worker knows
+//! them, and the lease check the owner of each one's partition runs.
+//!
+//! The registry is rebuilt from the control topic (read from the start, like
+//! cancels): a [`Deferral`] adds or renews a command, a [`Released`] removes it. It
+//! answers two questions: which key a newly assigned partition must hold back
+//! (its deferred command has not completed), and whether a record is about the
+//! attempt that was handed off.
+//!
+//! The lease check ([`watch`]) runs on every worker but acts only for partitions the
+//! worker owns, so one worker at a time decides about a command. When a handed-off
+//! command's lease lapses, its deadline passes or a cancel arrives, it writes a
+//! [`Completion`] into the command's partition; the partition's owner then runs it in
+//! key order like any completion from the gateway, and the first completion of an
+//! attempt is the only one: a second (from a previous owner after a rebalance, or the
+//! handler calling back at the same moment) finds the final event and is a duplicate.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use super::lane::Lanes;
+use super::state::WorkerState;
+use crate::envelope::{Completion, Deferral, ErrorInfo, State};
+use crate::kafka::TopicPartition;
+use crate::offsets::Entry;
+use crate::publish::Outgoing;
+
+/// See the module docs. Cheap to ask when empty (one atomic load), since the
+/// consumer thread asks for every record it admits.
+#[derive(Default)]
+pub(crate) struct Deferrals {
+    inner: Mutex<Book>,
+    len: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Book {
+    by_id: HashMap<Uuid, Deferral>,
+    /// (commands partition, key) -> the command holding that key back.
+    by_lane: HashMap<(i32, Vec<u8>), Uuid>,
+    /// Attempts released lately, so that a heartbeat restating one, written just
+    /// before its completion and read just after, does not bring it back.
+    released: HashMap<Uuid, u32>,
+    released_order: std::collections::VecDeque<Uuid>,
+}
+
+/// How many released attempts are remembered.
+const RELEASED_MEMORY: usize = 100_000;
+
+impl Deferrals {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds a hand-off or renews it (a heartbeat restates it with a later beat). An
+    /// older attempt's record, arriving late, never replaces a newer one.
+    pub fn insert(&self, d: Deferral) {
+        let mut book = self.lock();
+        if book.by_id.get(&d.command_id).is_some_and(|have| (have.attempt, have.beat) > (d.attempt, d.beat)) {
+            return;
+        }
+        if book.released.get(&d.command_id).is_some_and(|&a| a >= d.attempt) {
+            return;
+        }
+        let mut d = d;
+        if d.data.is_null() {
+            // A renewal from the gateway carries no payload: keep the copy a retry needs.
+            if let Some(have) = book.by_id.get(&d.command_id).filter(|have| have.attempt == d.attempt) {
+                d.data = have.data.clone();
+            }
+        }
+        book.by_lane.insert((d.partition, d.key()), d.command_id);
+        book.by_id.insert(d.command_id, d);
+        self.len.store(book.by_id.len(), Ordering::Release);
+    }
+
+    /// Attempt `attempt` of `id` ended (a final event, or a retry): its key is free.
+    pub fn release(&self, id: &Uuid, attempt: u32) {
+        let mut book = self.lock();
+        if book.released.insert(*id, attempt).is_none() {
+            book.released_order.push_back(*id);
+            while book.released_order.len() > RELEASED_MEMORY {
+                if let Some(old) = book.released_order.pop_front() {
+                    book.released.remove(&old);
+                }
+            }
+        }
+        if book.by_id.get(id).is_some_and(|d| d.attempt > attempt) {
+            return;
+        }
+        if let Some(d) = book.by_id.remove(id) {
+            let lane = (d.partition, d.key());
+            if book.by_lane.get(&lane) == Some(id) {
+                book.by_lane.remove(&lane);
+            }
+        }
+        self.len.store(book.by_id.len(), Ordering::Release);
+    }
+
+    pub fn get(&self, id: &Uuid) -> Option<Deferral> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock().by_id.get(id).cloned()
+    }
+
+    /// Whether attempt `attempt` of `id` (or a later one) is handed off.
+    pub fn covers(&self, id: &Uuid, attempt: u32) -> bool {
+        self.get(id).is_some_and(|d| d.attempt >= attempt)
+    }
+
+    /// The handed-off command holding back `key` in commands partition `partition`.
+    pub fn holder(&self, partition: i32, key: &[u8]) -> Option<Uuid> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        self.lock().by_lane.get(&(partition, key.to_vec())).copied()
+    }
+
+    fn all(&self) -> Vec<Deferral> {
+        self.lock().by_id.values().map(Deferral::without_data).collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+}
+
+/// What the lease check decided about one handed-off command.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Ending {
+    pub state: State,
+    pub error: ErrorInfo,
+}
+
+/// Whether a handed-off command must end now, and how: cancelled, past its
+/// deadline, or its lease lapsed (retried when `retries` says the type has its own
+/// retry policy, else `timed_out`). Pure, for the tests.
+pub(crate) fn ending(d: &Deferral, cancelled: bool, retries: bool, now: chrono::DateTime<Utc>) -> Option<Ending> {
+    let error = |code: &str, message: String, retryable: bool| ErrorInfo { code: code.into(), message, retryable };
+    if cancelled {
+        return Some(Ending { state: State::Cancelled, error: error("cancelled", "cancelled while its handler held it".into(), false) });
+    }
+    if d.deadline.is_some_and(|at| at <= now) {
+        return Some(Ending { state: State::TimedOut, error: error("deadline_exceeded", "the deadline passed while its handler held it".into(), false) });
+    }
+    let lease = d.heartbeat_ms.and_then(|ms| d.beat.checked_add_signed(chrono::Duration::milliseconds(ms as i64)));
+    if lease.is_some_and(|at| at <= now) {
+        let message = format!("no heartbeat or progress from its handler for {} ms", d.heartbeat_ms.unwrap_or_default());
+        let state = if retries { State::Failed } else { State::TimedOut };
+        return Some(Ending { state, error: error("heartbeat_lapsed", message, retries) });
+    }
+    None
+}
+
+/// How often the lease check runs.
+const TICK: Duration = Duration::from_secs(1);
+/// How long the check waits for a completion it wrote to be run before writing it
+/// again (it may have been lost with a partition's previous owner).
+const REWRITE_AFTER: Duration = Duration::from_secs(30);
+
+/// The lease check, until `stop`: ends handed-off commands of this worker's
+/// partitions whose lease lapsed, whose deadline passed or that were cancelled
+/// (telling the handler's `cancel_url`), and lets go of keys held for a command
+/// that ended elsewhere.
+pub(crate) async fn watch(lanes: Lanes, stop: CancellationToken) {
+    let shared = lanes.shared.clone();
+    let client = crate::router::push::push_client().ok();
+    let mut written: HashMap<Uuid, Instant> = HashMap::new();
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        for entry in release_stale(&shared) {
+            lanes.start(entry);
+        }
+        if shared.deferrals.len() == 0 {
+            written.clear();
+            continue;
+        }
+        let now = Utc::now();
+        written.retain(|_, at| at.elapsed() < REWRITE_AFTER);
+        for d in shared.deferrals.all() {
+            if written.contains_key(&d.command_id) || !owns(&shared, d.partition) {
+                continue;
+            }
+            let route = shared.router.get(&d.command_type);
+            let retries = route.is_some_and(|r| r.retry.is_some());
+            let Some(end) = ending(&d, shared.cancelled.contains(&d.command_id), retries, now) else { continue };
+            tracing::info!(id = %d.command_id, attempt = d.attempt, state = end.state.as_str(), code = %end.error.code, "ending a handed-off command");
+            let (id, command_type, attempt) = (d.command_id, d.command_type.clone(), d.attempt);
+            let completion = Completion { deferral: d, state: end.state, result: None, error: Some(end.error), at: now };
+            let (partition, key, value, headers) = completion.encode(&shared.source);
+            let out = Outgoing { partition: Some(partition), ..Outgoing::new(shared.topics.commands.clone(), key, value, headers) };
+            match shared.publisher.send_acked(out, &stop).await {
+                Ok(()) => {
+                    written.insert(id, Instant::now());
+                    shared.metrics.lease_endings.get_or_create(&vec![("state".into(), end.state.as_str().into())]).inc();
+                }
+                Err(e) => tracing::warn!(%id, error = %e, "could not write the completion of a handed-off command; trying again"),
+            }
+            if end.state == State::Cancelled {
+                if let (Some(hook), Some(client)) = (route.and_then(|r| r.cancel.clone()), client.clone()) {
+                    tokio::spawn(async move {
+                        match hook.send(&client, id, &command_type, attempt).await {
+                            Ok(status) => tracing::info!(%id, status = status.as_u16(), "told the handler of the cancel"),
+                            Err(e) => tracing::warn!(%id, error = %e, "could not tell the handler of the cancel"),
+                        }
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Whether this worker owns commands partition `partition` now.
+fn owns(shared: &WorkerState, partition: i32) -> bool {
+    shared.lock_ledger().is_assigned(&TopicPartition::new(shared.topics.commands.clone(), partition))
+}
+
+/// Keys held back for commands the registry no longer has (they ended under a
+/// previous owner, which this worker learnt from the control topic after holding
+/// the key): their next records, to start now.
+fn release_stale(shared: &WorkerState) -> Vec<Entry<super::state::Record>> {
+    let mut ledger = shared.lock_ledger();
+    let stale: Vec<Uuid> = ledger.deferred_ids().into_iter().filter(|id| shared.deferrals.get(id).is_none()).collect();
+    stale.into_iter().filter_map(|id| ledger.unhold(id)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::NewCommand;
+
+    fn deferral(heartbeat: Option<u64>, deadline: Option<chrono::DateTime<Utc>>) -> Deferral {
+        let mut c = NewCommand::new("job", serde_json::Value::Null).into_command("//t");
+        c.key = Some(b"k".to_vec());
+        c.deadline = deadline;
+        Deferral::of(&c, serde_json::Value::Null, 2, heartbeat.map(Duration::from_millis))
+    }
+
+    #[test]
+    fn a_command_ends_when_cancelled_past_its_deadline_or_its_lease() {
+        let now = Utc::now();
+        let d = deferral(Some(60_000), None);
+        assert_eq!(ending(&d, false, false, now), None);
+        assert_eq!(ending(&d, true, false, now).unwrap().state, State::Cancelled);
+        let later = now + chrono::Duration::seconds(61);
+        let lapsed = ending(&d, false, false, later).unwrap();
+        assert_eq!((lapsed.state, lapsed.error.code.as_str(), lapsed.error.retryable), (State::TimedOut, "heartbeat_lapsed", false));
+        let retried = ending(&d, false, true, later).unwrap();
+        assert_eq!((retried.state, retried.error.retryable), (State::Failed, true));
+        let due = deferral(None, Some(now - chrono::Duration::seconds(1)));
+        assert_eq!(ending(&due, false, false, now).unwrap().error.code, "deadline_exceeded");
+        assert_eq!(ending(&deferral(None, None), false, false, later + chrono::Duration::days(30)), None, "no lease, no deadline: never");
+    }
+
+    #[test]
+    fn the_registry_holds_keys_and_keeps_the_newest_attempt() {
+        let reg = Deferrals::default();
+        assert_eq!(reg.holder(2, b"k"), None);
+        let d = deferral(None, None);
+        reg.insert(d.clone());
+        assert_eq!(reg.holder(2, b"k"), Some(d.command_id));
+        assert!(reg.covers(&d.command_id, 1) && !reg.covers(&d.command_id, 2));
+        let newer = Deferral { attempt: 2, ..d.clone() };
+        reg.insert(newer);
+        reg.insert(d.clone());
+        assert!(reg.covers(&d.command_id, 2), "a late older attempt does not replace the newer");
+        reg.release(&d.command_id, 1);
+        assert!(reg.covers(&d.command_id, 2), "releasing attempt 1 leaves attempt 2");
+        reg.release(&d.command_id, 2);
+        assert_eq!((reg.holder(2, b"k"), reg.len()), (None, 0));
+        reg.insert(Deferral { attempt: 2, beat: Utc::now(), ..d });
+        assert_eq!(reg.len(), 0, "a late heartbeat of a released attempt is ignored");
+    }
+}
