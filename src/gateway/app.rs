@@ -21,7 +21,7 @@ pub(crate) struct GatewayState {
     pub(super) checker: Checker,
     pub(super) submitter: Submitter,
     /// Checks the callbacks of handed-off commands (`:complete`, ...).
-    pub(super) callbacks: super::callbacks::CallbackAuth,
+    pub(super) callbacks: CallbackAuth,
     pub(super) metrics: Arc<GatewayMetrics>,
     /// The longest `?wait=` a long poll gets.
     pub(super) max_wait: Duration,
@@ -34,5 +34,24 @@ pub(crate) struct GatewayState {
 impl FromRef<Arc<GatewayState>> for BodyLimits {
     fn from_ref(app: &Arc<GatewayState>) -> Self {
         app.body
+    }
+}
+
+/// What the callback routes check against: the signing keys and the declared
+/// output schemas.
+pub(crate) struct CallbackAuth {
+    pub(super) keys: Vec<crate::capability::SigningKey>,
+    pub(super) outputs: std::collections::HashMap<String, jsonschema::Validator>,
+}
+
+impl CallbackAuth {
+    /// `keys` verify tokens (none: every callback is `401`); results are checked
+    /// against each route's output schema.
+    pub fn new(keys: Vec<crate::capability::SigningKey>, router: &crate::router::Router) -> Self {
+        let outputs = router
+            .routes()
+            .filter_map(|(name, route)| Some((name.to_string(), jsonschema::validator_for(route.output_schema.as_value()).ok()?)))
+            .collect();
+        CallbackAuth { keys, outputs }
     }
 }

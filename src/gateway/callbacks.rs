@@ -18,7 +18,6 @@
 //! Progress and heartbeats restate the deferral on the control topic with a later
 //! `beat`, which renews the lease every worker's registry holds.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::http::{header, HeaderMap, StatusCode};
@@ -31,32 +30,12 @@ use uuid::Uuid;
 use super::app::GatewayState;
 use super::operation::Operation;
 use super::ApiError;
-use crate::capability::{Grant, SigningKey, TokenError};
+use crate::capability::{Grant, TokenError};
 use crate::envelope::{Completion, Deferral, ErrorInfo, OperationSnapshot, Progress, ResultEvent, State, Timing};
 use crate::publish::Outgoing;
-use crate::router::Router;
 
 /// How long `:complete` waits for its completion to be applied before answering `202`.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
-
-/// What the callback routes check against: the signing keys and the declared
-/// output schemas.
-pub(crate) struct CallbackAuth {
-    keys: Vec<SigningKey>,
-    outputs: HashMap<String, jsonschema::Validator>,
-}
-
-impl CallbackAuth {
-    /// `keys` verify tokens (none: every callback is `401`); results are checked
-    /// against each route's output schema.
-    pub fn new(keys: Vec<SigningKey>, router: &Router) -> Self {
-        let outputs = router
-            .routes()
-            .filter_map(|(name, route)| Some((name.to_string(), jsonschema::validator_for(route.output_schema.as_value()).ok()?)))
-            .collect();
-        CallbackAuth { keys, outputs }
-    }
-}
 
 /// `:complete`, `:progress` or `:heartbeat` on operation `id`.
 pub(super) async fn call_back(app: &GatewayState, id: Uuid, method: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {

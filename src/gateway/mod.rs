@@ -157,7 +157,7 @@ impl Gateway {
             store,
             checker,
             submitter,
-            callbacks: callbacks::CallbackAuth::new(config.callback_keys.clone(), router),
+            callbacks: app::CallbackAuth::new(config.callback_keys.clone(), router),
             metrics: metrics::GatewayMetrics::new(),
             max_wait: config.max_wait,
             body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },

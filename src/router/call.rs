@@ -30,3 +30,36 @@ pub struct Call {
     pub ctx: Context,
 }
 
+
+/// The handler's own cancel endpoint, for a command it took over: POSTed once when
+/// the command is cancelled, with the type's headers, `ce-id`, `ce-type` and
+/// `courier-attempt`, and a JSON body naming the command.
+#[derive(Clone)]
+pub struct CancelHook {
+    pub url: url::Url,
+    /// The type's own headers (an API key): never logged.
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl std::fmt::Debug for CancelHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CancelHook").field("url", &self.url.as_str()).finish_non_exhaustive()
+    }
+}
+
+impl CancelHook {
+    /// Tells the handler that `command_id` (attempt `attempt`) is cancelled. The
+    /// answer's status, or why there was none (without the URL).
+    pub async fn send(&self, client: &reqwest::Client, command_id: uuid::Uuid, command_type: &str, attempt: u32) -> Result<reqwest::StatusCode, String> {
+        let body = serde_json::json!({ "command_id": command_id, "command_type": command_type, "attempt": attempt, "reason": "cancelled" });
+        let mut headers = self.headers.clone();
+        for (name, value) in [("ce-id", command_id.to_string()), ("ce-type", command_type.to_string()), ("courier-attempt", attempt.to_string())] {
+            if let Ok(value) = reqwest::header::HeaderValue::from_str(&value) {
+                headers.insert(reqwest::header::HeaderName::from_static(name), value);
+            }
+        }
+        let sent = client.post(self.url.clone()).timeout(std::time::Duration::from_secs(10)).headers(headers).json(&body).send().await;
+        sent.map(|r| r.status()).map_err(|e| crate::envelope::bounds::truncate(&e.without_url().to_string(), crate::envelope::bounds::MAX_MESSAGE_ECHO))
+    }
+}
+

@@ -41,6 +41,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tower::BoxError;
 
+pub use super::call::CancelHook;
 use super::call::{Call, HandedOff};
 use super::handler::InvalidInput;
 use super::route::{Decodes, Route, RouteService};
@@ -73,38 +74,6 @@ pub struct PushTarget {
     /// Where and with what a handler that answers `202` calls back; without it a
     /// `202` is the permanent `deferred_unsupported`.
     pub callbacks: Option<CallbackSigner>,
-}
-
-/// The handler's own cancel endpoint, for a command it took over: POSTed once when
-/// the command is cancelled, with the type's headers, `ce-id`, `ce-type` and
-/// `courier-attempt`, and a JSON body naming the command.
-#[derive(Clone)]
-pub struct CancelHook {
-    pub url: url::Url,
-    /// The type's own headers (an API key): never logged.
-    pub headers: HttpHeaders,
-}
-
-impl std::fmt::Debug for CancelHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CancelHook").field("url", &self.url.as_str()).finish_non_exhaustive()
-    }
-}
-
-impl CancelHook {
-    /// Tells the handler that `command_id` (attempt `attempt`) is cancelled. The
-    /// answer's status, or why there was none (without the URL).
-    pub async fn send(&self, client: &reqwest::Client, command_id: uuid::Uuid, command_type: &str, attempt: u32) -> Result<StatusCode, String> {
-        let body = serde_json::json!({ "command_id": command_id, "command_type": command_type, "attempt": attempt, "reason": "cancelled" });
-        let mut headers = self.headers.clone();
-        for (name, value) in [("ce-id", command_id.to_string()), ("ce-type", command_type.to_string()), ("courier-attempt", attempt.to_string())] {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(HeaderName::from_static(name), value);
-            }
-        }
-        let sent = client.post(self.url.clone()).timeout(Duration::from_secs(10)).headers(headers).json(&body).send().await;
-        sent.map(|r| r.status()).map_err(|e| truncate(&e.without_url().to_string(), MAX_MESSAGE_ECHO))
-    }
 }
 
 /// What the callback headers of a push request are made from.

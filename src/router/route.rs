@@ -91,7 +91,7 @@ pub struct Route {
     /// retried when the route has its own retry policy. None: no lease.
     pub heartbeat: Option<Duration>,
     /// Where the cancel of a handed-off command is POSTed (the handler's own cancel).
-    pub cancel: Option<super::push::CancelHook>,
+    pub cancel: Option<super::call::CancelHook>,
     /// This type's commands run in no key order (`ordering: none`), whatever the
     /// worker's `--ordering`: a handed-off command then holds nothing back.
     pub unordered: bool,

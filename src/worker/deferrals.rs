@@ -1,7 +1,7 @@
 //! Commands handed off to their handlers (deferred completion), as every worker knows
 //! them, and the lease check the owner of each one's partition runs.
 //!
-//! The registry is rebuilt from the control topic (read from the start, like
+//! The registry ([`super::registry::Deferrals`]) is rebuilt from the control topic (read from the start, like
 //! cancels): a [`Deferral`] adds or renews a command, a [`Released`] removes it. It
 //! answers two questions: which key a newly assigned partition must hold back
 //! (its deferred command has not completed), and whether a record is about the
@@ -16,8 +16,6 @@
 //! handler calling back at the same moment) finds the final event and is a duplicate.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
@@ -30,107 +28,6 @@ use crate::envelope::{Completion, Deferral, ErrorInfo, State};
 use crate::kafka::TopicPartition;
 use crate::offsets::Entry;
 use crate::publish::Outgoing;
-
-/// See the module docs. Cheap to ask when empty (one atomic load), since the
-/// consumer thread asks for every record it admits.
-#[derive(Default)]
-pub(crate) struct Deferrals {
-    inner: Mutex<Book>,
-    len: AtomicUsize,
-}
-
-#[derive(Default)]
-struct Book {
-    by_id: HashMap<Uuid, Deferral>,
-    /// (commands partition, key) -> the command holding that key back.
-    by_lane: HashMap<(i32, Vec<u8>), Uuid>,
-    /// Attempts released lately, so that a heartbeat restating one, written just
-    /// before its completion and read just after, does not bring it back.
-    released: HashMap<Uuid, u32>,
-    released_order: std::collections::VecDeque<Uuid>,
-}
-
-/// How many released attempts are remembered.
-const RELEASED_MEMORY: usize = 100_000;
-
-impl Deferrals {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Book> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Adds a hand-off or renews it (a heartbeat restates it with a later beat). An
-    /// older attempt's record, arriving late, never replaces a newer one.
-    pub fn insert(&self, d: Deferral) {
-        let mut book = self.lock();
-        if book.by_id.get(&d.command_id).is_some_and(|have| (have.attempt, have.beat) > (d.attempt, d.beat)) {
-            return;
-        }
-        if book.released.get(&d.command_id).is_some_and(|&a| a >= d.attempt) {
-            return;
-        }
-        let mut d = d;
-        if d.data.is_null() {
-            // A renewal from the gateway carries no payload: keep the copy a retry needs.
-            if let Some(have) = book.by_id.get(&d.command_id).filter(|have| have.attempt == d.attempt) {
-                d.data = have.data.clone();
-            }
-        }
-        book.by_lane.insert((d.partition, d.key()), d.command_id);
-        book.by_id.insert(d.command_id, d);
-        self.len.store(book.by_id.len(), Ordering::Release);
-    }
-
-    /// Attempt `attempt` of `id` ended (a final event, or a retry): its key is free.
-    pub fn release(&self, id: &Uuid, attempt: u32) {
-        let mut book = self.lock();
-        if book.released.insert(*id, attempt).is_none() {
-            book.released_order.push_back(*id);
-            while book.released_order.len() > RELEASED_MEMORY {
-                if let Some(old) = book.released_order.pop_front() {
-                    book.released.remove(&old);
-                }
-            }
-        }
-        if book.by_id.get(id).is_some_and(|d| d.attempt > attempt) {
-            return;
-        }
-        if let Some(d) = book.by_id.remove(id) {
-            let lane = (d.partition, d.key());
-            if book.by_lane.get(&lane) == Some(id) {
-                book.by_lane.remove(&lane);
-            }
-        }
-        self.len.store(book.by_id.len(), Ordering::Release);
-    }
-
-    pub fn get(&self, id: &Uuid) -> Option<Deferral> {
-        if self.len.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.lock().by_id.get(id).cloned()
-    }
-
-    /// Whether attempt `attempt` of `id` (or a later one) is handed off.
-    pub fn covers(&self, id: &Uuid, attempt: u32) -> bool {
-        self.get(id).is_some_and(|d| d.attempt >= attempt)
-    }
-
-    /// The handed-off command holding back `key` in commands partition `partition`.
-    pub fn holder(&self, partition: i32, key: &[u8]) -> Option<Uuid> {
-        if self.len.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.lock().by_lane.get(&(partition, key.to_vec())).copied()
-    }
-
-    fn all(&self) -> Vec<Deferral> {
-        self.lock().by_id.values().map(Deferral::without_data).collect()
-    }
-
-    pub fn len(&self) -> usize {
-        self.len.load(Ordering::Acquire)
-    }
-}
 
 /// What the lease check decided about one handed-off command.
 #[derive(Debug, Clone, PartialEq)]
@@ -262,25 +159,5 @@ mod tests {
         let due = deferral(None, Some(now - chrono::Duration::seconds(1)));
         assert_eq!(ending(&due, false, false, now).unwrap().error.code, "deadline_exceeded");
         assert_eq!(ending(&deferral(None, None), false, false, later + chrono::Duration::days(30)), None, "no lease, no deadline: never");
-    }
-
-    #[test]
-    fn the_registry_holds_keys_and_keeps_the_newest_attempt() {
-        let reg = Deferrals::default();
-        assert_eq!(reg.holder(2, b"k"), None);
-        let d = deferral(None, None);
-        reg.insert(d.clone());
-        assert_eq!(reg.holder(2, b"k"), Some(d.command_id));
-        assert!(reg.covers(&d.command_id, 1) && !reg.covers(&d.command_id, 2));
-        let newer = Deferral { attempt: 2, ..d.clone() };
-        reg.insert(newer);
-        reg.insert(d.clone());
-        assert!(reg.covers(&d.command_id, 2), "a late older attempt does not replace the newer");
-        reg.release(&d.command_id, 1);
-        assert!(reg.covers(&d.command_id, 2), "releasing attempt 1 leaves attempt 2");
-        reg.release(&d.command_id, 2);
-        assert_eq!((reg.holder(2, b"k"), reg.len()), (None, 0));
-        reg.insert(Deferral { attempt: 2, beat: Utc::now(), ..d });
-        assert_eq!(reg.len(), 0, "a late heartbeat of a released attempt is ignored");
     }
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use super::deferrals::Deferrals;
+use super::registry::Deferrals;
 use crate::envelope::{header_names, is_final_record, ControlRecord};
 use crate::metrics::Metrics;
 use crate::follow::{self, FollowError, Seen, StartAt};

@@ -32,6 +32,7 @@ mod emit;
 mod followers;
 mod handler;
 mod lane;
+mod registry;
 mod sink;
 mod state;
 mod txn;

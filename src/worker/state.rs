@@ -67,7 +67,7 @@ pub(crate) struct WorkerState {
     /// then reads each record's type before choosing its lane.
     pub any_unordered: bool,
     /// Commands handed off to their handlers (from the control topic and own).
-    pub deferrals: Arc<super::deferrals::Deferrals>,
+    pub deferrals: Arc<super::registry::Deferrals>,
     /// Cancel tokens of commands running on this worker, by id.
     pub running: Arc<Mutex<HashMap<Uuid, CancellationToken>>>,
     /// Fired by the first assignment: the worker is in its group and takes commands.
