@@ -139,14 +139,9 @@ impl Deferral {
         }
     }
 
-    /// When the lease lapses: the last beat plus the heartbeat timeout, or the
-    /// deadline, whichever comes first. None: it never lapses by itself.
-    pub fn lapses_at(&self) -> Option<DateTime<Utc>> {
-        let lease = self.heartbeat_ms.and_then(|ms| self.beat.checked_add_signed(chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)));
-        match (lease, self.deadline) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+    /// When the lease lapses: the last beat plus the heartbeat timeout. None: no lease.
+    pub fn lease_ends_at(&self) -> Option<DateTime<Utc>> {
+        self.heartbeat_ms.and_then(|ms| self.beat.checked_add_signed(chrono::Duration::milliseconds(ms.min(i64::MAX as u64) as i64)))
     }
 
     /// (key, value, headers) for the control topic.
@@ -266,17 +261,12 @@ mod tests {
         let again = back.command();
         assert_eq!(again, c);
         assert_eq!(d.without_data().command(), Command { data: Value::Null, ..c });
-        assert_eq!(d.lapses_at(), Some(d.beat + chrono::Duration::seconds(60)));
+        assert_eq!(d.lease_ends_at(), Some(d.beat + chrono::Duration::seconds(60)));
     }
 
     #[test]
-    fn the_lease_lapses_at_the_earlier_of_heartbeat_and_deadline() {
-        let mut c = command();
-        c.deadline = Some(Utc::now() + chrono::Duration::seconds(5));
-        let d = Deferral::of(&c, Value::Null, 0, Some(std::time::Duration::from_secs(60)));
-        assert_eq!(d.lapses_at(), c.deadline);
-        let none = Deferral::of(&command(), Value::Null, 0, None);
-        assert_eq!(none.lapses_at(), None);
+    fn without_a_heartbeat_there_is_no_lease() {
+        assert_eq!(Deferral::of(&command(), Value::Null, 0, None).lease_ends_at(), None);
     }
 
     #[test]

@@ -47,8 +47,7 @@ pub(crate) fn ending(d: &Deferral, cancelled: bool, retries: bool, now: chrono::
     if d.deadline.is_some_and(|at| at <= now) {
         return Some(Ending { state: State::TimedOut, error: error("deadline_exceeded", "the deadline passed while its handler held it".into(), false) });
     }
-    let lease = d.heartbeat_ms.and_then(|ms| d.beat.checked_add_signed(chrono::Duration::milliseconds(ms as i64)));
-    if lease.is_some_and(|at| at <= now) {
+    if d.lease_ends_at().is_some_and(|at| at <= now) {
         let message = format!("no heartbeat or progress from its handler for {} ms", d.heartbeat_ms.unwrap_or_default());
         let state = if retries { State::Failed } else { State::TimedOut };
         return Some(Ending { state, error: error("heartbeat_lapsed", message, retries) });
