@@ -4,8 +4,9 @@
 
 mod common;
 
+use common::GatewayProc;
+
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::gateway::{Gateway, GatewayConfig};
@@ -16,55 +17,6 @@ use rdkafka::ClientConfig;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
-
-/// A `courier gateway` child process; SIGKILLed on drop.
-struct GatewayProc {
-    child: Child,
-    base: String,
-    log: std::path::PathBuf,
-}
-
-impl GatewayProc {
-    fn spawn(t: &common::TestTopics, name: &str) -> GatewayProc {
-        let port = common::free_port();
-        let log = std::env::temp_dir().join("courier-test-logs").join(format!("{}-{name}.log", t.kafka.prefix));
-        std::fs::create_dir_all(log.parent().unwrap()).unwrap();
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
-            .args(["gateway", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("RUST_LOG", "info,rdkafka=warn")
-            .env("NO_COLOR", "1")
-            .stdout(Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn courier gateway");
-        GatewayProc { child, base: format!("http://127.0.0.1:{port}"), log }
-    }
-
-    /// Waits until it answers HTTP (it listens only after reading the status topic).
-    async fn ready(&self, http: &reqwest::Client) {
-        let until = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < until {
-            if http.get(format!("{}/metrics", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("gateway never became ready: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
-    }
-
-    fn sigkill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for GatewayProc {
-    fn drop(&mut self) {
-        self.sigkill();
-    }
-}
 
 /// An in-process gateway on a free port; stops when the token fires.
 async fn in_process(t: &common::TestTopics, max_body_bytes: usize) -> (String, CancellationToken) {
@@ -128,7 +80,7 @@ async fn a_thousand_operations_survive_a_gateway_crash() {
     let t = common::fresh_topics("gw-scale", 4).await;
     let _w = start_worker(&t, "gw-scale-1");
     let http = reqwest::Client::new();
-    let mut first = GatewayProc::spawn(&t, "gw-1");
+    let mut first = GatewayProc::spawn(&t, "gw-1", common::free_port(), &[]);
     first.ready(&http).await;
 
     let submit = |base: String, range: std::ops::Range<usize>| {
@@ -150,7 +102,7 @@ async fn a_thousand_operations_survive_a_gateway_crash() {
     let mut names: HashMap<usize, String> = submit(first.base.clone(), 0..500).await.into_iter().collect();
     first.sigkill();
 
-    let second = GatewayProc::spawn(&t, "gw-2");
+    let second = GatewayProc::spawn(&t, "gw-2", common::free_port(), &[]);
     second.ready(&http).await;
     let replay_body = json!({"type": "echo", "payload": {"i": 0}});
     let (status, replayed, op) = post(&http, format!("{}/v1/commands", second.base), &replay_body, Some("key-0")).await;

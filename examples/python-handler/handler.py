@@ -20,6 +20,8 @@ Routes:
                 thread) reports progress, sends a heartbeat and completes through
                 the gateway, with the courier-callback-url and -token it was sent;
                 {"ms": n} how long it works, {"complete": false} never calls back
+  POST /cancel  Courier's cancel of a job it handed over (cancel_url): the job stops
+                and never completes
   GET  /calls   what this service saw, as JSON (which command, key, attempt, when;
                 which requests the caller hung up on; the most in flight per route)
 
@@ -40,34 +42,60 @@ HUNG_UP = []        # ids of requests whose caller went away before the answer
 IN_FLIGHT = {}      # route -> requests being answered now
 MOST_IN_FLIGHT = {}  # route -> the most seen at once
 CALLBACKS = []      # one entry per call back to the gateway: id, method, status
+CANCELLED = []      # one entry per cancel Courier sent: id, attempt, at
 
 
-def call_back(url, token, method, body):
-    """POSTs one callback (:complete, :progress, :heartbeat); returns the status."""
+def call_back(url, token, method, body, patience=120.0):
+    """POSTs one callback (:complete, :progress, :heartbeat); returns the status.
+
+    While no gateway answers (it restarts, say) or one answers 5xx, tries again for
+    up to `patience` seconds: a job that took hours should not lose its result to
+    a gateway's restart. 0 means no gateway ever answered."""
     import urllib.error
     import urllib.request
     data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url + ":" + method, data=data, method="POST")
-    request.add_header("authorization", "Bearer " + token)
-    request.add_header("content-type", "application/json")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status
-    except urllib.error.HTTPError as e:
-        return e.code
-    except OSError:
-        return 0
+    until = time.time() + patience
+    while True:
+        request = urllib.request.Request(url + ":" + method, data=data, method="POST")
+        request.add_header("authorization", "Bearer " + token)
+        request.add_header("content-type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except OSError:
+            status = 0
+        if (status != 0 and status < 500) or time.time() > until:
+            return status
+        time.sleep(0.5)
+
+
+def cancelled(command_id):
+    with LOCK:
+        return any(c["id"] == command_id for c in CANCELLED)
 
 
 def long_job(call, payload):
-    """The work behind a 202: progress, a heartbeat, then the result."""
+    """The work behind a 202: progress, a heartbeat, then the result (unless
+    Courier cancels it first)."""
     url, token = call["callback_url"], call["callback_token"]
     seconds = payload.get("ms", 500) / 1000.0
-    time.sleep(seconds / 2)
-    statuses = [("progress", call_back(url, token, "progress", {"percent": 50, "message": "halfway"}))]
-    statuses.append(("heartbeat", call_back(url, token, "heartbeat", None)))
-    time.sleep(seconds / 2)
-    statuses.append(("complete", call_back(url, token, "complete", {"result": {"done": True, "input": payload}})))
+    statuses = []
+
+    def work(duration):
+        until = time.time() + duration
+        while time.time() < until:
+            if cancelled(call["id"]):
+                return False
+            time.sleep(min(0.05, max(0.0, until - time.time())))
+        return True
+
+    if work(seconds / 2):
+        statuses.append(("progress", call_back(url, token, "progress", {"percent": 50, "message": "halfway"})))
+        statuses.append(("heartbeat", call_back(url, token, "heartbeat", None)))
+        if work(seconds / 2):
+            statuses.append(("complete", call_back(url, token, "complete", {"result": {"done": True, "input": payload}})))
     with LOCK:
         for method, status in statuses:
             CALLBACKS.append({"id": call["id"], "method": method, "status": status, "at": time.time()})
@@ -93,7 +121,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/calls":
             return self.answer(404, {"code": "no_such_route", "message": self.path})
         with LOCK:
-            self.answer(200, {"calls": CALLS, "hung_up": HUNG_UP, "most_in_flight": MOST_IN_FLIGHT, "callbacks": CALLBACKS})
+            self.answer(200, {"calls": CALLS, "hung_up": HUNG_UP, "most_in_flight": MOST_IN_FLIGHT, "callbacks": CALLBACKS, "cancelled": CANCELLED})
 
     def do_POST(self):
         length = int(self.headers.get("content-length") or 0)
@@ -156,6 +184,10 @@ class Handler(BaseHTTPRequestHandler):
             if payload.get("complete", True):
                 threading.Thread(target=long_job, args=(call, payload), daemon=True).start()
             return self.answer(202, {"accepted": True})
+        if route == "/cancel":
+            with LOCK:
+                CANCELLED.append({"id": payload.get("command_id"), "attempt": payload.get("attempt"), "at": time.time()})
+            return self.answer(200, {"cancelled": True})
         return self.answer(404, {"code": "no_such_route", "message": route})
 
     def sleep(self, seconds):

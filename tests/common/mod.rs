@@ -175,6 +175,55 @@ impl Drop for WorkerProc {
     }
 }
 
+/// A `courier gateway` child process on `port`; SIGKILLed on drop.
+pub struct GatewayProc {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl GatewayProc {
+    pub fn spawn(t: &TestTopics, name: &str, port: u16, extra: &[&str]) -> GatewayProc {
+        let log = std::env::temp_dir().join("courier-test-logs").join(format!("{}-{name}.log", t.kafka.prefix));
+        std::fs::create_dir_all(log.parent().expect("log dir")).expect("log dir");
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
+            .args(["gateway", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(extra)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn courier gateway");
+        GatewayProc { child, base: format!("http://127.0.0.1:{port}"), log }
+    }
+
+    /// Waits until it answers HTTP (it listens only after reading the status topic).
+    pub async fn ready(&self, http: &reqwest::Client) {
+        let until = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < until {
+            if http.get(format!("{}/metrics", self.base)).send().await.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("gateway never became ready: {}", std::fs::read_to_string(&self.log).unwrap_or_default());
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for GatewayProc {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
 /// A result event with where it sits in the results topic.
 #[derive(Debug, Clone)]
 pub struct Seen {
