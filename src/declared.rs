@@ -18,6 +18,7 @@
 //!       concurrency: 64                  # in flight for this type, per worker (default 64)
 //!       headers: { x-api-key: "${RESIZE_KEY}" }
 //!       max_response_bytes: 1048576      # default 1 MiB
+//!       profile: courier                 # or ouro, runpod: a platform's request shape (router::push)
 //!     retry: { tiers: [1s, 10s, 1m], max_attempts: 5 }
 //!     deadline: 10m
 //!     heartbeat: 5m                      # lease of a handed-off (202) command
@@ -46,7 +47,7 @@ use serde_json::Value;
 
 use crate::duration::parse_duration;
 use crate::retry::RetryPolicy;
-use crate::router::push::{push_client, push_route, CancelHook, PushTarget, Schemas};
+use crate::router::push::{push_client, push_route, CancelHook, PushProfile, PushTarget, Schemas};
 use crate::router::Router;
 
 /// The per-attempt timeout of a push handler that declares none.
@@ -186,6 +187,7 @@ struct HttpSpec {
     #[serde(default)]
     headers: BTreeMap<String, String>,
     max_response_bytes: Option<Count>,
+    profile: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -250,6 +252,7 @@ impl Declared {
             route.cancel = t.cancel_url.clone().map(|url| CancelHook { url, headers: t.target.headers.clone() });
             route.unordered = t.unordered;
             route.hands_off = self.callbacks.is_some();
+            route.profile = t.target.profile;
             router = router.route_built(name.clone(), route);
         }
         Ok(router)
@@ -359,7 +362,15 @@ impl Checking<'_> {
             value.set_sensitive(true);
             headers.insert(header, value);
         }
-        Ok(PushTarget { url, timeout, concurrency, headers, max_response_bytes, callbacks: None })
+        let profile = match spec.profile {
+            None => PushProfile::Courier,
+            Some(text) => {
+                let name = self.expand(&format!("{at}.profile"), &text)?;
+                let shown = if name == text { format!("{name:?} is") } else { "the value is".into() };
+                PushProfile::named(&name).ok_or_else(|| self.invalid(&format!("{at}.profile"), format!("{shown} not a profile: courier, ouro or runpod")))?
+            }
+        };
+        Ok(PushTarget { url, timeout, concurrency, headers, max_response_bytes, callbacks: None, profile })
     }
 
     fn retry(&self, at: &str, spec: RetrySpec) -> Result<RetryPolicy, ConfigError> {
@@ -526,6 +537,10 @@ callbacks:
         let t = &d.commands["echo"];
         assert_eq!((t.target.timeout, t.target.concurrency, t.target.max_response_bytes), (DEFAULT_TIMEOUT, DEFAULT_CONCURRENCY, DEFAULT_MAX_RESPONSE_BYTES));
         assert!(t.retry.is_none() && t.deadline.is_none() && t.input_schema.is_none() && d.callbacks.is_none());
+        assert_eq!(t.target.profile, PushProfile::Courier);
+        let d = parse("commands:\n  gen:\n    http: { url: 'https://h/run', profile: runpod }\n").unwrap();
+        assert_eq!(d.commands["gen"].target.profile, PushProfile::Runpod);
+        assert_eq!(d.router(Router::new()).unwrap().get("gen").unwrap().profile, PushProfile::Runpod);
     }
 
     #[test]
@@ -553,6 +568,8 @@ callbacks:
             ("callbacks: { public_url: 'http://g' }\n", "give at least one key"),
             ("callbacks: { public_url: 'http://g', signing_keys: [short] }\n", "at least 16 bytes"),
             ("commands: [\n", "/nowhere/courier.yaml"),
+            ("commands:\n  a:\n    http: { url: 'http://h/x', profile: celery }\n", "commands.a.http.profile: \"celery\" is not a profile: courier, ouro or runpod"),
+            ("commands:\n  a:\n    http: { url: 'http://h/x', profile: '${KEY}' }\n", "commands.a.http.profile: the value is not a profile"),
         ];
         for (text, expected) in cases {
             let e = refusal(text);

@@ -338,3 +338,65 @@ async fn leases_and_cancels_end_deferred_jobs_once_with_two_gateways_and_two_wor
     }
     drop(workers);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ouro_and_runpod_services_run_unchanged_through_their_profiles() {
+    let handler = HandlerService::start();
+    let t = common::fresh_topics_with("deferred-profiles", 2, [1, 5, 10, 60].map(Duration::from_secs).to_vec()).await;
+    let port = common::free_port();
+    let h = handler.port;
+    let types = format!(
+        "  ouro-job:\n    http: {{ url: 'http://127.0.0.1:{h}/ouro', profile: ouro }}\n    heartbeat: 1m\n\
+         \x20 runpod-job:\n    http: {{ url: 'http://127.0.0.1:{h}/runpod', profile: runpod }}\n    heartbeat: 1m\n"
+    );
+    let path = write_config("deferred-profiles", port, &types);
+    let config = ["--config", path.to_str().unwrap()];
+    let http = reqwest::Client::new();
+    let gateway = common::GatewayProc::spawn(&t, "gw", port, &config);
+    gateway.ready(&http).await;
+    let w = common::WorkerProc::spawn(&t, "profiles-1", &config);
+    assert!(w.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", w.log_text());
+
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let ouro = client.submit(NewCommand::new("ouro-job", json!({"ms": 300, "n": 1})).key("a")).await.unwrap();
+    let queued = client.submit(NewCommand::new("runpod-job", json!({"ms": 300, "n": 2})).key("b")).await.unwrap();
+    let sync = client.submit(NewCommand::new("runpod-job", json!({"sync": true, "n": 3})).key("c")).await.unwrap();
+    let seen = common::collect_results(&t, Duration::from_secs(60), |s| {
+        let f = common::finals_by_command(s);
+        [ouro, queued, sync].iter().all(|id| f.contains_key(id))
+    });
+    let finals = common::finals_by_command(&seen);
+    for id in [ouro, queued, sync] {
+        assert_eq!(finals[&id].len(), 1, "{id}: one final event");
+        assert_eq!(finals[&id][0].event.state(), State::Completed, "{:?}", finals[&id][0].event);
+    }
+    let result = |id: Uuid| finals[&id][0].event.data.result.clone().unwrap();
+    assert_eq!(result(ouro), json!({"route": "ouro-job", "input": {"ms": 300, "n": 1}}), "Ouro's response is the result");
+    assert_eq!(result(queued), json!({"echo": {"ms": 300, "n": 2}}), "RunPod's output is the result");
+    assert_eq!(result(sync), json!({"echo": {"sync": true, "n": 3}}));
+    for id in [ouro, queued] {
+        assert!(seen.iter().any(|r| r.event.command_id() == id && r.event.state() == State::Started), "{id} was handed off");
+    }
+
+    let calls = handler.seen().await;
+    let status = |id: Uuid, method: &str| {
+        calls["callbacks"].as_array().unwrap().iter().find(|c| c["id"] == id.to_string().as_str() && c["method"] == method).map(|c| c["status"].as_u64().unwrap())
+    };
+    assert!(matches!(status(ouro, "ouro"), Some(200 | 202)), "{calls}");
+    assert_eq!(status(queued, "runpod_in_progress"), Some(202), "IN_PROGRESS renews the lease: {calls}");
+    assert!(matches!(status(queued, "runpod"), Some(200 | 202)), "{calls}");
+    let job = &handler.pushes("/runpod", queued).await[0]["payload"];
+    assert_eq!((job["id"].as_str(), &job["input"]), (Some(queued.to_string().as_str()), &json!({"ms": 300, "n": 2})), "RunPod's job request: {job}");
+
+    // The webhook's token is the capability: tampered with, it is refused; the right
+    // one repeated with the same outcome is 200, another outcome 409.
+    let webhook = job["webhook"].as_str().unwrap().to_string();
+    let done = json!({"id": queued, "status": "COMPLETED", "output": {"echo": {"ms": 300, "n": 2}}});
+    let tampered = format!("{}x", webhook);
+    assert_eq!(http.post(&tampered).json(&done).send().await.unwrap().status().as_u16(), 401);
+    assert_eq!(http.post(&webhook).json(&done).send().await.unwrap().status().as_u16(), 200);
+    assert_eq!(http.post(&webhook).json(&json!({"id": queued, "status": "FAILED", "error": "late"})).send().await.unwrap().status().as_u16(), 409);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again = common::read_all_results(&t);
+    assert_eq!(common::finals_by_command(&again)[&queued].len(), 1, "still exactly one final event");
+}

@@ -116,7 +116,7 @@ async fn the_example_handlers_complete_fail_and_retry_as_their_answers_say() {
     let tiers = [1, 5, 10, 60].map(Duration::from_secs).to_vec();
     let t = common::fresh_topics_with("push-example", 2, tiers).await;
     let port = handler.port.to_string();
-    let w = worker(&t, "push-example-1", &example_config(), &[("HANDLER_PORT", &port), ("HANDLER_API_KEY", "test-key")]);
+    let w = worker(&t, "push-example-1", &example_config(), &[("HANDLER_PORT", &port), ("HANDLER_API_KEY", "test-key"), ("COURIER_CALLBACK_KEY", "a-callback-key-for-the-example")]);
     let client = Client::new(t.kafka.clone()).unwrap();
     let greet = client.submit(NewCommand::new("greet", json!({"name": "Ada"})).key("user-1")).await.unwrap();
     let declined = client.submit(NewCommand::new("charge", json!({"amount_cents": 20000}))).await.unwrap();
@@ -226,6 +226,7 @@ async fn the_gateway_checks_declared_schemas_and_rust_and_http_handlers_run_side
     let env = |name: &str| match name {
         "HANDLER_PORT" => Some(port.clone()),
         "HANDLER_API_KEY" => Some("side-key".to_string()),
+        "COURIER_CALLBACK_KEY" => Some("a-callback-key-for-the-example".to_string()),
         _ => None,
     };
     let text = std::fs::read_to_string(example_config()).unwrap();
@@ -300,6 +301,7 @@ fn the_contract_of_a_config_file_carries_its_declared_schemas() {
         .args(["asyncapi", "--config", example_config().to_str().unwrap()])
         .env("HANDLER_PORT", "9000")
         .env("HANDLER_API_KEY", "contract-key")
+        .env("COURIER_CALLBACK_KEY", "a-callback-key-for-the-contract")
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

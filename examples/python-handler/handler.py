@@ -20,6 +20,13 @@ Routes:
                 thread) reports progress, sends a heartbeat and completes through
                 the gateway, with the courier-callback-url and -token it was sent;
                 {"ms": n} how long it works, {"complete": false} never calls back
+  POST /ouro    an Ouro long-running route, unchanged (the type's `http.profile: ouro`):
+                answers 202, then posts {status, ouro_action_id, response} to the
+                ouro-webhook-url it was sent, with its ouro-webhook-token
+  POST /runpod  a RunPod-style worker, unchanged (`http.profile: runpod`): takes
+                {id, input, webhook}; {"sync": true} in the input answers COMPLETED
+                at once, else it answers IN_QUEUE and posts IN_PROGRESS, then
+                COMPLETED with the output, to the webhook (no auth header)
   POST /cancel  Courier's cancel of a job it handed over (cancel_url): the job stops
                 and never completes
   GET  /calls   what this service saw, as JSON (which command, key, attempt, when;
@@ -45,20 +52,20 @@ CALLBACKS = []      # one entry per call back to the gateway: id, method, status
 CANCELLED = []      # one entry per cancel Courier sent: id, attempt, at
 
 
-def call_back(url, token, method, body, patience=120.0):
-    """POSTs one callback (:complete, :progress, :heartbeat); returns the status.
+def post_json(url, body, headers, patience=120.0):
+    """POSTs JSON to the gateway; returns the status.
 
     While no gateway answers (it restarts, say) or one answers 5xx, tries again for
     up to `patience` seconds: a job that took hours should not lose its result to
     a gateway's restart. 0 means no gateway ever answered."""
     import urllib.error
     import urllib.request
-    data = None if body is None else json.dumps(body).encode()
     until = time.time() + patience
     while True:
-        request = urllib.request.Request(url + ":" + method, data=data, method="POST")
-        request.add_header("authorization", "Bearer " + token)
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST")
         request.add_header("content-type", "application/json")
+        for name, value in headers.items():
+            request.add_header(name, value)
         try:
             with urllib.request.urlopen(request, timeout=30) as response:
                 return response.status
@@ -69,6 +76,31 @@ def call_back(url, token, method, body, patience=120.0):
         if (status != 0 and status < 500) or time.time() > until:
             return status
         time.sleep(0.5)
+
+
+def ouro_job(call, headers, payload):
+    """What an Ouro route does after its 202: the result to ouro-webhook-url."""
+    time.sleep(payload.get("ms", 300) / 1000.0)
+    body = {"status": "success", "ouro_action_id": headers["ouro-action-id"], "response": {"route": headers["ouro-route-id"], "input": payload}}
+    status = post_json(headers["ouro-webhook-url"], body, {"ouro-webhook-token": headers["ouro-webhook-token"]})
+    with LOCK:
+        CALLBACKS.append({"id": call["id"], "method": "ouro", "status": status, "at": time.time()})
+
+
+def runpod_job(call, job):
+    """What a RunPod worker does with a queued job: IN_PROGRESS, then COMPLETED."""
+    statuses = [("runpod_in_progress", post_json(job["webhook"], {"id": job["id"], "status": "IN_PROGRESS"}, {}))]
+    time.sleep(job["input"].get("ms", 300) / 1000.0)
+    done = {"id": job["id"], "status": "COMPLETED", "delayTime": 1, "executionTime": 2, "output": {"echo": job["input"]}}
+    statuses.append(("runpod", post_json(job["webhook"], done, {})))
+    with LOCK:
+        for method, status in statuses:
+            CALLBACKS.append({"id": call["id"], "method": method, "status": status, "at": time.time()})
+
+
+def call_back(url, token, method, body):
+    """POSTs one callback (:complete, :progress, :heartbeat); returns the status."""
+    return post_json(url + ":" + method, body, {"authorization": "Bearer " + token})
 
 
 def cancelled(command_id):
@@ -184,6 +216,20 @@ class Handler(BaseHTTPRequestHandler):
             if payload.get("complete", True):
                 threading.Thread(target=long_job, args=(call, payload), daemon=True).start()
             return self.answer(202, {"accepted": True})
+        if route == "/ouro":
+            names = ["ouro-webhook-url", "ouro-webhook-token", "ouro-action-id", "ouro-route-id"]
+            headers = {name: self.headers.get(name) for name in names}
+            if not all(headers.values()):
+                return self.answer(400, {"code": "not_ouro", "message": "missing Ouro headers"})
+            threading.Thread(target=ouro_job, args=(call, headers, payload), daemon=True).start()
+            return self.answer(202, {"status": "pending"})
+        if route == "/runpod":
+            if not isinstance(payload, dict) or "input" not in payload or "id" not in payload:
+                return self.answer(400, {"code": "not_runpod", "message": "expected {id, input, webhook}"})
+            if payload["input"].get("sync"):
+                return self.answer(200, {"id": payload["id"], "status": "COMPLETED", "output": {"echo": payload["input"]}})
+            threading.Thread(target=runpod_job, args=(call, payload), daemon=True).start()
+            return self.answer(200, {"id": payload["id"], "status": "IN_QUEUE"})
         if route == "/cancel":
             with LOCK:
                 CANCELLED.append({"id": payload.get("command_id"), "attempt": payload.get("attempt"), "at": time.time()})

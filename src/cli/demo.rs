@@ -164,7 +164,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     if !args.no_gateway {
         match serve_gateway(&embedded.args, args.gateway_listen, &router, callback_keys, stop.clone()).await {
             Ok(addr) => println!(
-                "  curl -si {addr}/v1/commands -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
+                "  curl -si {addr}/v1/commands -H 'content-type: application/json' -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
             ),
             Err(e) => println!("  (HTTP gateway not started: {e:#})"),
         }

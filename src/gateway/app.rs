@@ -37,11 +37,13 @@ impl FromRef<Arc<GatewayState>> for BodyLimits {
     }
 }
 
-/// What the callback routes check against: the signing keys and the declared
-/// output schemas.
+/// What the callback routes check against: the signing keys, the declared output
+/// schemas and the types' completion shapes.
 pub(crate) struct CallbackAuth {
     pub(super) keys: Vec<crate::capability::SigningKey>,
     pub(super) outputs: std::collections::HashMap<String, jsonschema::Validator>,
+    /// Each push type's profile, whose completion shape is accepted too.
+    pub(super) profiles: std::collections::HashMap<String, crate::router::push::PushProfile>,
 }
 
 impl CallbackAuth {
@@ -52,6 +54,7 @@ impl CallbackAuth {
             .routes()
             .filter_map(|(name, route)| Some((name.to_string(), jsonschema::validator_for(route.output_schema.as_value()).ok()?)))
             .collect();
-        CallbackAuth { keys, outputs }
+        let profiles = router.routes().map(|(name, route)| (name.to_string(), route.profile)).collect();
+        CallbackAuth { keys, outputs, profiles }
     }
 }

@@ -8,7 +8,11 @@
 //! | `POST /v1/operations/{id}:heartbeat` | none | `202` + the operation |
 //!
 //! Each needs `Authorization: Bearer <courier-callback-token>`, the capability token
-//! the worker sent with the command ([`crate::capability`]): none, forged or expired
+//! the worker sent with the command ([`crate::capability`]); for handlers written
+//! for a platform ([`crate::router::push::PushProfile`]) the same token is also taken
+//! from `ouro-webhook-token` or `?token=`, and `:complete` also reads the type's
+//! profile's body (Ouro's `{status, response}`, RunPod's status body, whose
+//! `IN_PROGRESS` is a heartbeat). None, forged or expired
 //! is `401`; valid but for another operation or attempt is `403`; nothing is
 //! published for either. The gateway does not write the final event itself: it
 //! writes a [`Completion`] into the command's partition, where the worker that owns
@@ -33,14 +37,15 @@ use super::ApiError;
 use crate::capability::{Grant, TokenError};
 use crate::envelope::{Completion, Deferral, ErrorInfo, OperationSnapshot, Progress, ResultEvent, State, Timing};
 use crate::publish::Outgoing;
+use crate::router::push::{PushProfile, Reported};
 
 /// How long `:complete` waits for its completion to be applied before answering `202`.
 const APPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// `:complete`, `:progress` or `:heartbeat` on operation `id`.
-pub(super) async fn call_back(app: &GatewayState, id: Uuid, method: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    let grant = authorize(app, id, headers)?;
-    let snapshot = app.store.get(&id).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))?;
+pub(super) async fn call_back(app: &GatewayState, id: Uuid, method: &str, headers: &HeaderMap, query: Option<&str>, body: &[u8]) -> Result<Response, ApiError> {
+    let grant = authorize(app, id, headers, query)?;
+    let snapshot = hand_off_of(app, &grant).await.ok_or_else(|| ApiError::not_found(format!("operations/{id}")))?;
     grant.require(id, snapshot.attempt).map_err(forbidden)?;
     match method {
         "complete" => complete(app, snapshot, body).await,
@@ -49,16 +54,34 @@ pub(super) async fn call_back(app: &GatewayState, id: Uuid, method: &str, header
     }
 }
 
-/// The bearer token, verified and for this operation.
-fn authorize(app: &GatewayState, id: Uuid, headers: &HeaderMap) -> Result<Grant, ApiError> {
+/// How long a callback with a valid token waits for the hand-off it is about to
+/// reach this gateway: a handler may call back before the worker has recorded its
+/// `202` (or before this gateway has read that record).
+const HAND_OFF_WAIT: Duration = Duration::from_secs(10);
+
+/// The operation as of the token's attempt: once this gateway has seen it handed
+/// off (or ended, or moved to a later attempt), else as it is after
+/// [`HAND_OFF_WAIT`]; `None` if still unknown.
+async fn hand_off_of(app: &GatewayState, grant: &Grant) -> Option<OperationSnapshot> {
+    let seen = |s: &OperationSnapshot| {
+        let handed_off = s.deferred.as_ref().is_some_and(|d| d.attempt == grant.attempt);
+        s.state.is_final() || s.attempt > grant.attempt || (s.attempt == grant.attempt && handed_off)
+    };
+    let until = tokio::time::Instant::now() + HAND_OFF_WAIT;
+    loop {
+        let now = app.store.get(&grant.command_id);
+        if now.as_ref().is_some_and(seen) || tokio::time::Instant::now() >= until || app.shutdown.is_cancelled() {
+            return now;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The callback token, verified and for this operation.
+fn authorize(app: &GatewayState, id: Uuid, headers: &HeaderMap, query: Option<&str>) -> Result<Grant, ApiError> {
     let unauthorized = |message: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message);
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim)
-        .ok_or_else(|| unauthorized("send the courier-callback-token as Authorization: Bearer <token>".into()))?;
-    let grant = Grant::verify(token, &app.callbacks.keys, chrono::Utc::now()).map_err(|e| {
+    let token = token_of(headers, query).ok_or_else(|| unauthorized("send the courier-callback-token as Authorization: Bearer <token>".into()))?;
+    let grant = Grant::verify(&token, &app.callbacks.keys, chrono::Utc::now()).map_err(|e| {
         app.metrics.callbacks_refused.get_or_create(&vec![("why".into(), token_why(&e).into())]).inc();
         unauthorized(e.to_string())
     })?;
@@ -66,6 +89,17 @@ fn authorize(app: &GatewayState, id: Uuid, headers: &HeaderMap) -> Result<Grant,
         return Err(forbidden(TokenError::OtherTarget));
     }
     Ok(grant)
+}
+
+/// The token from `Authorization: Bearer`, else `ouro-webhook-token`, else the
+/// query's `token` (RunPod's webhooks carry no header).
+fn token_of(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let bearer = header(header::AUTHORIZATION.as_str()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")));
+    if let Some(token) = bearer.or_else(|| header(crate::router::push::OURO_WEBHOOK_TOKEN)) {
+        return Some(token.trim().to_string());
+    }
+    url::form_urlencoded::parse(query?.as_bytes()).find(|(k, _)| k == "token").map(|(_, v)| v.trim().to_string())
 }
 
 fn forbidden(e: TokenError) -> ApiError {
@@ -95,6 +129,31 @@ struct Outcome {
     state: State,
     result: Option<Value>,
     error: Option<ErrorInfo>,
+}
+
+/// What a `:complete` body reports.
+#[derive(Debug, Clone, PartialEq)]
+enum Report {
+    Done(Outcome),
+    /// In a profile's shape, the handler is still at work (RunPod's `IN_PROGRESS`).
+    Working,
+}
+
+impl Report {
+    /// A completion in the type's profile's shape, else in Courier's own.
+    fn read(profile: PushProfile, id: Uuid, body: &[u8]) -> Result<Self, ApiError> {
+        let bad = |m: String| ApiError::bad_request("invalid_completion", m);
+        if profile != PushProfile::Courier {
+            let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+            match profile.completion(id, &value) {
+                Some(Ok(Reported::Working)) => return Ok(Report::Working),
+                Some(Ok(Reported::Ended { state, result, error })) => return Ok(Report::Done(Outcome { state, result, error })),
+                Some(Err(why)) => return Err(bad(why)),
+                None => {}
+            }
+        }
+        Outcome::parse(body).map(Report::Done)
+    }
 }
 
 impl Outcome {
@@ -129,7 +188,11 @@ impl Outcome {
 }
 
 async fn complete(app: &GatewayState, snapshot: OperationSnapshot, body: &[u8]) -> Result<Response, ApiError> {
-    let outcome = Outcome::parse(body)?;
+    let profile = app.callbacks.profiles.get(&snapshot.command_type).copied().unwrap_or_default();
+    let outcome = match Report::read(profile, snapshot.command_id, body)? {
+        Report::Done(outcome) => outcome,
+        Report::Working => return heartbeat(app, snapshot).await,
+    };
     if snapshot.state.is_final() {
         return settled(&outcome, &snapshot);
     }
@@ -247,6 +310,29 @@ mod tests {
         for bad in [&br#"{}"#[..], br#"{"result": 1, "error": {"code": "x", "message": "y"}}"#, br#"{"status": "done"}"#, b"", br#"{"error": {"code": "", "message": "m"}}"#] {
             assert!(Outcome::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn a_profile_reads_its_own_shape_and_courier_s() {
+        let id = Uuid::now_v7();
+        let ouro = Report::read(PushProfile::Ouro, id, br#"{"status": "success", "response": {"n": 1}}"#).unwrap();
+        assert_eq!(ouro, Report::Done(Outcome { state: State::Completed, result: Some(serde_json::json!({"n": 1})), error: None }));
+        let native = Report::read(PushProfile::Ouro, id, br#"{"result": 2}"#).unwrap();
+        assert_eq!(native, Report::Done(Outcome { state: State::Completed, result: Some(serde_json::json!(2)), error: None }));
+        assert_eq!(Report::read(PushProfile::Runpod, id, br#"{"id": "x", "status": "IN_PROGRESS"}"#).unwrap(), Report::Working);
+        assert!(Report::read(PushProfile::Courier, id, br#"{"status": "COMPLETED"}"#).is_err(), "a profile's shape only for its types");
+        assert!(Report::read(PushProfile::Runpod, id, b"nope").is_err());
+    }
+
+    #[test]
+    fn the_token_comes_from_a_bearer_header_ouro_s_header_or_the_query() {
+        let mut h = HeaderMap::new();
+        assert_eq!(token_of(&h, Some("a=1&token=v1.x%2Ey")), Some("v1.x.y".into()));
+        h.insert(crate::router::push::OURO_WEBHOOK_TOKEN, "ouro-tok".parse().unwrap());
+        assert_eq!(token_of(&h, Some("token=q")), Some("ouro-tok".into()));
+        h.insert(header::AUTHORIZATION, "Bearer  b-tok ".parse().unwrap());
+        assert_eq!(token_of(&h, None), Some("b-tok".into()));
+        assert_eq!(token_of(&HeaderMap::new(), Some("tok=x")), None);
     }
 
     #[test]

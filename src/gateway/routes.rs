@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -104,6 +104,7 @@ async fn get_operation(
 async fn post_operation(
     State(app): State<Arc<GatewayState>>,
     Path(name): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -113,7 +114,7 @@ async fn post_operation(
             Ok(Json(Operation::from_snapshot(&snapshot)).into_response())
         }
         Some((id, method @ ("complete" | "progress" | "heartbeat"))) => {
-            super::callbacks::call_back(&app, operation_id(id)?, method, &headers, &body).await
+            super::callbacks::call_back(&app, operation_id(id)?, method, &headers, query.as_deref(), &body).await
         }
         _ => Err(ApiError::not_found(format!("method {name:?}"))),
     }

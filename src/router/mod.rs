@@ -50,6 +50,7 @@ mod call;
 mod context;
 mod handler;
 mod metrics;
+mod profile;
 pub mod push;
 mod route;
 #[cfg(test)]

@@ -44,6 +44,7 @@ use tower::BoxError;
 pub use super::call::CancelHook;
 use super::call::{Call, HandedOff};
 use super::handler::InvalidInput;
+pub use super::profile::{PushProfile, Reported, OURO_WEBHOOK_TOKEN};
 use super::route::{Decodes, Route, RouteService};
 use super::HandlerError;
 use crate::envelope::bounds::{truncate, MAX_MESSAGE_ECHO, MAX_NAME_ECHO};
@@ -74,6 +75,9 @@ pub struct PushTarget {
     /// Where and with what a handler that answers `202` calls back; without it a
     /// `202` is the permanent `deferred_unsupported`.
     pub callbacks: Option<CallbackSigner>,
+    /// The request and answer shapes (`http.profile`): Courier's own, or a
+    /// platform's whose services already exist.
+    pub profile: PushProfile,
 }
 
 /// What the callback headers of a push request are made from.
@@ -110,6 +114,7 @@ impl std::fmt::Debug for PushTarget {
             .field("headers", &names)
             .field("max_response_bytes", &self.max_response_bytes)
             .field("callbacks", &self.callbacks.as_ref().map(|c| c.public_url.as_str()))
+            .field("profile", &self.profile)
             .finish()
     }
 }
@@ -200,12 +205,18 @@ impl Push {
     /// The request and its answer: `Ok(None)` is a `202`, the hand-off.
     async fn send(&self, call: Call) -> Result<Option<Value>, HandlerError> {
         let _permit = self.permits.acquire().await.map_err(|_| HandlerError::retryable("http_closed", "the push route was shut down"))?;
-        let body = serde_json::to_vec(&call.input).map_err(|e| HandlerError::permanent(BAD_OUTPUT, e.to_string()))?;
+        let callback = self.target.callbacks.as_ref().map(|signer| signer.headers_for(&call.ctx));
+        let callback = callback.as_ref().map(|(url, token)| (url.as_str(), token.as_str()));
+        let body = match self.target.profile {
+            PushProfile::Courier => serde_json::to_vec(&call.input),
+            profile => serde_json::to_vec(&profile.body(call.ctx.command_id, &call.input, callback)),
+        };
+        let body = body.map_err(|e| HandlerError::permanent(BAD_OUTPUT, e.to_string()))?;
         let request = self
             .client
             .post(self.target.url.clone())
             .timeout(self.target.timeout)
-            .headers(request_headers(&call, &self.target))
+            .headers(request_headers(&call, &self.target, callback))
             .body(body);
         let started = std::time::Instant::now();
         let response = request.send().await.map_err(transport_error)?;
@@ -213,7 +224,10 @@ impl Push {
         let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
         let body = read_capped(response, self.target.max_response_bytes).await?;
         tracing::debug!(status = status.as_u16(), took_ms = started.elapsed().as_millis() as u64, "push handler answered");
-        let answered = outcome(status, retry_after, body)?;
+        let answered = match outcome(status, retry_after, body)? {
+            Some(result) => self.target.profile.answer(result)?,
+            None => None,
+        };
         if let (Some(schema), Some(result)) = (&self.schemas.output, &answered) {
             if let Some(violation) = first_violation(schema, result) {
                 return Err(HandlerError::permanent(BAD_OUTPUT, format!("result does not match the output schema: {violation}")));
@@ -223,8 +237,9 @@ impl Push {
     }
 }
 
-/// The CloudEvents binary-mode request headers for one command, then the type's own.
-fn request_headers(call: &Call, target: &PushTarget) -> HttpHeaders {
+/// The CloudEvents binary-mode request headers for one command, the callback's
+/// (`callback`: the operation's URL and the token), the profile's, then the type's own.
+fn request_headers(call: &Call, target: &PushTarget, callback: Option<(&str, &str)>) -> HttpHeaders {
     let ctx = &call.ctx;
     let extra = &target.headers;
     let mut headers = HttpHeaders::with_capacity(10 + extra.len());
@@ -252,10 +267,12 @@ fn request_headers(call: &Call, target: &PushTarget) -> HttpHeaders {
     if let Some(trace) = &ctx.traceparent {
         put("traceparent", trace);
     }
-    if let Some(signer) = &target.callbacks {
-        let (url, token) = signer.headers_for(ctx);
-        put("courier-callback-url", &url);
-        put("courier-callback-token", &token);
+    if let Some((url, token)) = callback {
+        put("courier-callback-url", url);
+        put("courier-callback-token", token);
+    }
+    for (name, value) in target.profile.headers(ctx.command_id, &ctx.command_type, callback) {
+        put(name, &value);
     }
     for (name, value) in extra {
         headers.insert(name.clone(), value.clone());
@@ -419,8 +436,9 @@ mod tests {
             headers,
             max_response_bytes: 10,
             callbacks,
+            profile: PushProfile::Courier,
         };
-        let h = request_headers(&call, &target(extra, None));
+        let h = request_headers(&call, &target(extra, None), None);
         assert_eq!(h["ce-id"], ctx.command_id.to_string().as_str());
         assert_eq!(h["ce-type"], "resize");
         assert_eq!(h["ce-specversion"], "1.0");
@@ -433,7 +451,8 @@ mod tests {
         let text = Call { input: json!({}), ctx: ctx.with_key("user 7").with_deadline(chrono::Utc::now()) };
         let key = crate::capability::SigningKey::new("a-signing-key-of-16+");
         let signer = CallbackSigner { public_url: "http://gw.internal:8080/".parse().unwrap(), key: key.clone(), token_ttl: Duration::from_secs(3600) };
-        let h = request_headers(&text, &target(HttpHeaders::new(), Some(signer)));
+        let (url, token) = signer.headers_for(&text.ctx);
+        let h = request_headers(&text, &target(HttpHeaders::new(), Some(signer)), Some((&url, &token)));
         assert_eq!(h["courier-key"], "user 7");
         assert!(h.get("courier-deadline").is_some());
         assert_eq!(h["courier-callback-url"], format!("http://gw.internal:8080/v1/operations/{}", text.ctx.command_id).as_str());
@@ -446,7 +465,7 @@ mod tests {
     fn a_target_never_prints_its_header_values() {
         let mut headers = HttpHeaders::new();
         headers.insert("x-api-key", HeaderValue::from_static("s3cret"));
-        let t = PushTarget { url: "http://127.0.0.1:9/x".parse().unwrap(), timeout: Duration::from_secs(1), concurrency: 1, headers, max_response_bytes: 10, callbacks: None };
+        let t = PushTarget { url: "http://127.0.0.1:9/x".parse().unwrap(), timeout: Duration::from_secs(1), concurrency: 1, headers, max_response_bytes: 10, callbacks: None, profile: PushProfile::Courier };
         let shown = format!("{t:?}");
         assert!(shown.contains("x-api-key") && !shown.contains("s3cret"), "{shown}");
     }

@@ -98,6 +98,9 @@ pub struct Route {
     /// The handler may take a command over (`202`, deferred completion): the worker
     /// then keeps a copy of the payload for a later retry.
     pub hands_off: bool,
+    /// The shape a handler of this type completes in (`http.profile`): the gateway
+    /// reads a completion in it as well as in Courier's own.
+    pub profile: super::profile::PushProfile,
 }
 
 impl Route {
@@ -114,6 +117,7 @@ impl Route {
             cancel: None,
             unordered: false,
             hands_off: false,
+            profile: Default::default(),
         }
     }
 
@@ -122,7 +126,7 @@ impl Route {
     /// `decodes`. The service itself must check its input and answer
     /// [`InvalidInput`] for a payload `decodes` refuses.
     pub(crate) fn untyped(service: RouteService, decodes: Decodes, input_schema: Schema, output_schema: Schema, description: String) -> Self {
-        Route { service: Locked(Mutex::new(service)), decodes, input_schema, output_schema, description, retry: None, default_deadline: None, heartbeat: None, cancel: None, unordered: false, hands_off: false }
+        Route { service: Locked(Mutex::new(service)), decodes, input_schema, output_schema, description, retry: None, default_deadline: None, heartbeat: None, cancel: None, unordered: false, hands_off: false, profile: Default::default() }
     }
 
     /// The same route with `layer` around its service (outermost so far).
