@@ -22,12 +22,15 @@ use serde_json::Value;
 /// must not see another bench's topics come and go.
 static ONE_BENCH: Mutex<()> = Mutex::new(());
 
-const KEYS: [&str; 14] = [
+const KEYS: [&str; 17] = [
     "raw_cps",
     "courier_cps",
     "courier_ratio",
     "eos_cps",
     "eos_ratio",
+    "http_cps",
+    "http_ratio",
+    "http_vs_courier",
     "outputs_cps",
     "outputs_ratio",
     "slow_key_cps",
@@ -105,12 +108,15 @@ fn every_scenario_reports_every_key() {
     let rounds = report["per_round"].as_array().expect("per_round is a list");
     assert_eq!((report["rounds"].as_u64(), rounds.len()), (Some(3), 3), "{report}");
     for round in rounds {
-        for (ratio, cps) in [("courier_ratio", "courier_cps"), ("eos_ratio", "eos_cps"), ("outputs_ratio", "outputs_cps")] {
+        for (ratio, cps) in [("courier_ratio", "courier_cps"), ("eos_ratio", "eos_cps"), ("http_ratio", "http_cps"), ("outputs_ratio", "outputs_cps")] {
             assert!(num(round, cps) > 0.0, "{cps} not measured in a round: {report}");
             assert!(close(num(round, ratio), num(round, cps) / num(round, "raw_cps")), "{ratio} of a round: {report}");
         }
     }
-    for key in ["raw_cps", "courier_cps", "courier_ratio", "eos_cps", "eos_ratio", "outputs_cps", "outputs_ratio"] {
+    for round in rounds {
+        assert!(close(num(round, "http_vs_courier"), num(round, "http_cps") / num(round, "courier_cps")), "http_vs_courier of a round: {report}");
+    }
+    for key in ["raw_cps", "courier_cps", "courier_ratio", "eos_cps", "eos_ratio", "http_cps", "http_ratio", "http_vs_courier", "outputs_cps", "outputs_ratio"] {
         let medians = median(rounds.iter().map(|r| num(r, key)).collect());
         assert!(close(num(&report, key), medians), "{key} is not the median of the rounds: {report}");
     }
@@ -119,10 +125,10 @@ fn every_scenario_reports_every_key() {
     assert!(p50 <= p99 && p99 <= p999, "percentiles out of order: {report}");
     assert_eq!(report["messages"], 3000);
     assert_eq!(report["backlog"], 20000);
-    for row in ["raw (rdkafka loop)", "courier (at-least-once)", "courier-eos (exactly-once)", "courier outputs alone", "medians of 3 rounds", "ordering=key", "ordering=partition", "p99.9"] {
+    for row in ["raw (rdkafka loop)", "courier (at-least-once)", "courier-eos (exactly-once)", "courier + HTTP handler", "HTTP vs in-process", "courier outputs alone", "medians of 3 rounds", "ordering=key", "ordering=partition", "p99.9"] {
         assert!(stdout.contains(row), "table has no {row:?} row:\n{stdout}");
     }
-    // Twelve throughput scenarios, two slow ones, latency and backlog each made 17
+    // Fifteen throughput scenarios, two slow ones, latency and backlog each made their
     // topics; none may be left (deletion completes asynchronously on the broker).
     assert_no_bench_topics_left(&before);
 }

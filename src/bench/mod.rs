@@ -8,7 +8,8 @@
 //!
 //! Scenarios: `raw` (a minimal rdkafka consume-then-produce loop, same producer and
 //! consumer settings: the ceiling), `courier` (no-op handler, at-least-once),
-//! `courier-eos` (exactly-once), `outputs` (the records a worker writes per command,
+//! `courier-eos` (exactly-once), `http` (the no-op as an HTTP push handler on
+//! loopback, the route a `--config` file declares: what HTTP costs per command), `outputs` (the records a worker writes per command,
 //! produced alone: what the envelope costs before anything is consumed), `slow` (a 20 ms handler, 1,000 keys, `ordering =
 //! key` vs `ordering = partition`), end-to-end latency at half the measured capacity,
 //! and the worker's peak RSS while a 1,000,000-command backlog waits.
@@ -31,7 +32,7 @@ use serde::Serialize;
 use crate::kafka::KafkaArgs;
 use crate::topics::{create_topics, delete_topics, TopicSpec};
 
-pub use scenarios::{backlog_rss, latency, outputs_only, raw, slow, through_courier, Latency};
+pub use scenarios::{backlog_rss, latency, outputs_only, raw, slow, through_courier, through_http, Latency};
 
 /// Bench settings.
 #[derive(Debug, Clone, clap::Args)]
@@ -43,7 +44,7 @@ pub struct BenchConfig {
     /// second long, which overstates the ceiling and varies widely between runs.
     #[arg(long, default_value_t = 300_000, value_parser = at_least_one)]
     pub messages: usize,
-    /// Rounds of the throughput scenarios (raw, courier, eos, outputs). Every round
+    /// Rounds of the throughput scenarios (raw, courier, eos, http, outputs). Every round
     /// measures raw again and takes its ratios within the round; the report gives the
     /// medians and each round's figures.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -69,7 +70,7 @@ pub struct BenchConfig {
     /// Print one JSON object as the last line.
     #[arg(long)]
     pub json: bool,
-    /// Run only these scenarios (raw, courier, eos, outputs, slow, latency, backlog); default all.
+    /// Run only these scenarios (raw, courier, eos, http, outputs, slow, latency, backlog); default all.
     /// With `--peers`: throughput, slow, latency.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
@@ -160,6 +161,11 @@ pub struct Round {
     pub courier_ratio: f64,
     pub eos_cps: f64,
     pub eos_ratio: f64,
+    /// The no-op handler over HTTP (loopback), at-least-once.
+    pub http_cps: f64,
+    pub http_ratio: f64,
+    /// `http_cps` over `courier_cps`: the HTTP hop's share, within the round.
+    pub http_vs_courier: f64,
     /// Courier's two output records per command produced alone (nothing consumed).
     pub outputs_cps: f64,
     pub outputs_ratio: f64,
@@ -170,7 +176,11 @@ impl Round {
         if self.raw_cps > 0.0 {
             self.courier_ratio = self.courier_cps / self.raw_cps;
             self.eos_ratio = self.eos_cps / self.raw_cps;
+            self.http_ratio = self.http_cps / self.raw_cps;
             self.outputs_ratio = self.outputs_cps / self.raw_cps;
+        }
+        if self.courier_cps > 0.0 {
+            self.http_vs_courier = self.http_cps / self.courier_cps;
         }
         self
     }
@@ -198,6 +208,9 @@ impl Report {
             courier_ratio: m(|r| r.courier_ratio),
             eos_cps: m(|r| r.eos_cps),
             eos_ratio: m(|r| r.eos_ratio),
+            http_cps: m(|r| r.http_cps),
+            http_ratio: m(|r| r.http_ratio),
+            http_vs_courier: m(|r| r.http_vs_courier),
             outputs_cps: m(|r| r.outputs_cps),
             outputs_ratio: m(|r| r.outputs_ratio),
         };
@@ -229,7 +242,7 @@ pub enum BenchError {
 pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Report, BenchError> {
     let mut r = Report { messages: cfg.messages, size: cfg.size, partitions: cfg.partitions, ..Report::default() };
     let mut rounds = Vec::new();
-    let in_rounds = ["raw", "courier", "eos", "outputs"];
+    let in_rounds = ["raw", "courier", "eos", "http", "outputs"];
     if in_rounds.iter().any(|s| cfg.wants(s)) {
         for i in 1..=cfg.rounds {
             let mut step = |what: &str| progress(&format!("round {i}/{}: {what}", cfg.rounds));
@@ -245,6 +258,10 @@ pub async fn run(cfg: &BenchConfig, mut progress: impl FnMut(&str)) -> Result<Re
             if cfg.wants("eos") {
                 step("courier-eos: no-op handler, exactly-once");
                 round.eos_cps = scoped(cfg, "eos", |args| async move { through_courier(cfg, &args, true).await }).await?;
+            }
+            if cfg.wants("http") {
+                step("http: no-op HTTP push handler on loopback, at-least-once");
+                round.http_cps = scoped(cfg, "http", |args| async move { through_http(cfg, &args).await }).await?;
             }
             if cfg.wants("outputs") {
                 step("outputs: a worker's final event + snapshot per command, produced alone");
@@ -312,6 +329,8 @@ pub fn table(r: &Report) -> String {
     row(&mut t, "raw (rdkafka loop)", r.throughput.raw_cps, "1.00x", "");
     row(&mut t, "courier (at-least-once)", r.throughput.courier_cps, &format!("{:.2}x", r.throughput.courier_ratio), &range(|x| x.courier_ratio));
     row(&mut t, "courier-eos (exactly-once)", r.throughput.eos_cps, &format!("{:.2}x", r.throughput.eos_ratio), &range(|x| x.eos_ratio));
+    row(&mut t, "courier + HTTP handler", r.throughput.http_cps, &format!("{:.2}x", r.throughput.http_ratio), &range(|x| x.http_ratio));
+    t.push_str(&format!("  {:<28} {:>12} {:>10}\n", "  (HTTP vs in-process)", "", format!("{:.2}x", r.throughput.http_vs_courier)));
     row(&mut t, "courier outputs alone", r.throughput.outputs_cps, &format!("{:.2}x", r.throughput.outputs_ratio), &range(|x| x.outputs_ratio));
     if r.rounds > 1 {
         t.push_str(&format!("  (medians of {} rounds; each ratio taken within its round)\n", r.rounds));

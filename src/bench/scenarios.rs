@@ -116,6 +116,13 @@ fn is_final(record: &Seen<'_>) -> bool {
     crate::envelope::is_final_record(record.kafka_headers())
 }
 
+/// A `completed` final event: a scenario whose handler might fail counts only these,
+/// so a failing handler stalls the bench (and says so) rather than measuring failures.
+fn is_completed(record: &Seen<'_>) -> bool {
+    let ce_type = crate::envelope::last_kafka_header(record.kafka_headers(), crate::envelope::header_names::TYPE);
+    ce_type == Some(State::Completed.event_type().as_bytes())
+}
+
 fn any_record(_: &Seen<'_>) -> bool {
     true
 }
@@ -227,6 +234,50 @@ pub async fn through_courier(cfg: &BenchConfig, args: &KafkaArgs, exactly_once: 
     let worker = start_worker(args, Router::new().route("noop", Noop), |c| c.exactly_once = exactly_once).await?;
     let span = output_span(args, &args.topics().results, cfg.messages, is_final).await;
     worker.stop().await;
+    Ok(cfg.messages as f64 / span?.as_secs_f64())
+}
+
+/// A trivial HTTP handler on loopback, in this process: every POST is answered `200`
+/// with its own body (the no-op echo, over HTTP). Stops when the token fires.
+async fn echo_server() -> Result<(std::net::SocketAddr, CancellationToken), BenchError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.map_err(BenchError::Process)?;
+    let addr = listener.local_addr().map_err(BenchError::Process)?;
+    let echo = axum::routing::post(|body: axum::body::Bytes| async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], body) });
+    let app = axum::Router::new().route("/noop", echo);
+    let stop = CancellationToken::new();
+    let until = stop.clone();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(until.cancelled_owned()).await {
+            tracing::warn!(error = %e, "bench HTTP handler stopped");
+        }
+    });
+    Ok((addr, stop))
+}
+
+/// Courier at-least-once with the no-op handler as an HTTP push handler (the route a
+/// `--config` file declares, with its defaults) on loopback: what pushing each command
+/// over HTTP costs beside the in-process handler.
+pub async fn through_http(cfg: &BenchConfig, args: &KafkaArgs) -> Result<f64, BenchError> {
+    use crate::declared::{DEFAULT_CONCURRENCY, DEFAULT_MAX_RESPONSE_BYTES};
+    use crate::router::push::{push_client, push_route, PushProfile, PushTarget, Schemas};
+    preproduce(args, cfg.messages, "noop", payload(cfg.size), 10_000, false).await?;
+    let (addr, server) = echo_server().await?;
+    let url = format!("http://{addr}/noop").parse().map_err(|e| BenchError::Stalled(format!("handler URL: {e}")))?;
+    let target = PushTarget {
+        url,
+        timeout: Duration::from_secs(30),
+        concurrency: DEFAULT_CONCURRENCY,
+        headers: Default::default(),
+        max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+        callbacks: None,
+        profile: PushProfile::Courier,
+    };
+    let client = push_client().map_err(|e| BenchError::Stalled(format!("HTTP client: {e}")))?;
+    let route = push_route(target, client, Schemas::default(), schemars::Schema::from(true), schemars::Schema::from(true), "no-op over HTTP".into());
+    let worker = start_worker(args, Router::new().route_built("noop", route), |_| {}).await?;
+    let span = output_span(args, &args.topics().results, cfg.messages, is_completed).await;
+    worker.stop().await;
+    server.cancel();
     Ok(cfg.messages as f64 / span?.as_secs_f64())
 }
 
