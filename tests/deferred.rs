@@ -325,10 +325,19 @@ async fn leases_and_cancels_end_deferred_jobs_once_with_two_gateways_and_two_wor
     }
     assert_eq!(finals[&retried].len(), 1, "the retried type ends once, after its last attempt");
     assert_eq!(finals[&retried][0].event.state(), State::Failed, "{:?}", finals[&retried][0].event);
-    let attempts: Vec<u64> = handler.pushes("/long", retried).await.iter().map(|c| c["attempt"].as_u64().unwrap()).collect();
+    let pushes = handler.pushes("/long", retried).await;
+    let attempts: Vec<u64> = pushes.iter().map(|c| c["attempt"].as_u64().unwrap()).collect();
     assert_eq!(attempts, vec![1, 2], "a lapse of a type with its own retry is retried");
+    // The first attempt's token, replayed after the retry: for another attempt, 403.
+    let old = pushes[0]["callback_token"].as_str().unwrap();
+    for method in ["complete", "heartbeat"] {
+        let req = http.post(format!("{}/v1/operations/{retried}:{method}", gateways[1].base)).bearer_auth(old).json(&json!({"result": "late"}));
+        assert_eq!(req.send().await.unwrap().status().as_u16(), 403, "{method} with a replayed token of attempt 1");
+    }
     assert_eq!(finals[&held].len(), 1);
     assert_eq!(finals[&held][0].event.state(), State::Cancelled);
+    let after = common::finals_by_command(&common::read_all_results(&t));
+    assert_eq!(after[&retried].len(), 1, "the replayed tokens published nothing");
     let calls = handler.seen().await;
     let cancels: Vec<&Value> = calls["cancelled"].as_array().unwrap().iter().filter(|c| c["id"] == held.to_string().as_str()).collect();
     assert_eq!(cancels.len(), 1, "the handler's cancel_url was told once: {calls}");
