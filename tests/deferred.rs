@@ -336,8 +336,8 @@ async fn leases_and_cancels_end_deferred_jobs_once_with_two_gateways_and_two_wor
     }
     assert_eq!(finals[&held].len(), 1);
     assert_eq!(finals[&held][0].event.state(), State::Cancelled);
-    let after = common::finals_by_command(&common::read_all_results(&t));
-    assert_eq!(after[&retried].len(), 1, "the replayed tokens published nothing");
+    let after = common::read_all_results(&t);
+    assert_eq!(common::finals_by_command(&after)[&retried].len(), 1, "the replayed tokens published nothing");
     let calls = handler.seen().await;
     let cancels: Vec<&Value> = calls["cancelled"].as_array().unwrap().iter().filter(|c| c["id"] == held.to_string().as_str()).collect();
     assert_eq!(cancels.len(), 1, "the handler's cancel_url was told once: {calls}");

@@ -150,7 +150,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             spec.retry_tiers.extend(declared.retry_tiers());
             let types: Vec<&str> = declared.commands.keys().map(String::as_str).collect();
             println!("courier dev: serving {} from {} beside the examples", types.join(", "), declared.path.display());
-            declared.router(example_router())?
+            let examples = example_router();
+            let replaced: Vec<&str> = types.iter().copied().filter(|t| examples.get(t).is_some()).collect();
+            if !replaced.is_empty() {
+                println!("courier dev: the declared {} replace the built-in example(s) of the same name", replaced.join(", "));
+            }
+            declared.router(examples)?
         }
         None => example_router(),
     };
