@@ -167,8 +167,10 @@ impl Client {
 
     /// Waits for the final state of any command, even one submitted before this
     /// process started: the compacted status topic keeps the latest snapshot of every
-    /// operation, so reading it from the beginning finds one that already ended, and
-    /// following it on finds one that ends later.
+    /// operation, so reading it finds one that already ended, and following it on
+    /// finds one that ends later. Reads only the id's partition (snapshots are keyed
+    /// by id), from a little before the time in its UUIDv7 id: a lookup costs the
+    /// records written since the command was made, in one partition, not the topic.
     pub async fn wait(&self, id: Uuid, timeout: Duration) -> Result<OperationSnapshot, ClientError> {
         let key = id.to_string();
         let final_snapshot = move |seen: Seen<'_>| {
@@ -177,7 +179,8 @@ impl Client {
             }
             OperationSnapshot::decode(seen.value()).ok().flatten().filter(|s| s.state.is_final())
         };
-        let mut finals = Box::pin(Reader::open(&self.args, &self.topics.status, StartAt::Beginning).await?.into_stream(final_snapshot));
+        let reader = Reader::open_for_key(&self.args, &self.topics.status, id.to_string().as_bytes(), StartAt::for_id(id)).await?;
+        let mut finals = Box::pin(reader.into_stream(final_snapshot));
         match tokio::time::timeout(timeout, finals.next()).await {
             Ok(Some(snapshot)) => Ok(snapshot),
             Ok(None) => Err(ClientError::ListenerGone),
@@ -186,12 +189,12 @@ impl Client {
     }
 
     /// The latest snapshot of a command now, whatever its state (`None` if the status
-    /// topic has none): what `courier status` prints. Reads the compacted status topic
-    /// to its end, so it costs a scan; use [`Client::wait`] to follow one command.
+    /// topic has none): what `courier status` prints. Reads the id's partition of the
+    /// status topic to its end from the id's time (as [`Client::wait`] does).
     pub async fn status(&self, id: Uuid) -> Result<Option<OperationSnapshot>, ClientError> {
         let mut latest = None;
         let key = id.to_string();
-        crate::follow::read_to_end(&self.args, &self.topics.status, StartAt::Beginning, None, |seen| {
+        crate::follow::read_key_to_end(&self.args, &self.topics.status, key.as_bytes(), StartAt::for_id(id), None, |seen| {
             if seen.key() == Some(key.as_bytes()) {
                 latest = OperationSnapshot::decode(seen.value()).ok().flatten();
             }

@@ -51,6 +51,25 @@ pub enum StartAt {
     /// The last `n` records of each partition (all of it if it holds fewer): enough
     /// to warm a cache without reading a long history.
     Tail(u64),
+    /// From each partition's first record written at or after this time (its end if
+    /// there is none): a lookup of something created then reads no older history.
+    Since(chrono::DateTime<chrono::Utc>),
+}
+
+impl StartAt {
+    /// Where a lookup of command `id`'s records starts: a little before the time its
+    /// UUIDv7 id carries (records about it are written after it was made; the margin
+    /// covers clocks that disagree), else the beginning (an id of another version
+    /// carries no time).
+    pub fn for_id(id: uuid::Uuid) -> StartAt {
+        const CLOCK_SKEW: chrono::Duration = chrono::Duration::minutes(5);
+        let Some(ts) = id.get_timestamp() else { return StartAt::Beginning };
+        let (secs, nanos) = ts.to_unix();
+        match chrono::DateTime::from_timestamp(secs as i64, nanos) {
+            Some(made) => StartAt::Since(made - CLOCK_SKEW),
+            None => StartAt::Beginning,
+        }
+    }
 }
 
 /// Why a topic could not be followed.
@@ -133,9 +152,25 @@ pub(crate) struct Reader {
 impl Reader {
     /// A reader of `topic`, positioned at `start` in every partition.
     pub(crate) async fn open(kafka: &KafkaArgs, topic: &str, start: StartAt) -> Result<Reader, FollowError> {
+        Self::open_in(kafka, topic, start, None).await
+    }
+
+    /// A reader of the one partition of `topic` where records keyed `key` land (under
+    /// the partitioner `kafka`'s options name; every partition for one it cannot
+    /// compute), positioned at `start`: a point lookup that reads a fraction of the topic.
+    pub(crate) async fn open_for_key(kafka: &KafkaArgs, topic: &str, key: &[u8], start: StartAt) -> Result<Reader, FollowError> {
+        Self::open_in(kafka, topic, start, Some(key.to_vec())).await
+    }
+
+    async fn open_in(kafka: &KafkaArgs, topic: &str, start: StartAt, key: Option<Vec<u8>>) -> Result<Reader, FollowError> {
         let consumer = consumer(kafka)?;
         let name = topic.to_string();
-        let (consumer, unread) = tokio::task::spawn_blocking(move || assign(consumer, &name, start))
+        let partitioner = crate::kafka::Partitioner::configured(&kafka.kafka_opts);
+        // The topic's partitions are 0..n; metadata may leave out one that has no leader
+        // right now, so n is the highest id seen plus one, and a key whose partition is
+        // not among those seen reads them all (see `assign`).
+        let only = move |partitions: &[i32]| -> Option<i32> { partitioner?.partition(key.as_deref()?, partitions.iter().max()? + 1) };
+        let (consumer, unread) = tokio::task::spawn_blocking(move || assign(consumer, &name, start, only))
             .await
             .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
         Ok(Reader { consumer, topic: topic.to_string(), unread, caught_up: false })
@@ -218,10 +253,19 @@ fn consumer(kafka: &KafkaArgs) -> Result<StreamConsumer, KafkaSetupError> {
     Ok(cfg.create()?)
 }
 
-/// Assigns every partition of `topic` at `start`, resolved to offsets now. Blocking.
-fn assign(consumer: StreamConsumer, topic: &str, start: StartAt) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
-    let partitions = partitions_of(&consumer, topic)?;
+/// Assigns every partition of `topic` (or the one `only` picks from them) at
+/// `start`, resolved to offsets now. Blocking.
+fn assign(consumer: StreamConsumer, topic: &str, start: StartAt, only: impl FnOnce(&[i32]) -> Option<i32>) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
+    let mut partitions = partitions_of(&consumer, topic)?;
+    partitions.sort_unstable();
+    if let Some(p) = only(&partitions).filter(|p| partitions.contains(p)) {
+        partitions.retain(|x| *x == p);
+    }
     let kafka = |source| FollowError::Kafka { topic: topic.to_string(), source };
+    let since = match start {
+        StartAt::Since(at) => Some(offsets_since(&consumer, topic, &partitions, at).map_err(kafka)?),
+        _ => None,
+    };
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
         let offset = match start {
@@ -231,11 +275,33 @@ fn assign(consumer: StreamConsumer, topic: &str, start: StartAt) -> Result<(Stre
                 let (low, high) = watermarks(&consumer, topic, *p).map_err(kafka)?;
                 Offset::Offset(high.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX)).max(low))
             }
+            StartAt::Since(_) => match since.as_ref().and_then(|s| s.get(p)) {
+                Some(o) => Offset::Offset(*o),
+                None => Offset::Offset(watermarks(&consumer, topic, *p).map_err(kafka)?.1),
+            },
         };
         tpl.add_partition_offset(topic, *p, offset).map_err(kafka)?;
     }
     consumer.assign(&tpl).map_err(kafka)?;
     Ok((consumer, partitions.into_iter().collect()))
+}
+
+/// Each partition's first offset at or after `at` (a partition with none is left
+/// out: the caller starts it at its end). Blocking.
+fn offsets_since(consumer: &StreamConsumer, topic: &str, partitions: &[i32], at: chrono::DateTime<chrono::Utc>) -> Result<std::collections::HashMap<i32, i64>, rdkafka::error::KafkaError> {
+    let mut query = TopicPartitionList::new();
+    for p in partitions {
+        query.add_partition_offset(topic, *p, Offset::Offset(at.timestamp_millis().max(0)))?;
+    }
+    let found = consumer.offsets_for_times(query, Duration::from_secs(10))?;
+    Ok(found
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect())
 }
 
 /// A follower running in a task of its own, until its stop token fires.
@@ -302,10 +368,34 @@ pub async fn read_to_end(
     topic: &str,
     start: StartAt,
     within: Option<Duration>,
+    on_record: impl FnMut(Seen<'_>),
+) -> Result<(), FollowError> {
+    read_in_to_end(kafka, topic, start, None, within, on_record).await
+}
+
+/// Like [`read_to_end`], in the one partition where records keyed `key` land (see
+/// [`Reader::open_for_key`]): one operation's snapshots, say.
+pub async fn read_key_to_end(
+    kafka: &KafkaArgs,
+    topic: &str,
+    key: &[u8],
+    start: StartAt,
+    within: Option<Duration>,
+    on_record: impl FnMut(Seen<'_>),
+) -> Result<(), FollowError> {
+    read_in_to_end(kafka, topic, start, Some(key.to_vec()), within, on_record).await
+}
+
+async fn read_in_to_end(
+    kafka: &KafkaArgs,
+    topic: &str,
+    start: StartAt,
+    key: Option<Vec<u8>>,
+    within: Option<Duration>,
     mut on_record: impl FnMut(Seen<'_>),
 ) -> Result<(), FollowError> {
     let read = async {
-        let mut reader = Reader::open(kafka, topic, start).await?;
+        let mut reader = Reader::open_in(kafka, topic, start, key).await?;
         let what = format!("reader of {topic}");
         while let Next::Record(seen) = reader.next().await {
             crate::supervise::guard(&what, || on_record(seen));

@@ -4,12 +4,14 @@
 //! instead of wrapping each one, so TLS, SASL and tuning work the way librdkafka
 //! documents them.
 
+mod partitioner;
 mod partitions;
 
 use std::fmt;
 
 use rdkafka::ClientConfig;
 
+pub use partitioner::Partitioner;
 pub(crate) use partitions::{assignment, commit_offsets, failed_commits, offset_list, partitions_in, set_paused};
 
 /// The environment variable holding extra librdkafka properties, comma-separated.
