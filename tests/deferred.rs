@@ -10,8 +10,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::capability::{Grant, SigningKey};
@@ -24,44 +22,6 @@ use uuid::Uuid;
 
 const KEY: &str = "a-callback-signing-key-for-tests";
 
-struct HandlerService {
-    child: Child,
-    port: u16,
-}
-
-impl HandlerService {
-    fn start() -> HandlerService {
-        let script = common::repo().join("examples/python-handler/handler.py");
-        let mut child = Proc::new(common::python()).arg(&script).args(["--port", "0"]).stdout(Stdio::piped()).spawn().expect("start the handler");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
-        HandlerService { child, port }
-    }
-
-    async fn seen(&self) -> Value {
-        reqwest::get(format!("http://127.0.0.1:{}/calls", self.port)).await.unwrap().json().await.unwrap()
-    }
-
-    /// The pushes of `route` for command `id`, as the handler saw them.
-    async fn pushes(&self, route: &str, id: Uuid) -> Vec<Value> {
-        let calls = self.seen().await;
-        calls["calls"].as_array().unwrap().iter().filter(|c| c["route"] == route && c["id"] == id.to_string().as_str()).cloned().collect()
-    }
-
-    /// Waits until the handler has been pushed command `id` on `route`.
-    async fn pushed(&self, route: &str, id: Uuid, timeout: Duration) -> Value {
-        let until = Instant::now() + timeout;
-        loop {
-            if let Some(call) = self.pushes(route, id).await.into_iter().next() {
-                return call;
-            }
-            assert!(Instant::now() < until, "{id} never reached {route}: {}", self.seen().await);
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// Writes a courier.yaml with these `commands:` entries (indented under it) and a
 /// callbacks block naming the gateway on `gateway_port`.
 fn write_config(name: &str, gateway_port: u16, commands: &str) -> std::path::PathBuf {
@@ -73,26 +33,16 @@ fn write_config(name: &str, gateway_port: u16, commands: &str) -> std::path::Pat
     path
 }
 
-impl Drop for HandlerService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn a_202_hands_off_the_command_and_the_handler_completes_it_through_the_gateway() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let t = common::fresh_topics_with("deferred", 2, [1, 5, 10, 60].map(Duration::from_secs).to_vec()).await;
     let gateway_port = common::free_port();
-    let config = format!(
-        "commands:\n  long:\n    http: {{ url: 'http://127.0.0.1:{}/long', timeout: 5s }}\n    heartbeat: 1m\n  echo:\n    http: {{ url: 'http://127.0.0.1:{}/echo' }}\ncallbacks:\n  public_url: http://127.0.0.1:{gateway_port}\n  signing_keys: ['{KEY}']\n",
-        handler.port, handler.port
+    let types = format!(
+        "  long:\n    http: {{ url: 'http://127.0.0.1:{0}/long', timeout: 5s }}\n    heartbeat: 1m\n  echo:\n    http: {{ url: 'http://127.0.0.1:{0}/echo' }}\n",
+        handler.port
     );
-    let dir = std::env::temp_dir().join(format!("courier-deferred-{}", Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("courier.yaml");
-    std::fs::write(&path, &config).unwrap();
+    let path = write_config("deferred", gateway_port, &types);
     let declared = Declared::load(&path).unwrap();
 
     // The gateway, in this process, with the file's keys.
@@ -173,7 +123,7 @@ async fn a_202_hands_off_the_command_and_the_handler_completes_it_through_the_ga
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_deferred_job_ends_once_across_a_worker_sigkill_and_a_gateway_restart() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let t = common::fresh_topics_with("deferred-crash", 2, [1, 5, 10, 60].map(Duration::from_secs).to_vec()).await;
     let port = common::free_port();
     let types = format!(
@@ -230,7 +180,7 @@ async fn a_deferred_job_ends_once_across_a_worker_sigkill_and_a_gateway_restart(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leases_and_cancels_end_deferred_jobs_once_with_two_gateways_and_two_workers() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let t = common::fresh_topics_with("deferred-lease", 2, [1, 5, 10, 60].map(Duration::from_secs).to_vec()).await;
     let port = common::free_port();
     let h = handler.port;
@@ -350,7 +300,7 @@ async fn leases_and_cancels_end_deferred_jobs_once_with_two_gateways_and_two_wor
 
 #[tokio::test(flavor = "multi_thread")]
 async fn ouro_and_runpod_services_run_unchanged_through_their_profiles() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let t = common::fresh_topics_with("deferred-profiles", 2, [1, 5, 10, 60].map(Duration::from_secs).to_vec()).await;
     let port = common::free_port();
     let h = handler.port;

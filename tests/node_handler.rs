@@ -7,82 +7,38 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command as Proc, Stdio};
 use std::time::{Duration, Instant};
 
 use courier::{Client, NewCommand, State};
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
 const CALLBACK_KEY: &str = "a-callback-signing-key-for-the-node-example";
 const API_KEY: &str = "node-test-key";
 
-/// examples/node-handler/server.js, running (`$COURIER_NODE`, else `node`); killed on drop.
-struct NodeHandler {
-    child: Child,
-    port: u16,
-    http: reqwest::Client,
-}
-
-impl NodeHandler {
-    fn start() -> NodeHandler {
-        let node = std::env::var("COURIER_NODE").ok().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "node".into());
-        let script = common::repo().join("examples/node-handler/server.js");
-        let mut child = Proc::new(&node)
-            .arg(&script)
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap_or_else(|e| panic!("start the Node handler with {node:?}: {e}"));
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the handler's first line");
-        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
-        NodeHandler { child, port, http: reqwest::Client::new() }
-    }
-
-    /// What the service saw: `calls`, `hung_up`, `most_in_flight`, `callbacks`, `cancelled`.
-    async fn seen(&self) -> Value {
-        let url = format!("http://127.0.0.1:{}/calls", self.port);
-        self.http.get(url).send().await.expect("GET /calls").json().await.expect("calls JSON")
-    }
-
-    async fn calls_for(&self, id: Uuid) -> Vec<Value> {
-        let id = id.to_string();
-        self.seen().await["calls"].as_array().unwrap().iter().filter(|c| c["id"] == id.as_str()).cloned().collect()
-    }
-
-    /// The handler's callbacks for command `id` as (method, status), once it has made
-    /// its `:complete` (which it records after the gateway answers).
-    async fn callbacks_once_complete(&self, id: Uuid, timeout: Duration) -> Vec<(String, u64)> {
-        let id = id.to_string();
-        let until = Instant::now() + timeout;
-        loop {
-            let seen = self.seen().await;
-            let callbacks: Vec<(String, u64)> = seen["callbacks"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .filter(|c| c["id"] == id.as_str())
-                .map(|c| (c["method"].as_str().unwrap().to_string(), c["status"].as_u64().unwrap()))
-                .collect();
-            if callbacks.iter().any(|(method, _)| method == "complete") {
-                return callbacks;
-            }
-            assert!(Instant::now() < until, "the handler never completed {id}: {seen}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
+/// The handler's callbacks for command `id` as (method, status), once it has made
+/// its `:complete` (which it records after the gateway answers).
+async fn callbacks_once_complete(handler: &common::HandlerProc, id: Uuid, timeout: Duration) -> Vec<(String, u64)> {
+    let id = id.to_string();
+    let until = Instant::now() + timeout;
+    loop {
+        let seen = handler.seen().await;
+        let callbacks: Vec<(String, u64)> = seen["callbacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["id"] == id.as_str())
+            .map(|c| (c["method"].as_str().unwrap().to_string(), c["status"].as_u64().unwrap()))
+            .collect();
+        if callbacks.iter().any(|(method, _)| method == "complete") {
+            return callbacks;
         }
+        assert!(Instant::now() < until, "the handler never completed {id}: {seen}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
-impl Drop for NodeHandler {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// The example's own courier.yaml, with its variables filled in, written with its
 /// schemas into a fresh folder.
@@ -106,7 +62,7 @@ fn example_config(handler_port: u16, gateway_port: u16) -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_node_example_completes_fails_retries_and_defers_as_its_answers_say() {
-    let handler = NodeHandler::start();
+    let handler = common::HandlerProc::node();
     let t = common::fresh_topics_with("node-handler", 2, [1, 5, 10, 60].map(Duration::from_secs).to_vec()).await;
     let gateway_port = common::free_port();
     let path = example_config(handler.port, gateway_port);
@@ -151,7 +107,7 @@ async fn the_node_example_completes_fails_retries_and_defers_as_its_answers_say(
     let callback_url = long_calls[0]["callback_url"].as_str().unwrap_or_default();
     assert_eq!(callback_url, format!("http://127.0.0.1:{gateway_port}/v1/operations/{long}"), "{}", long_calls[0]);
     assert!(long_calls[0]["callback_token"].as_str().is_some_and(|t| !t.is_empty()), "{}", long_calls[0]);
-    let callbacks = handler.callbacks_once_complete(long, Duration::from_secs(60)).await;
+    let callbacks = callbacks_once_complete(&handler, long, Duration::from_secs(60)).await;
     let callbacks: Vec<(&str, u64)> = callbacks.iter().map(|(method, status)| (method.as_str(), *status)).collect();
     assert_eq!(callbacks.len(), 3, "{callbacks:?}");
     assert_eq!(callbacks[..2], [("progress", 202), ("heartbeat", 202)], "the gateway accepted the progress and the heartbeat");

@@ -9,9 +9,8 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command as Proc, Stdio};
+use std::process::Command as Proc;
 use std::time::{Duration, Instant};
 
 use courier::declared::Declared;
@@ -19,59 +18,6 @@ use courier::{Client, NewCommand, ResultEvent, State};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-/// examples/python-handler/handler.py, running; killed on drop.
-struct HandlerService {
-    child: Child,
-    port: u16,
-    http: reqwest::Client,
-}
-
-impl HandlerService {
-    fn start() -> HandlerService {
-        let script = common::repo().join("examples/python-handler/handler.py");
-        let mut child = Proc::new(common::python())
-            .arg(&script)
-            .args(["--port", "0"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start the Python handler");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the handler's first line");
-        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
-        HandlerService { child, port, http: reqwest::Client::new() }
-    }
-
-    /// What the service saw: `calls`, `hung_up`, `most_in_flight`.
-    async fn seen(&self) -> Value {
-        let url = format!("http://127.0.0.1:{}/calls", self.port);
-        self.http.get(url).send().await.expect("GET /calls").json().await.expect("calls JSON")
-    }
-
-    async fn calls_for(&self, id: Uuid) -> Vec<Value> {
-        let id = id.to_string();
-        self.seen().await["calls"].as_array().unwrap().iter().filter(|c| c["id"] == id.as_str()).cloned().collect()
-    }
-
-    async fn wait_until(&self, what: &str, mut ok: impl FnMut(&Value) -> bool) -> Value {
-        let until = Instant::now() + Duration::from_secs(30);
-        loop {
-            let seen = self.seen().await;
-            if ok(&seen) {
-                return seen;
-            }
-            assert!(Instant::now() < until, "the handler never saw {what}: {seen}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for HandlerService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn example_config() -> PathBuf {
     common::repo().join("examples/python-handler/courier.yaml")
@@ -112,7 +58,7 @@ fn error_code(e: &ResultEvent) -> &str {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_example_handlers_complete_fail_and_retry_as_their_answers_say() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let tiers = [1, 5, 10, 60].map(Duration::from_secs).to_vec();
     let t = common::fresh_topics_with("push-example", 2, tiers).await;
     let port = handler.port.to_string();
@@ -156,7 +102,7 @@ async fn the_example_handlers_complete_fail_and_retry_as_their_answers_say() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_hanging_request_is_cut_off_by_a_cancel_and_a_deadline_and_a_slow_one_times_out() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let t = common::fresh_topics("push-cut", 2).await;
     let url = format!("http://127.0.0.1:{}/sleep", handler.port);
     let config = write_config(
@@ -192,7 +138,7 @@ async fn a_hanging_request_is_cut_off_by_a_cancel_and_a_deadline_and_a_slow_one_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_thousand_commands_over_a_hundred_keys_reach_the_handler_in_key_order_within_its_limit() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let t = common::fresh_topics("push-order", 4).await;
     let url = format!("http://127.0.0.1:{}/echo", handler.port);
     let config = write_config("order", &format!("commands:\n  ordered:\n    http: {{ url: '{url}', concurrency: 8 }}\n"));
@@ -219,7 +165,7 @@ async fn a_thousand_commands_over_a_hundred_keys_reach_the_handler_in_key_order_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_gateway_checks_declared_schemas_and_rust_and_http_handlers_run_side_by_side() {
-    let handler = HandlerService::start();
+    let handler = common::HandlerProc::python();
     let tiers = [1, 5, 10, 60].map(Duration::from_secs).to_vec();
     let t = common::fresh_topics_with("push-side", 2, tiers).await;
     let port = handler.port.to_string();

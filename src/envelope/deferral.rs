@@ -236,6 +236,16 @@ impl Completion {
     }
 }
 
+/// A hand-off of a `job` command keyed `k` on partition 2, for the tests: with this
+/// lease (milliseconds) and deadline.
+#[cfg(test)]
+pub(crate) fn test_deferral(heartbeat_ms: Option<u64>, deadline: Option<DateTime<Utc>>) -> Deferral {
+    let mut c = super::NewCommand::new("job", serde_json::Value::Null).into_command("//t");
+    c.key = Some(b"k".to_vec());
+    c.deadline = deadline;
+    Deferral::of(&c, serde_json::Value::Null, 2, heartbeat_ms.map(std::time::Duration::from_millis))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,6 +26,8 @@ mod result;
 mod status;
 mod time;
 #[cfg(test)]
+pub(crate) use deferral::test_deferral;
+#[cfg(test)]
 pub(crate) use status::test_snapshot;
 
 pub use command::{rfc3339, Command, CommandHeaders, NewCommand};

@@ -142,25 +142,36 @@ enum Report {
 impl Report {
     /// A completion in the type's profile's shape, else in Courier's own.
     fn read(profile: PushProfile, id: Uuid, body: &[u8]) -> Result<Self, ApiError> {
-        let bad = |m: String| ApiError::bad_request("invalid_completion", m);
-        if profile != PushProfile::Courier {
-            let value: Value = serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
-            match profile.completion(id, &value) {
-                Some(Ok(Reported::Working)) => return Ok(Report::Working),
-                Some(Ok(Reported::Ended { state, result, error })) => return Ok(Report::Done(Outcome { state, result, error })),
-                Some(Err(why)) => return Err(bad(why)),
-                None => {}
-            }
+        let value: Value = serde_json::from_slice(body).map_err(|e| invalid(format!("{COMPLETION_SHAPE}: {e}")))?;
+        match profile.completion(id, &value) {
+            Some(Ok(Reported::Working)) => Ok(Report::Working),
+            Some(Ok(Reported::Ended { state, result, error })) => Ok(Report::Done(Outcome { state, result, error })),
+            Some(Err(why)) => Err(invalid(why)),
+            None => Outcome::from_value(value).map(Report::Done),
         }
-        Outcome::parse(body).map(Report::Done)
     }
 }
 
+/// Courier's own completion body, as the error messages state it.
+const COMPLETION_SHAPE: &str = "the body must be {\"result\": ...} or {\"error\": {\"code\", \"message\", \"retryable\"?}}";
+
+fn invalid(message: String) -> ApiError {
+    ApiError::bad_request("invalid_completion", message)
+}
+
 impl Outcome {
+    #[cfg(test)]
     fn parse(body: &[u8]) -> Result<Self, ApiError> {
-        let bad = |m: String| ApiError::bad_request("invalid_completion", m);
-        let shape = "the body must be {\"result\": ...} or {\"error\": {\"code\", \"message\", \"retryable\"?}}";
-        let mut parsed: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(|e| bad(format!("{shape}: {e}")))?;
+        Report::read(PushProfile::Courier, Uuid::nil(), body).map(|r| match r {
+            Report::Done(outcome) => outcome,
+            Report::Working => unreachable!("Courier's own shape has no progress report"),
+        })
+    }
+
+    /// Courier's `{"result"}` or `{"error"}`.
+    fn from_value(value: Value) -> Result<Self, ApiError> {
+        let (bad, shape) = (invalid, COMPLETION_SHAPE);
+        let Value::Object(mut parsed) = value else { return Err(bad(format!("{shape}: not a JSON object"))) };
         let (result, error) = (parsed.remove("result"), parsed.remove("error"));
         if let Some(other) = parsed.keys().next() {
             return Err(bad(format!("{shape}; {other:?} is not a field")));

@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use crate::envelope::{rfc3339, ResultEvent, State, CONTENT_TYPE, SPEC_VERSION};
 
-/// Header carrying the configured token for the `ouro` profile.
-pub const OURO_TOKEN_HEADER: &str = "ouro-webhook-token";
+/// Header carrying the configured token for the `ouro` profile: the one an Ouro
+/// service also sends its callback token in (one name for both directions).
+pub use crate::router::push::OURO_WEBHOOK_TOKEN as OURO_TOKEN_HEADER;
 
 /// Which body shape to post.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]

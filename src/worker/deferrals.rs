@@ -135,19 +135,12 @@ fn release_stale(shared: &WorkerState) -> Vec<Entry<super::state::Record>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::NewCommand;
-
-    fn deferral(heartbeat: Option<u64>, deadline: Option<chrono::DateTime<Utc>>) -> Deferral {
-        let mut c = NewCommand::new("job", serde_json::Value::Null).into_command("//t");
-        c.key = Some(b"k".to_vec());
-        c.deadline = deadline;
-        Deferral::of(&c, serde_json::Value::Null, 2, heartbeat.map(Duration::from_millis))
-    }
+    use crate::envelope::test_deferral;
 
     #[test]
     fn a_command_ends_when_cancelled_past_its_deadline_or_its_lease() {
         let now = Utc::now();
-        let d = deferral(Some(60_000), None);
+        let d = test_deferral(Some(60_000), None);
         assert_eq!(ending(&d, false, false, now), None);
         assert_eq!(ending(&d, true, false, now).unwrap().state, State::Cancelled);
         let later = now + chrono::Duration::seconds(61);
@@ -155,8 +148,8 @@ mod tests {
         assert_eq!((lapsed.state, lapsed.error.code.as_str(), lapsed.error.retryable), (State::TimedOut, "heartbeat_lapsed", false));
         let retried = ending(&d, false, true, later).unwrap();
         assert_eq!((retried.state, retried.error.retryable), (State::Failed, true));
-        let due = deferral(None, Some(now - chrono::Duration::seconds(1)));
+        let due = test_deferral(None, Some(now - chrono::Duration::seconds(1)));
         assert_eq!(ending(&due, false, false, now).unwrap().error.code, "deadline_exceeded");
-        assert_eq!(ending(&deferral(None, None), false, false, later + chrono::Duration::days(30)), None, "no lease, no deadline: never");
+        assert_eq!(ending(&test_deferral(None, None), false, false, later + chrono::Duration::days(30)), None, "no lease, no deadline: never");
     }
 }

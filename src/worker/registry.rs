@@ -116,21 +116,15 @@ impl Deferrals {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::NewCommand;
+    use crate::envelope::test_deferral;
     use chrono::Utc;
 
-    fn deferral(heartbeat: Option<u64>, deadline: Option<chrono::DateTime<Utc>>) -> Deferral {
-        let mut c = NewCommand::new("job", serde_json::Value::Null).into_command("//t");
-        c.key = Some(b"k".to_vec());
-        c.deadline = deadline;
-        Deferral::of(&c, serde_json::Value::Null, 2, heartbeat.map(std::time::Duration::from_millis))
-    }
 
     #[test]
     fn the_registry_holds_keys_and_keeps_the_newest_attempt() {
         let reg = Deferrals::default();
         assert_eq!(reg.holder(2, b"k"), None);
-        let d = deferral(None, None);
+        let d = test_deferral(None, None);
         reg.insert(d.clone());
         assert_eq!(reg.holder(2, b"k"), Some(d.command_id));
         assert!(reg.covers(&d.command_id, 1) && !reg.covers(&d.command_id, 2));

@@ -175,6 +175,92 @@ impl Drop for WorkerProc {
     }
 }
 
+/// An example handler service (examples/python-handler or examples/node-handler),
+/// running on a free port; killed on drop. It prints `... listening on http://HOST:PORT`
+/// as its one stdout line and answers `GET /calls` with what it saw.
+pub struct HandlerProc {
+    pub child: Child,
+    pub port: u16,
+    http: reqwest::Client,
+}
+
+impl HandlerProc {
+    /// examples/python-handler/handler.py.
+    pub fn python() -> HandlerProc {
+        Self::start(&python(), "examples/python-handler/handler.py")
+    }
+
+    /// examples/node-handler/server.js, with `$COURIER_NODE`, else `node`.
+    pub fn node() -> HandlerProc {
+        let node = std::env::var("COURIER_NODE").ok().filter(|n| !n.trim().is_empty()).unwrap_or_else(|| "node".into());
+        Self::start(&node, "examples/node-handler/server.js")
+    }
+
+    fn start(program: &str, script: &str) -> HandlerProc {
+        use std::io::BufRead;
+        let mut child = Proc::new(program)
+            .arg(repo().join(script))
+            .args(["--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {script} with {program:?}: {e}"));
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read the handler's first line");
+        let port = line.trim().rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("no port in {line:?}"));
+        HandlerProc { child, port, http: reqwest::Client::new() }
+    }
+
+    /// What the service saw: `calls`, `hung_up`, `most_in_flight`, `callbacks`, `cancelled`.
+    pub async fn seen(&self) -> serde_json::Value {
+        let url = format!("http://127.0.0.1:{}/calls", self.port);
+        self.http.get(url).send().await.expect("GET /calls").json().await.expect("calls JSON")
+    }
+
+    /// Every request the service got for command `id`, on any route.
+    pub async fn calls_for(&self, id: uuid::Uuid) -> Vec<serde_json::Value> {
+        let id = id.to_string();
+        self.seen().await["calls"].as_array().expect("calls").iter().filter(|c| c["id"] == id.as_str()).cloned().collect()
+    }
+
+    /// The pushes of `route` for command `id`.
+    pub async fn pushes(&self, route: &str, id: uuid::Uuid) -> Vec<serde_json::Value> {
+        self.calls_for(id).await.into_iter().filter(|c| c["route"] == route).collect()
+    }
+
+    /// Waits until command `id` has been pushed on `route`; its first push.
+    pub async fn pushed(&self, route: &str, id: uuid::Uuid, timeout: Duration) -> serde_json::Value {
+        let until = Instant::now() + timeout;
+        loop {
+            if let Some(call) = self.pushes(route, id).await.into_iter().next() {
+                return call;
+            }
+            assert!(Instant::now() < until, "{id} never reached {route}: {}", self.seen().await);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits (up to 30 s) until what the service saw passes `ok`.
+    pub async fn wait_until(&self, what: &str, mut ok: impl FnMut(&serde_json::Value) -> bool) -> serde_json::Value {
+        let until = Instant::now() + Duration::from_secs(30);
+        loop {
+            let seen = self.seen().await;
+            if ok(&seen) {
+                return seen;
+            }
+            assert!(Instant::now() < until, "the handler never saw {what}: {seen}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for HandlerProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A `courier gateway` child process on `port`; SIGKILLed on drop.
 pub struct GatewayProc {
     pub child: Child,
