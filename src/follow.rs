@@ -288,20 +288,37 @@ fn assign(consumer: StreamConsumer, topic: &str, start: StartAt, only: impl FnOn
 
 /// Each partition's first offset at or after `at` (a partition with none is left
 /// out: the caller starts it at its end). Blocking.
+///
+/// A broker that cannot search by time (librdkafka's mock cluster, which `courier
+/// dev` runs) answers "none" for every partition, as a real one does for a partition
+/// with nothing that recent. Those answers are probed with time 0, which a real
+/// broker answers for any partition holding records: a partition it cannot answer
+/// even then is read from its start instead.
 fn offsets_since(consumer: &StreamConsumer, topic: &str, partitions: &[i32], at: chrono::DateTime<chrono::Utc>) -> Result<std::collections::HashMap<i32, i64>, rdkafka::error::KafkaError> {
-    let mut query = TopicPartitionList::new();
-    for p in partitions {
-        query.add_partition_offset(topic, *p, Offset::Offset(at.timestamp_millis().max(0)))?;
+    let query = |partitions: &[i32], ms: i64| -> Result<std::collections::HashMap<i32, i64>, rdkafka::error::KafkaError> {
+        let mut list = TopicPartitionList::new();
+        for p in partitions {
+            list.add_partition_offset(topic, *p, Offset::Offset(ms))?;
+        }
+        let found = consumer.offsets_for_times(list, Duration::from_secs(10))?;
+        Ok(found
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
+                _ => None,
+            })
+            .collect())
+    };
+    let mut found = query(partitions, at.timestamp_millis().max(0))?;
+    let none: Vec<i32> = partitions.iter().copied().filter(|p| !found.contains_key(p)).collect();
+    if !none.is_empty() {
+        let probed = query(&none, 0)?;
+        for p in none.into_iter().filter(|p| !probed.contains_key(p)) {
+            found.insert(p, watermarks(consumer, topic, p)?.0);
+        }
     }
-    let found = consumer.offsets_for_times(query, Duration::from_secs(10))?;
-    Ok(found
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) if e.error().is_ok() => Some((e.partition(), o)),
-            _ => None,
-        })
-        .collect())
+    Ok(found)
 }
 
 /// A follower running in a task of its own, until its stop token fires.

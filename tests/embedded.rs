@@ -48,9 +48,13 @@ async fn dev_serves_the_gateway_and_stops_on_sigterm() {
     // The hint line names the gateway's actual address: "curl -si 127.0.0.1:PORT/v1/commands ...".
     let until = Instant::now() + Duration::from_secs(60);
     let mut seen = Vec::new();
+    let mut broker = None;
     let addr = loop {
         assert!(Instant::now() < until, "no gateway address printed:\n{}", seen.join("\n"));
         let Ok(line) = rx.recv_timeout(Duration::from_secs(1)) else { continue };
+        if let Some(rest) = line.trim().strip_prefix("courier dev: broker ") {
+            broker = rest.split_whitespace().next().map(str::to_string);
+        }
         if let Some(rest) = line.trim().strip_prefix("curl -si ") {
             break rest.split("/v1/").next().unwrap_or_default().to_string();
         }
@@ -68,6 +72,14 @@ async fn dev_serves_the_gateway_and_stops_on_sigterm() {
     let op: Value = http.get(format!("http://{addr}{location}?wait=30s")).send().await.unwrap().json().await.unwrap();
     assert_eq!((op["done"].as_bool(), op["metadata"]["state"].as_str()), (Some(true), Some("completed")), "{op}");
     assert_eq!(op["response"], json!({"n": 1000, "primes": 168}));
+
+    // `courier status` finds it on the mock cluster too, which cannot look offsets
+    // up by time (the lookup falls back to the partition's start there).
+    let broker = broker.expect("the broker's address was printed");
+    let id = location.rsplit('/').next().unwrap_or_default();
+    let out = Command::new(env!("CARGO_BIN_EXE_courier")).args(["status", "--bootstrap", &broker, id]).env_remove("COURIER_BOOTSTRAP").output().expect("courier status");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && printed.contains("\"state\":\"completed\""), "courier status {id}: {printed}{}", String::from_utf8_lossy(&out.stderr));
 
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let until = Instant::now() + Duration::from_secs(30);

@@ -153,7 +153,7 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
             let examples = example_router();
             let replaced: Vec<&str> = types.iter().copied().filter(|t| examples.get(t).is_some()).collect();
             if !replaced.is_empty() {
-                println!("courier dev: the declared {} replace the built-in example(s) of the same name", replaced.join(", "));
+                println!("courier dev: declared types replace the built-in examples of the same name: {}", replaced.join(", "));
             }
             declared.router(examples)?
         }
