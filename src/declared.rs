@@ -77,6 +77,8 @@ pub struct Declared {
     pub commands: BTreeMap<String, DeclaredType>,
     /// Where handlers reach a gateway for deferred completion, and its signing keys.
     pub callbacks: Option<Callbacks>,
+    /// Who may call the HTTP surfaces (`auth:`, see [`crate::auth`]).
+    pub auth: Option<Arc<crate::auth::Auth>>,
 }
 
 /// One declared command type, checked.
@@ -147,6 +149,7 @@ struct FileSpec {
     #[serde(default)]
     commands: BTreeMap<String, CommandSpec>,
     callbacks: Option<CallbacksSpec>,
+    auth: Option<crate::auth::AuthSpec>,
 }
 
 #[derive(Deserialize)]
@@ -233,7 +236,11 @@ impl Declared {
             commands.insert(name, cx.command(&at, command)?);
         }
         let callbacks = spec.callbacks.map(|c| cx.callbacks(c)).transpose()?;
-        Ok(Declared { path: path.to_path_buf(), commands, callbacks })
+        let auth = spec
+            .auth
+            .map(|a| crate::auth::Auth::from_spec(a, cx.folder).map(Arc::new).map_err(|(at, message)| cx.invalid(&at, message)))
+            .transpose()?;
+        Ok(Declared { path: path.to_path_buf(), commands, callbacks, auth })
     }
 
     /// `base` with a push route for every declared type (a declared type replaces a

@@ -85,6 +85,7 @@
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod bench;
+pub mod auth;
 pub mod capability;
 pub mod client;
 pub mod contract;

@@ -43,7 +43,7 @@ const KEYS: [&str; 17] = [
 ];
 
 fn bench(args: &[&str]) -> (Value, String) {
-    let out = Proc::new(env!("CARGO_BIN_EXE_courier"))
+    let out = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
         .args(["bench", "--bootstrap", &common::bootstrap(), "--json"])
         .args(args)
         .env("RUST_LOG", "warn")

@@ -154,7 +154,7 @@ fn snapshot(command_id: uuid::Uuid) -> OperationSnapshot {
     OperationSnapshot {
         command_id, command_type: "primes".into(), state: State::Queued, key: None, key_base64: None, attempt: 1, progress: None,
         result: None, error: None, timing: Timing::default(), created: now, updated: now, callback_url: None,
-        idempotency_key: Some("idem-1".into()), request_hash: None, batch_id: None, worker: None, deferred: None,
+        idempotency_key: Some("idem-1".into()), request_hash: None, batch_id: None, tenant: None, worker: None, deferred: None,
     }
 }
 

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 #[test]
 fn demo_round_trips_every_command_on_the_embedded_cluster() {
-    let out = Command::new(env!("CARGO_BIN_EXE_courier"))
+    let out = Command::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
         .args(["demo", "--count", "60"])
         .env_remove("COURIER_BOOTSTRAP")
         .output()
@@ -29,7 +29,7 @@ fn demo_round_trips_every_command_on_the_embedded_cluster() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dev_serves_the_gateway_and_stops_on_sigterm() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_courier"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
         .args(["dev", "--every", "200ms", "--gateway-listen", "127.0.0.1:0"])
         .env_remove("COURIER_BOOTSTRAP")
         .stdout(Stdio::piped())
@@ -77,7 +77,7 @@ async fn dev_serves_the_gateway_and_stops_on_sigterm() {
     // up by time (the lookup falls back to the partition's start there).
     let broker = broker.expect("the broker's address was printed");
     let id = location.rsplit('/').next().unwrap_or_default();
-    let out = Command::new(env!("CARGO_BIN_EXE_courier")).args(["status", "--bootstrap", &broker, id]).env_remove("COURIER_BOOTSTRAP").output().expect("courier status");
+    let out = Command::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true").args(["status", "--bootstrap", &broker, id]).env_remove("COURIER_BOOTSTRAP").output().expect("courier status");
     let printed = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && printed.contains("\"state\":\"completed\""), "courier status {id}: {printed}{}", String::from_utf8_lossy(&out.stderr));
 

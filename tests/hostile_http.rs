@@ -32,7 +32,7 @@ impl Courier {
         let log = std::env::temp_dir().join("courier-test-logs").join(format!("{}-{name}.log", t.kafka.prefix));
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("log dir");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
+        let child = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
             .args(args)
             .args(["--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .env_remove("COURIER_KAFKA_OPTS")
@@ -423,7 +423,7 @@ async fn secrets_never_appear_in_output_errors_or_metrics() {
     }
 
     // --help shows no env value of a secret.
-    let help = Proc::new(env!("CARGO_BIN_EXE_courier"))
+    let help = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
         .args(["webhooks", "run", "--help"])
         .env("COURIER_WEBHOOK_SECRETS", good)
         .env("COURIER_OURO_WEBHOOK_TOKEN", "S3cr3tToken")

@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 /// top-level module here, in the lowest layer whose modules it needs.
 const RANKS: &[(u8, &[&str], &str)] = &[
     (0, &["duration", "supervise", "http", "metrics", "urlpolicy"], "base utilities with no domain knowledge"),
-    (1, &["envelope", "capability"], "the wire format: commands, results, headers"),
+    (1, &["envelope", "capability", "auth"], "the wire format (commands, results, headers) and credentials"),
     (2, &["kafka"], "connection settings and client defaults"),
     (3, &["topics"], "topic names and creating them"),
     (4, &["publish"], "sending records, acknowledged or not"),

@@ -227,7 +227,7 @@ async fn the_gateway_checks_declared_schemas_and_rust_and_http_handlers_run_side
 #[test]
 fn a_bad_config_file_stops_the_worker_at_start_saying_where_and_why() {
     let path = write_config("bad", "commands:\n  resize:\n    http: { url: 'ftp://h/x', headers: { x-api-key: '${PUSH_TEST_SECRET}' } }\n");
-    let out = Proc::new(env!("CARGO_BIN_EXE_courier"))
+    let out = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
         .args(["worker", "--bootstrap", "127.0.0.1:1", "--config", path.to_str().unwrap()])
         .env("PUSH_TEST_SECRET", "hunter2-secret")
         .output()
@@ -236,14 +236,14 @@ fn a_bad_config_file_stops_the_worker_at_start_saying_where_and_why() {
     assert!(!out.status.success());
     assert!(stderr.contains("commands.resize.http.url") && stderr.contains("http or https"), "{stderr}");
     let unset = write_config("unset", "commands:\n  resize:\n    http: { url: 'http://h/x', headers: { x-api-key: '${PUSH_TEST_UNSET}' } }\n");
-    let out = Proc::new(env!("CARGO_BIN_EXE_courier")).args(["gateway", "--bootstrap", "127.0.0.1:1", "--config", unset.to_str().unwrap()]).output().unwrap();
+    let out = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true").args(["gateway", "--bootstrap", "127.0.0.1:1", "--config", unset.to_str().unwrap()]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && stderr.contains("PUSH_TEST_UNSET is not set"), "{stderr}");
 }
 
 #[test]
 fn the_contract_of_a_config_file_carries_its_declared_schemas() {
-    let out = Proc::new(env!("CARGO_BIN_EXE_courier"))
+    let out = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
         .args(["asyncapi", "--config", example_config().to_str().unwrap()])
         .env("HANDLER_PORT", "9000")
         .env("HANDLER_API_KEY", "contract-key")

@@ -98,6 +98,7 @@ async fn status_command_reports_snapshots() {
     let client = Client::new(t.kafka.clone()).unwrap();
     let courier = |args: &[&str]| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_courier"));
+        cmd.env("COURIER_INSECURE_NO_AUTH", "true");
         cmd.arg("status").args(["--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix]).args(args);
         cmd.output().expect("run courier status")
     };

@@ -190,6 +190,7 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         idempotency_key: None,
         request_hash: None,
         batch_id: None,
+        tenant: None,
         worker: Some("test".into()),
         deferred: None,
     };
@@ -464,7 +465,7 @@ impl Drop for DispatcherProc {
 }
 
 fn courier(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_courier")).args(args).output().expect("run courier")
+    std::process::Command::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true").args(args).output().expect("run courier")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -476,7 +477,7 @@ async fn given_up_deliveries_are_dead_lettered_and_replay_delivers_them() {
     let base = ["--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix];
     let group = format!("{}-webhooks", t.kafka.prefix);
     let _dispatcher = DispatcherProc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
             .args(["webhooks", "run"])
             .args(base)
             .args(["--group-id", &group, "--webhook-schedule", "200ms,400ms", "--listen", "127.0.0.1:0", "--allow-loopback"])
@@ -526,7 +527,7 @@ async fn given_up_deliveries_are_dead_lettered_and_replay_delivers_them() {
 
 fn spawn_dispatcher(t: &common::TestTopics, group: &str) -> DispatcherProc {
     DispatcherProc(
-        std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+        std::process::Command::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
             .args(["webhooks", "run", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .args(["--group-id", group, "--webhook-schedule", "300ms", "--listen", "127.0.0.1:0", "--allow-loopback"])
             .env("COURIER_WEBHOOK_SECRETS", NEW_SECRET)

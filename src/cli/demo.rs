@@ -168,9 +168,12 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     println!("  courier submit --bootstrap {} --wait primes '{{\"n\": 100000}}'", embedded.args.bootstrap);
     if !args.no_gateway {
         match serve_gateway(&embedded.args, args.gateway_listen, &router, callback_keys, stop.clone()).await {
-            Ok(addr) => println!(
-                "  curl -si {addr}/v1/commands -H 'content-type: application/json' -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
-            ),
+            Ok(addr) => {
+                println!(
+                    "  curl -si {addr}/v1/commands -H 'content-type: application/json' -d '{{\"type\": \"primes\", \"payload\": {{\"n\": 100000}}}}'   (then GET the Location)"
+                );
+                println!("  the HTTP gateway on {addr} is OPEN (no authentication): fine for dev; `courier gateway` needs an `auth:` block");
+            }
             Err(e) => println!("  (HTTP gateway not started: {e:#})"),
         }
     }

@@ -11,14 +11,17 @@ pub struct GatewayArgs {
     pub gateway: GatewayConfig,
     #[command(flatten)]
     pub declared: super::process::ConfigArg,
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 pub async fn gateway(args: GatewayArgs) -> anyhow::Result<ExitCode> {
-    let GatewayArgs { gateway: mut config, declared } = args;
+    let GatewayArgs { gateway: mut config, declared, auth } = args;
     super::require_bootstrap(&config.kafka)?;
     let shutdown = super::shutdown_signal();
     let router = declared.router()?;
     config.callback_keys = declared.callback_keys()?;
+    config.access = super::auth::access(&declared, &auth, "courier gateway")?;
     let gateway = match Gateway::start(&config, &router, shutdown.clone()).await {
         Ok(g) => g,
         Err(courier::gateway::GatewayError::Follow(courier::FollowError::Stopped(_))) if shutdown.is_cancelled() => return Ok(ExitCode::SUCCESS),

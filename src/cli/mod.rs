@@ -1,6 +1,7 @@
 //! Subcommands and their flags.
 
 mod asyncapi;
+mod auth;
 mod bench;
 mod demo;
 mod dlq;
@@ -60,6 +61,11 @@ pub enum Cmd {
     Bench(courier::bench::BenchConfig),
     /// HTTP API: POST commands, poll operations (AIP-151), RunPod-style /v2 routes.
     Gateway(gateway::GatewayArgs),
+    /// API keys for the `auth:` block of --config.
+    Auth {
+        #[command(subcommand)]
+        action: auth::AuthCmd,
+    },
     /// Webhook dispatcher: POST final results to callback URLs; replay given-up ones.
     Webhooks {
         #[command(subcommand)]
@@ -130,6 +136,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Cmd::Asyncapi(args) => asyncapi::write(args),
         Cmd::Gateway(cfg) => gateway::gateway(cfg).await,
         Cmd::Webhooks { action } => webhooks::webhooks(action).await,
+        Cmd::Auth { action } => auth::auth(action),
     }
 }
 
@@ -152,7 +159,7 @@ mod tests {
             Cmd::Status(a) => a.kafka,
             Cmd::Cancel(a) => a.kafka,
             Cmd::Gateway(c) => c.gateway.kafka,
-            Cmd::Webhooks { action: webhooks::WebhooksCmd::Run(c) } => c.kafka,
+            Cmd::Webhooks { action: webhooks::WebhooksCmd::Run(c) } => c.config.kafka,
             Cmd::Webhooks { action: webhooks::WebhooksCmd::Replay(a) } => a.kafka,
             Cmd::Dev(a) => a.kafka,
             Cmd::Bench(c) => c.kafka,

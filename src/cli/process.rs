@@ -22,12 +22,12 @@ impl ConfigArg {
         self.config.as_deref().map(load).transpose()
     }
 
-    /// What a component serves: the declared types when a file is named (nothing
-    /// else: a deployment does not serve the demo's types), else the examples.
+    /// What a component serves: the declared types when a file declares some
+    /// (nothing else: a deployment does not serve the demo's types), else the examples.
     pub fn router(&self) -> anyhow::Result<Router> {
         match self.load()? {
-            Some(declared) => Ok(declared.router(Router::new())?),
-            None => Ok(courier::demo::example_router()),
+            Some(declared) if !declared.commands.is_empty() => Ok(declared.router(Router::new())?),
+            _ => Ok(courier::demo::example_router()),
         }
     }
 }
@@ -41,7 +41,11 @@ impl ConfigArg {
 
 fn load(path: &Path) -> anyhow::Result<Declared> {
     let declared = Declared::load(path).context("loading the --config file")?;
-    anyhow::ensure!(!declared.commands.is_empty(), "{}: declares no command types (a `commands:` block)", path.display());
+    anyhow::ensure!(
+        !declared.commands.is_empty() || declared.auth.is_some(),
+        "{}: declares no command types (a `commands:` block) and no `auth:` block",
+        path.display()
+    );
     tracing::info!(file = %path.display(), types = declared.commands.len(), "declared command types loaded");
     Ok(declared)
 }

@@ -12,9 +12,20 @@ use courier::KafkaArgs;
 #[derive(Debug, Subcommand)]
 pub enum WebhooksCmd {
     /// Deliver final results to callback URLs: signed, retried, logged.
-    Run(Box<WebhookConfig>),
+    Run(Box<RunArgs>),
     /// Send deliveries given up on (the webhook DLQ) back for another try.
     Replay(ReplayArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: WebhookConfig,
+    /// The file whose `auth:` block guards the listener (its command types are not used).
+    #[command(flatten)]
+    pub declared: super::process::ConfigArg,
+    #[command(flatten)]
+    pub auth: super::auth::AuthArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -37,7 +48,11 @@ pub struct ReplayArgs {
 
 pub async fn webhooks(cmd: WebhooksCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        WebhooksCmd::Run(config) => run(*config).await,
+        WebhooksCmd::Run(args) => {
+            let RunArgs { mut config, declared, auth } = *args;
+            config.access = super::auth::access(&declared, &auth, "courier webhooks run")?;
+            run(config).await
+        }
         WebhooksCmd::Replay(args) => replay_dead(args).await,
     }
 }

@@ -116,6 +116,7 @@ pub fn snapshot() -> Value {
         idempotency_key: None,
         request_hash: None,
         batch_id: None,
+        tenant: Some("billing".into()),
         worker: Some("host-1".into()),
         deferred: None,
     };
@@ -234,6 +235,7 @@ pub fn webhook_attempt() -> Value {
         latency_ms: 41,
         time: time(),
         next: Some("retry in 5m 12s".into()),
+        tenant: Some("billing".into()),
     };
     let mut record = attempt.record("courier.webhooks.log", WEBHOOKS);
     record.headers.set(h::ID, EVENT_ID.to_string());

@@ -46,6 +46,10 @@ pub struct Command {
     /// `ce_courierrequesthash`: hash of the HTTP request that created it, carried into
     /// every status snapshot so idempotency checks survive compaction.
     pub request_hash: Option<String>,
+    /// `ce_couriertenant`: the tenant of the principal that submitted it (set by the
+    /// gateway), carried into every event and snapshot so that a tenant sees only its
+    /// own operations, even after compaction.
+    pub tenant: Option<String>,
 }
 
 /// The headers of a command record, as documented in the AsyncAPI contract.
@@ -98,6 +102,10 @@ pub struct CommandHeaders {
     /// Hash of the HTTP request that created the command (set by the gateway).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_courierrequesthash: Option<String>,
+    /// Tenant of the submitting principal (set by the gateway); echoed on every result
+    /// event and in every status snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_couriertenant: Option<String>,
     /// Spring Kafka reply topic (ReplyingKafkaTemplate).
     #[serde(default, rename = "kafka_replyTopic", skip_serializing_if = "Option::is_none")]
     pub kafka_reply_topic: Option<String>,
@@ -156,6 +164,7 @@ impl Command {
             reply_partition: spring_reply_partition(headers),
             batch_id: optional_string(headers, h::BATCH_ID)?,
             request_hash: optional_string(headers, h::REQUEST_HASH)?,
+            tenant: optional_string(headers, h::TENANT)?,
         })
     }
 
@@ -179,6 +188,7 @@ impl Command {
             (h::TRACEPARENT, self.traceparent.clone()),
             (h::BATCH_ID, self.batch_id.clone()),
             (h::REQUEST_HASH, self.request_hash.clone()),
+            (h::TENANT, self.tenant.clone()),
         ];
         for (name, value) in optional {
             if let Some(v) = value {
@@ -206,6 +216,9 @@ pub struct NewCommand {
     pub reply_to: Option<String>,
     pub traceparent: Option<String>,
     pub batch_id: Option<String>,
+    /// The tenant the command belongs to: only that tenant's principals see its
+    /// operation through a gateway.
+    pub tenant: Option<String>,
 }
 
 impl NewCommand {
@@ -263,6 +276,7 @@ impl NewCommand {
             reply_partition: None,
             batch_id: self.batch_id,
             request_hash: None,
+            tenant: self.tenant,
         }
     }
 }

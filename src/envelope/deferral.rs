@@ -72,6 +72,8 @@ pub struct Deferral {
     pub correlation_id_base64: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traceparent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The payload, on the control topic (a retry needs it: the command's own record
     /// is committed past); left out of snapshots and completions.
     #[serde(default, skip_serializing_if = "Value::is_null")]
@@ -102,6 +104,7 @@ impl Deferral {
             reply_partition: command.reply_partition,
             correlation_id_base64: command.correlation_id.as_deref().map(|c| STANDARD.encode(c)),
             traceparent: command.traceparent.clone(),
+            tenant: command.tenant.clone(),
             data,
         }
     }
@@ -136,6 +139,7 @@ impl Deferral {
             reply_partition: self.reply_partition,
             batch_id: self.batch_id.clone(),
             request_hash: self.request_hash.clone(),
+            tenant: self.tenant.clone(),
         }
     }
 

@@ -29,6 +29,7 @@ pub mod header_names {
     pub const TRACEPARENT: &str = "ce_traceparent";
     pub const BATCH_ID: &str = "ce_batchid";
     pub const REQUEST_HASH: &str = "ce_courierrequesthash";
+    pub const TENANT: &str = "ce_couriertenant";
     pub const SPRING_REPLY_TOPIC: &str = "kafka_replyTopic";
     pub const SPRING_REPLY_PARTITION: &str = "kafka_replyPartition";
     pub const SPRING_CORRELATION_ID: &str = "kafka_correlationId";

@@ -144,6 +144,8 @@ pub struct ResultEvent {
     pub correlation_id: Option<Vec<u8>>,
     /// Trace context, propagated from the command.
     pub traceparent: Option<String>,
+    /// `ce_couriertenant`, echoed from the command.
+    pub tenant: Option<String>,
 }
 
 impl ResultEvent {
@@ -156,6 +158,7 @@ impl ResultEvent {
             key,
             correlation_id: None,
             traceparent: None,
+            tenant: None,
         }
     }
 
@@ -179,6 +182,7 @@ impl ResultEvent {
         let mut ev = ResultEvent::new(command.partition_key(), source, data);
         ev.correlation_id = echo_header(command.correlation_id.clone());
         ev.traceparent = echo_header(command.traceparent.clone());
+        ev.tenant = echo_header(command.tenant.clone());
         ev
     }
 
@@ -203,6 +207,9 @@ impl ResultEvent {
         }
         if let Some(c) = &self.correlation_id {
             headers.insert(h::SPRING_CORRELATION_ID, c.clone());
+        }
+        if let Some(t) = &self.tenant {
+            headers.insert(h::TENANT, t.as_str());
         }
         let value = super::json_bytes(&self.data);
         (self.key.clone(), value, headers)
@@ -233,6 +240,7 @@ impl ResultEvent {
             key: key.map(<[u8]>::to_vec).unwrap_or_default(),
             correlation_id: headers.get(h::SPRING_CORRELATION_ID).map(<[u8]>::to_vec),
             traceparent: headers.get_str(h::TRACEPARENT)?.map(str::to_string),
+            tenant: headers.get_str(h::TENANT)?.map(str::to_string),
         })
     }
 }

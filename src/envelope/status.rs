@@ -49,6 +49,10 @@ pub struct OperationSnapshot {
     pub request_hash: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub batch_id: Option<String>,
+    /// The tenant the operation belongs to (from the command's `ce_couriertenant`):
+    /// a gateway shows it only to that tenant's principals.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// The worker that wrote it (absent for snapshots written at submission).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -81,6 +85,7 @@ impl OperationSnapshot {
             idempotency_key: command.idempotency_key.clone(),
             request_hash: command.request_hash.clone(),
             batch_id: command.batch_id.clone(),
+            tenant: command.tenant.clone(),
             worker: Some(worker.to_string()),
             deferred: None,
         }
@@ -123,6 +128,7 @@ pub(crate) fn test_snapshot(state: State) -> OperationSnapshot {
         idempotency_key: None,
         request_hash: None,
         batch_id: None,
+        tenant: None,
         worker: None,
         deferred: None,
     }

@@ -29,6 +29,8 @@ pub(crate) struct GatewayState {
     pub(super) body: BodyLimits,
     /// Fires on shutdown; long polls end early on it.
     pub(super) shutdown: CancellationToken,
+    /// One permit per long poll held (`--max-long-polls`); none left: `429`.
+    pub(super) long_polls: Arc<tokio::sync::Semaphore>,
 }
 
 impl FromRef<Arc<GatewayState>> for BodyLimits {

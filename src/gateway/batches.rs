@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
@@ -21,6 +21,7 @@ use super::submit::Validated;
 use super::error::JsonBody;
 use super::app::GatewayState;
 use super::ApiError;
+use crate::auth::Caller;
 use crate::envelope::{OperationSnapshot, State as OpState};
 
 /// Most commands in one batch: bounds the request's memory and its time to accept.
@@ -82,7 +83,7 @@ impl BatchStatus {
     }
 }
 
-async fn create_batch(State(app): State<Arc<GatewayState>>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn create_batch(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
     let req: BatchRequest = parse_body(&body)?;
     if req.commands.is_empty() {
         return Err(ApiError::bad_request("empty_batch", "commands must hold at least one command"));
@@ -91,25 +92,30 @@ async fn create_batch(State(app): State<Arc<GatewayState>>, JsonBody(body): Json
         let msg = format!("a batch holds at most {MAX_BATCH} commands, not {}", req.commands.len());
         return Err(ApiError::bad_request("batch_too_large", msg));
     }
-    let items = validate_all(&app, req.commands)?;
+    let items = validate_all(&app, req.commands, &caller)?;
     let batch_id = crate::envelope::new_id().to_string();
     let ops = app.submitter.submit(items, Some(batch_id.clone())).await?;
     app.metrics.submitted.inc_by(ops.len() as u64);
     tracing::info!(batch = %batch_id, commands = ops.len(), "batch accepted");
+    for s in &ops {
+        super::routes::audit("submit", &caller, s, false);
+    }
     let mut body = serde_json::to_value(BatchStatus::of(&batch_id, &ops)).unwrap_or(Value::Null);
     body["operations"] = ops.iter().map(|s| json!(format!("operations/{}", s.command_id))).collect();
     Ok((StatusCode::ACCEPTED, [(header::LOCATION, format!("/v1/batches/{batch_id}"))], Json(body)).into_response())
 }
 
-/// Every element checked; the errors of all bad ones reported together.
-fn validate_all(app: &GatewayState, commands: Vec<Value>) -> Result<Vec<Validated>, ApiError> {
+/// Every element checked; the errors of all bad ones reported together (a type the
+/// caller may not submit refuses the whole batch: `403`).
+fn validate_all(app: &GatewayState, commands: Vec<Value>, caller: &Caller) -> Result<Vec<Validated>, ApiError> {
     let mut items = Vec::with_capacity(commands.len());
     let mut problems = Vec::new();
     for (index, value) in commands.into_iter().enumerate() {
         let checked = CommandRequest::from_value(value)
-            .and_then(|req| Ok(Validated { command: app.checker.check(&req)?, request_hash: req.request_hash() }));
+            .and_then(|req| Ok(Validated { command: super::routes::admit(app, &req, caller)?, request_hash: req.request_hash() }));
         match checked {
             Ok(v) => items.push(v),
+            Err(e) if e.status == StatusCode::FORBIDDEN => return Err(e),
             Err(e) => problems.push(json!({ "index": index, "code": e.code, "message": e.message })),
         }
     }
@@ -122,8 +128,11 @@ fn validate_all(app: &GatewayState, commands: Vec<Value>) -> Result<Vec<Validate
     }
 }
 
-async fn get_batch(State(app): State<Arc<GatewayState>>, Path(id): Path<String>) -> Result<Json<BatchStatus>, ApiError> {
-    let ops = app.store.batch(&id).ok_or_else(|| ApiError::not_found(format!("batches/{id}")))?;
+async fn get_batch(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<BatchStatus>, ApiError> {
+    let ops: Vec<OperationSnapshot> = app.store.batch(&id).unwrap_or_default().into_iter().filter(|s| caller.0.owns(s.tenant.as_deref())).collect();
+    if ops.is_empty() {
+        return Err(ApiError::not_found(format!("batches/{id}")));
+    }
     Ok(Json(BatchStatus::of(&id, &ops)))
 }
 

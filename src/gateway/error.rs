@@ -71,6 +71,14 @@ impl ApiError {
     }
 }
 
+/// A scope the caller lacks (`403`), or a credential refused (`401`) or rate limit
+/// (`429`) found by a route rather than the middleware.
+impl From<crate::auth::Denied> for ApiError {
+    fn from(denied: crate::auth::Denied) -> Self {
+        ApiError::new(denied.status(), denied.code(), denied.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut error = json!({ "code": self.code, "message": self.message });

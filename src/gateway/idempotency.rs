@@ -40,6 +40,16 @@ enum Slot {
     Known { first: Box<OperationSnapshot>, request_hash: Option<String> },
 }
 
+/// Where a tenant's key lives in the index: each tenant has its own key space, so one
+/// tenant's `Idempotency-Key` can neither replay nor block another's. (NUL cannot be
+/// in a key, which is visible ASCII.)
+pub fn scoped_key(tenant: Option<&str>, key: &str) -> String {
+    match tenant {
+        None => key.to_string(),
+        Some(t) => format!("{t}\u{0}{key}"),
+    }
+}
+
 /// Keys of accepted requests, kept for at least `ttl` after the request.
 #[derive(Debug)]
 pub struct IdempotencyIndex {
@@ -82,6 +92,7 @@ impl IdempotencyIndex {
     /// client re-using a key outside the gateway) does not replace it.
     pub fn record(&mut self, s: &OperationSnapshot) {
         let Some(key) = s.idempotency_key.as_deref() else { return };
+        let key = &scoped_key(s.tenant.as_deref(), key);
         let known = Slot::Known { first: Box::new(initial_view(s)), request_hash: s.request_hash.clone() };
         match self.slots.get_mut(key) {
             None | Some(Slot::Pending) => {

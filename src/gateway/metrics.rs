@@ -38,7 +38,9 @@ pub struct GatewayMetrics {
 }
 
 impl GatewayMetrics {
-    pub fn new() -> Arc<Self> {
+    /// `access`'s refusals are registered here too (`auth_refused{why}`), so one
+    /// scrape shows them beside the requests.
+    pub fn new(access: &crate::auth::Access) -> Arc<Self> {
         let mut registry = Registry::with_prefix("courier_gateway");
         let requests = Family::<Labels, Counter>::default();
         let submitted = Counter::default();
@@ -54,6 +56,7 @@ impl GatewayMetrics {
         registry.register("idempotency_keys", "Idempotency keys held in memory", idempotency_keys.clone());
         registry.register("callbacks", "Callbacks of handed-off commands accepted, by method", callbacks.clone());
         registry.register("callbacks_refused", "Callbacks refused for their token, by why", callbacks_refused.clone());
+        registry.register("auth_refused", "Requests refused by authentication, scope or rate limit, by why", access.refused.clone());
         Arc::new(GatewayMetrics { registry, requests, submitted, replays, operations, idempotency_keys, callbacks, callbacks_refused })
     }
 

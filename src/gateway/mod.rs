@@ -43,6 +43,7 @@ use app::GatewayState;
 use error::BodyLimits;
 pub use operation::{rpc_code, Metadata, Operation, RpcStatus};
 
+use crate::auth::Access;
 use crate::duration::parse_duration;
 use crate::http::ConnectionLimits;
 use crate::kafka::KafkaArgs;
@@ -89,6 +90,14 @@ pub struct GatewayConfig {
     /// `callbacks.signing_keys` of the --config file). None: every callback is `401`.
     #[arg(skip)]
     pub callback_keys: Vec<crate::capability::SigningKey>,
+    /// Long polls (`?wait=`) held at once; one more is `429` with `Retry-After`.
+    #[arg(long, env = "COURIER_GATEWAY_MAX_LONG_POLLS", default_value_t = 10_000)]
+    pub max_long_polls: usize,
+    /// Who may call (the `auth:` block of the --config file). Open when not set: what
+    /// an embedding program or `courier dev` gets; `courier gateway` refuses to start
+    /// open unless told `--insecure-no-auth`.
+    #[arg(skip = Access::open())]
+    pub access: Access,
 }
 
 impl GatewayConfig {
@@ -106,6 +115,8 @@ impl GatewayConfig {
             url_policy: UrlPolicy::default(),
             connections: ConnectionLimits::default(),
             callback_keys: Vec::new(),
+            max_long_polls: 10_000,
+            access: Access::open(),
         }
     }
 
@@ -123,6 +134,9 @@ impl GatewayConfig {
         if self.body_read_timeout.is_zero() {
             return bad("--body-read-timeout must be positive");
         }
+        if self.max_long_polls == 0 {
+            return bad("--max-long-polls must be at least 1");
+        }
         self.connections.validate().map_err(|e| GatewayError::Config(e.to_string()))
     }
 }
@@ -130,6 +144,7 @@ impl GatewayConfig {
 /// A gateway that has read the status topic to its end and is ready to serve.
 pub struct Gateway {
     app: Arc<GatewayState>,
+    access: Access,
     deliveries: Arc<DeliveryLog>,
     connections: ConnectionLimits,
 }
@@ -158,16 +173,19 @@ impl Gateway {
             checker,
             submitter,
             callbacks: app::CallbackAuth::new(config.callback_keys.clone(), router),
-            metrics: metrics::GatewayMetrics::new(),
+            metrics: metrics::GatewayMetrics::new(&config.access),
             max_wait: config.max_wait,
             body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },
             shutdown,
+            long_polls: Arc::new(tokio::sync::Semaphore::new(config.max_long_polls)),
         };
-        Ok(Gateway { app: Arc::new(app), deliveries, connections: config.connections.clone() })
+        Ok(Gateway { app: Arc::new(app), access: config.access.clone(), deliveries, connections: config.connections.clone() })
     }
 
     /// The HTTP API as an axum router, to serve or to nest in a larger app: the `/v1`
-    /// operations, batches, RunPod's `/v2`, `/metrics`, and the webhook deliveries.
+    /// operations, batches, RunPod's `/v2`, `/metrics`, the webhook deliveries and
+    /// `/healthz`, every route but `/healthz` and the callbacks behind the gateway's
+    /// [`Access`].
     pub fn router(&self) -> axum::Router {
         let m = &self.app.metrics;
         axum::Router::new()
@@ -178,6 +196,8 @@ impl Gateway {
             .layer(axum::extract::DefaultBodyLimit::max(self.app.body.max_bytes))
             .with_state(self.app.clone())
             .merge(deliveries_router(self.deliveries.clone()))
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn_with_state(self.access.clone(), crate::auth::authenticate))
             .layer(axum::middleware::map_response(error::json_errors))
     }
 

@@ -19,7 +19,7 @@ use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -32,6 +32,7 @@ use super::store::Filter;
 use super::submit::{Accepted, Validated};
 use super::error::JsonBody;
 use super::ApiError;
+use crate::auth::{Caller, Need};
 
 /// The longest `Idempotency-Key` accepted (Stripe's limit).
 const MAX_KEY_LEN: usize = 255;
@@ -47,9 +48,10 @@ pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<GatewayState>> {
         .route("/metrics", get(metrics))
 }
 
-/// Validates one request and accepts it (or replays its first answer).
-pub(super) async fn accept(app: &GatewayState, req: &CommandRequest, headers: &HeaderMap) -> Result<Accepted, ApiError> {
-    let command = app.checker.check(req)?;
+/// Validates one request and accepts it (or replays its first answer) for `caller`,
+/// whose tenant it is stamped with.
+pub(super) async fn accept(app: &GatewayState, req: &CommandRequest, headers: &HeaderMap, caller: &Caller) -> Result<Accepted, ApiError> {
+    let command = admit(app, req, caller)?;
     let key = idempotency_key(headers)?;
     let accepted = app.submitter.accept(Validated { command, request_hash: req.request_hash() }, key).await?;
     if accepted.replayed {
@@ -57,16 +59,47 @@ pub(super) async fn accept(app: &GatewayState, req: &CommandRequest, headers: &H
     } else {
         app.metrics.submitted.inc();
     }
+    audit("submit", caller, &accepted.snapshot, accepted.replayed);
     Ok(accepted)
+}
+
+/// Admission for `caller`: the type's `submit:` scope, then the request itself; the
+/// command carries the caller's tenant.
+pub(super) fn admit(app: &GatewayState, req: &CommandRequest, caller: &Caller) -> Result<crate::envelope::NewCommand, ApiError> {
+    caller.require(Need::Submit(&req.command_type))?;
+    let mut command = app.checker.check(req)?;
+    command.tenant = caller.tenant().map(str::to_string);
+    Ok(command)
+}
+
+/// One structured line per submission, cancel and admin action: who, which tenant,
+/// which operation. Never a credential or a payload.
+pub(super) fn audit(action: &str, caller: &Caller, s: &crate::envelope::OperationSnapshot, replayed: bool) {
+    tracing::info!(
+        target: "courier::audit",
+        action,
+        principal = %caller.0.name,
+        tenant = caller.tenant().unwrap_or(""),
+        operation = %s.command_id,
+        command_type = %s.command_type,
+        replayed,
+        "audit"
+    );
+}
+
+/// The operation, if it is `caller`'s tenant's: another tenant's is as unknown (`404`).
+pub(super) fn owned(app: &GatewayState, caller: &Caller, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
+    app.store.get(&id).filter(|s| caller.0.owns(s.tenant.as_deref())).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))
 }
 
 async fn create_command(
     State(app): State<Arc<GatewayState>>,
+    Extension(caller): Extension<Caller>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
     let req = CommandRequest::from_body(&body)?;
-    let accepted = accept(&app, &req, &headers).await?;
+    let accepted = accept(&app, &req, &headers, &caller).await?;
     let id = accepted.snapshot.command_id;
     let mut response =
         (StatusCode::ACCEPTED, [(header::LOCATION, format!("/v1/operations/{id}"))], Json(Operation::from_snapshot(&accepted.snapshot)))
@@ -84,6 +117,7 @@ struct WaitQuery {
 
 async fn get_operation(
     State(app): State<Arc<GatewayState>>,
+    Extension(caller): Extension<Caller>,
     Path(name): Path<String>,
     query: Result<Query<WaitQuery>, QueryRejection>,
 ) -> Result<Json<Operation>, ApiError> {
@@ -92,17 +126,24 @@ async fn get_operation(
         None => None,
         Some(w) => Some(crate::duration::parse_duration(&w).map_err(|e| ApiError::bad_request("invalid_wait", e))?),
     };
+    let now = owned(&app, &caller, id)?;
     let snapshot = match wait {
-        Some(w) => app.store.wait_done(&id, w.min(app.max_wait), &app.shutdown).await,
-        None => app.store.get(&id),
+        Some(w) if !now.state.is_final() => {
+            let _slot = app.long_polls.clone().try_acquire_owned().map_err(|_| {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_long_polls", "the gateway is holding as many long polls as it may; retry shortly")
+            })?;
+            app.store.wait_done(&id, w.min(app.max_wait), &app.shutdown).await.unwrap_or(now)
+        }
+        _ => now,
     };
-    snapshot.map(|s| Json(Operation::from_snapshot(&s))).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))
+    Ok(Json(Operation::from_snapshot(&snapshot)))
 }
 
 /// `POST /v1/operations/{id}:<method>`: `cancel`, or a handed-off command's
 /// callbacks (`complete`, `progress`, `heartbeat`).
 async fn post_operation(
     State(app): State<Arc<GatewayState>>,
+    caller: Option<Extension<Caller>>,
     Path(name): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -110,7 +151,8 @@ async fn post_operation(
 ) -> Result<Response, ApiError> {
     match name.split_once(':') {
         Some((id, "cancel")) => {
-            let snapshot = cancel(&app, operation_id(id)?).await?;
+            let caller = caller.map(|Extension(c)| c).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))?;
+            let snapshot = cancel(&app, &caller, operation_id(id)?).await?;
             Ok(Json(Operation::from_snapshot(&snapshot)).into_response())
         }
         Some((id, method @ ("complete" | "progress" | "heartbeat"))) => {
@@ -121,10 +163,12 @@ async fn post_operation(
 }
 
 /// Sends a cancel unless the operation is already done; returns it as it is now.
-pub(super) async fn cancel(app: &GatewayState, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
-    let snapshot = app.store.get(&id).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))?;
+/// Another tenant's operation is as unknown: `404`, nothing sent.
+pub(super) async fn cancel(app: &GatewayState, caller: &Caller, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
+    let snapshot = owned(app, caller, id)?;
     if !snapshot.state.is_final() {
         app.submitter.cancel(id).await?;
+        audit("cancel", caller, &snapshot, false);
     }
     Ok(snapshot)
 }
@@ -140,6 +184,7 @@ struct ListQuery {
 
 async fn list_operations(
     State(app): State<Arc<GatewayState>>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<OperationList>, ApiError> {
     let q = query?.0;
@@ -149,7 +194,7 @@ async fn list_operations(
             return Err(ApiError::bad_request("invalid_state", format!("unknown state {s:?}")));
         }
     }
-    let filter = Filter { state, command_type: q.command_type.filter(|t| !t.is_empty()) };
+    let filter = Filter { state, command_type: q.command_type.filter(|t| !t.is_empty()), tenant: caller.tenant().map(str::to_string) };
     let after = q.page_token.filter(|t| !t.is_empty()).map(|t| decode_page_token(&t)).transpose()?;
     let size = match q.page_size {
         None | Some(0) => DEFAULT_PAGE_SIZE,

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -26,6 +26,7 @@ use super::routes::{accept, cancel, operation_id};
 use super::error::JsonBody;
 use super::app::GatewayState;
 use super::ApiError;
+use crate::auth::Caller;
 use crate::envelope::{OperationSnapshot, State as OpState};
 
 pub fn routes(m: &Arc<GatewayMetrics>) -> Router<Arc<GatewayState>> {
@@ -105,17 +106,19 @@ fn known_endpoint(app: &GatewayState, endpoint: &str) -> Result<(), ApiError> {
     }
 }
 
-/// The job `id` of `endpoint`; a job of another endpoint is not found here.
-fn job(app: &GatewayState, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiError> {
+/// The job `id` of `endpoint`; a job of another endpoint, or of another tenant, is
+/// not found here.
+fn job(app: &GatewayState, caller: &Caller, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiError> {
     let id = operation_id(id)?;
     app.store
         .get(&id)
-        .filter(|s| s.command_type == endpoint)
+        .filter(|s| s.command_type == endpoint && caller.0.owns(s.tenant.as_deref()))
         .ok_or_else(|| ApiError::not_found(format!("job {id} of endpoint {endpoint:?}")))
 }
 
 async fn run(
     State(app): State<Arc<GatewayState>>,
+    Extension(caller): Extension<Caller>,
     Path(endpoint): Path<String>,
     headers: HeaderMap,
     JsonBody(body): JsonBody,
@@ -130,25 +133,27 @@ async fn run(
         deadline_in: run.policy.unwrap_or_default().ttl.map(|ms| format!("{ms}ms")),
         callback_url: run.webhook,
     };
-    let accepted = accept(&app, &req, &headers).await?;
+    let accepted = accept(&app, &req, &headers, &caller).await?;
     let s = &accepted.snapshot;
     Ok(Json(serde_json::json!({ "id": s.command_id.to_string(), "status": status_name(s.state) })))
 }
 
-async fn status(State(app): State<Arc<GatewayState>>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Job>, ApiError> {
-    Ok(Json(Job::from_snapshot(&job(&app, &endpoint, &id)?)))
+async fn status(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Job>, ApiError> {
+    Ok(Json(Job::from_snapshot(&job(&app, &caller, &endpoint, &id)?)))
 }
 
-async fn cancel_job(State(app): State<Arc<GatewayState>>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    let s = job(&app, &endpoint, &id)?;
-    let s = cancel(&app, s.command_id).await?;
+async fn cancel_job(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
+    let s = job(&app, &caller, &endpoint, &id)?;
+    let s = cancel(&app, &caller, s.command_id).await?;
     Ok(Json(serde_json::json!({ "id": s.command_id.to_string(), "status": status_name(s.state) })))
 }
 
 /// Cancels every job of the endpoint still waiting for a worker; running ones go on.
-async fn purge_queue(State(app): State<Arc<GatewayState>>, Path(endpoint): Path<String>) -> Result<Json<Value>, ApiError> {
+/// Needs `admin`; even so only the caller's tenant's jobs are cancelled.
+async fn purge_queue(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path(endpoint): Path<String>) -> Result<Json<Value>, ApiError> {
     known_endpoint(&app, &endpoint)?;
-    let queued = app.store.queued_of_type(&endpoint);
+    let queued: Vec<_> = app.store.queued_of_type(&endpoint).into_iter().filter(|id| app.store.get(id).is_some_and(|s| caller.0.owns(s.tenant.as_deref()))).collect();
+    tracing::info!(target: "courier::audit", action = "purge_queue", principal = %caller.0.name, tenant = caller.tenant().unwrap_or(""), endpoint = %endpoint, jobs = queued.len(), "audit");
     let sent = futures::future::join_all(queued.iter().map(|id| app.submitter.cancel(*id))).await;
     let removed = sent.iter().filter(|r| r.is_ok()).count();
     if let Some(Err(e)) = sent.into_iter().find(Result::is_err) {

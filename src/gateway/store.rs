@@ -28,6 +28,9 @@ pub struct Filter {
     /// or `done` (any final state).
     pub state: Option<String>,
     pub command_type: Option<String>,
+    /// Only this tenant's operations (None: the unnamed tenant's). Always applied:
+    /// a listing never crosses tenants.
+    pub tenant: Option<String>,
 }
 
 impl Filter {
@@ -43,7 +46,7 @@ impl Filter {
             Some("done") => s.state.is_final(),
             Some(name) => parse_state(name) == Some(s.state),
         };
-        state_ok && self.command_type.as_deref().is_none_or(|t| t == s.command_type)
+        state_ok && self.command_type.as_deref().is_none_or(|t| t == s.command_type) && self.tenant == s.tenant
     }
 }
 
@@ -118,6 +121,7 @@ impl Store {
                 s.request_hash = s.request_hash.take().or_else(|| old.request_hash.clone());
                 s.idempotency_key = s.idempotency_key.take().or_else(|| old.idempotency_key.clone());
                 s.batch_id = s.batch_id.take().or_else(|| old.batch_id.clone());
+                s.tenant = s.tenant.take().or_else(|| old.tenant.clone());
                 s.callback_url = s.callback_url.take().or_else(|| old.callback_url.clone());
                 s.created = s.created.min(old.created);
                 let done = s.state.is_final();
@@ -263,7 +267,7 @@ mod tests {
         assert_eq!(page[0].command_id, ids[2]);
         let (page, next) = store.list(&all, next, 2);
         assert_eq!((page.len(), next), (1, None));
-        let done = Filter { state: Some("completed".into()), command_type: Some("echo".into()) };
+        let done = Filter { state: Some("completed".into()), command_type: Some("echo".into()), tenant: None };
         assert_eq!(store.list(&done, None, 10).0.len(), 3);
         assert_eq!(store.queued_of_type("echo").len(), 2);
         assert!(!Filter::valid_state("nope"));

@@ -55,7 +55,8 @@ impl Submitter {
         let Some(key) = idempotency_key else {
             return Ok(Accepted { snapshot: self.submit(vec![one], None).await?.remove(0), replayed: false });
         };
-        match self.store.claim_key(&key, &one.request_hash) {
+        let slot = super::idempotency::scoped_key(one.command.tenant.as_deref(), &key);
+        match self.store.claim_key(&slot, &one.request_hash) {
             Claim::Replay(first) => Ok(Accepted { snapshot: *first, replayed: true }),
             Claim::Mismatch { id } => Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -68,7 +69,7 @@ impl Submitter {
                 format!("a request with Idempotency-Key {key:?} is being processed; retry shortly"),
             )),
             Claim::Fresh => {
-                let _release = ReleaseOnDrop { store: &self.store, key: &key };
+                let _release = ReleaseOnDrop { store: &self.store, key: &slot };
                 one.command.idempotency_key = Some(key.clone());
                 Ok(Accepted { snapshot: self.submit(vec![one], None).await?.remove(0), replayed: false })
             }
@@ -187,6 +188,7 @@ fn queued_snapshot(cmd: &Command, request_hash: String) -> OperationSnapshot {
         idempotency_key: cmd.idempotency_key.clone(),
         request_hash: Some(request_hash),
         batch_id: cmd.batch_id.clone(),
+        tenant: cmd.tenant.clone(),
         worker: None,
         deferred: None,
     }

@@ -90,6 +90,11 @@ pub struct WebhookConfig {
     /// Bounds of the `/metrics` and deliveries listener's connections.
     #[command(flatten)]
     pub connections: ConnectionLimits,
+    /// Who may call the listener (the `auth:` block of the --config file). Open when
+    /// not set; `courier webhooks run` refuses to start open unless told
+    /// `--insecure-no-auth`.
+    #[arg(skip = crate::auth::Access::open())]
+    pub access: crate::auth::Access,
 }
 
 impl WebhookConfig {
@@ -116,6 +121,7 @@ impl WebhookConfig {
             shutdown_grace: Duration::from_secs(20),
             url_policy: UrlPolicy::default(),
             connections: ConnectionLimits::default(),
+            access: crate::auth::Access::open(),
         }
     }
 

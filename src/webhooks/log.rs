@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Path, State};
+use axum::Extension;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -21,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::auth::Caller;
 use crate::follow::{follow, FollowError, StartAt};
 use crate::envelope::{header_names, json_event, HeaderMap};
 use crate::kafka::KafkaArgs;
@@ -53,6 +55,10 @@ pub struct Attempt {
     /// What happens next: `retry in 5.2s`, `dead-lettered: schedule_exhausted`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
+    /// The operation's tenant (from the result event): only that tenant's principals
+    /// see the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
 }
 
 impl Attempt {
@@ -146,14 +152,21 @@ impl DeliveryLog {
 }
 
 /// `GET /v1/operations/{id}/deliveries`: the operation's recent delivery attempts as
-/// a JSON list (empty when none are known); `400` when the id is not a UUID.
+/// a JSON list (empty when none are known, or none are the caller's tenant's); `400`
+/// when the id is not a UUID. Mounted behind [`crate::auth::authenticate`], which
+/// names the caller; without it (embedded), the unnamed tenant's attempts.
 pub fn deliveries_router(log: Arc<DeliveryLog>) -> Router {
     Router::new().route("/v1/operations/{id}/deliveries", get(list)).with_state(log)
 }
 
-async fn list(State(log): State<Arc<DeliveryLog>>, Path(id): Path<String>) -> Response {
+async fn list(State(log): State<Arc<DeliveryLog>>, caller: Option<Extension<Caller>>, Path(id): Path<String>) -> Response {
+    let caller = caller.map(|Extension(c)| c).unwrap_or_else(Caller::anonymous);
     match Uuid::parse_str(&id) {
-        Ok(id) => Json(log.attempts(&id)).into_response(),
+        Ok(id) => {
+            let mut attempts = log.attempts(&id);
+            attempts.retain(|a| caller.0.owns(a.tenant.as_deref()));
+            Json(attempts).into_response()
+        }
         Err(_) => (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": {"code": "invalid_id", "message": "operation id must be a UUID"}}))).into_response(),
     }
 }
@@ -174,6 +187,7 @@ mod tests {
             latency_ms: 1,
             time: Utc::now(),
             next: None,
+            tenant: None,
         }
     }
 

@@ -89,7 +89,7 @@ impl Dispatcher {
             DeliveryLog::follow(kafka, config.log_capacity, 50, followers.clone()),
         )?;
         let metrics = Arc::new(metrics::WebhookMetrics::default());
-        let addr = serve(config.listen, &config.connections, metrics.clone(), log.clone(), shutdown.clone()).await?;
+        let addr = serve(config.listen, &config.connections, &config.access, metrics.clone(), log.clone(), shutdown.clone()).await?;
         let limits = deliver::HttpLimits {
             connect_timeout: config.connect_timeout,
             response_timeout: config.response_timeout,
@@ -142,10 +142,11 @@ async fn require_topics(kafka: &KafkaArgs, names: Vec<String>) -> Result<(), Web
     Ok(())
 }
 
-/// `/metrics` and the deliveries route, until `shutdown`.
+/// `/metrics`, the deliveries route and `/healthz`, behind `access`, until `shutdown`.
 async fn serve(
     addr: SocketAddr,
     limits: &ConnectionLimits,
+    access: &crate::auth::Access,
     metrics: Arc<metrics::WebhookMetrics>,
     log: Arc<DeliveryLog>,
     shutdown: CancellationToken,
@@ -157,7 +158,11 @@ async fn serve(
         let metrics = metrics.clone();
         async move { metrics.scrape() }
     };
-    let app = axum::Router::new().route("/metrics", get(render)).merge(deliveries_router(log));
+    let app = axum::Router::new()
+        .route("/metrics", get(render))
+        .merge(deliveries_router(log))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(axum::middleware::from_fn_with_state(access.clone(), crate::auth::authenticate));
     let limits = limits.clone();
     tokio::spawn(async move { crate::http::serve(listener, app, &limits, shutdown).await });
     Ok(bound)

@@ -172,6 +172,7 @@ fn log_record(ctx: &DispatcherState, d: &Delivery, response: &Response, next: Op
         latency_ms: u64::try_from(response.latency.as_millis()).unwrap_or(u64::MAX),
         time: chrono::Utc::now(),
         next,
+        tenant: d.event.tenant.clone(),
     };
     attempt.record(&ctx.topics.webhooks_log, &ctx.source)
 }

@@ -89,7 +89,7 @@ impl WorkerProc {
         std::fs::create_dir_all(&dir).expect("log dir");
         let log = dir.join(format!("{}-{id}.log", t.kafka.prefix));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
+        let child = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
             .args(["worker", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .args(["--group-id", group, "--worker-id", id])
             // The tests' default grace, unless `extra` sets its own (the flag may not repeat).
@@ -273,7 +273,7 @@ impl GatewayProc {
         let log = std::env::temp_dir().join("courier-test-logs").join(format!("{}-{name}.log", t.kafka.prefix));
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("log dir");
         let file = std::fs::File::create(&log).expect("log file");
-        let child = Proc::new(env!("CARGO_BIN_EXE_courier"))
+        let child = Proc::new(env!("CARGO_BIN_EXE_courier")).env("COURIER_INSECURE_NO_AUTH", "true")
             .args(["gateway", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
