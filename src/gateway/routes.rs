@@ -163,8 +163,12 @@ async fn post_operation(
 }
 
 /// Sends a cancel unless the operation is already done; returns it as it is now.
-/// Another tenant's operation is as unknown: `404`, nothing sent.
+/// Another tenant's operation is as unknown: `404`, nothing sent. The `cancel` scope
+/// is checked here too, not only by the middleware: it reads the raw path, where
+/// `{id}%3Acancel` has no colon (so it asked for a submit scope), while the router
+/// decodes the segment to `{id}:cancel`.
 pub(super) async fn cancel(app: &GatewayState, caller: &Caller, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
+    caller.require(Need::Cancel)?;
     let snapshot = owned(app, caller, id)?;
     if !snapshot.state.is_final() {
         app.submitter.cancel(id).await?;
