@@ -115,7 +115,7 @@ pub mod worker;
 pub use client::{Client, ClientError};
 pub use envelope::{Command, NewCommand, ResultEvent, State};
 pub use follow::{FollowError, StartAt};
-pub use http::{ConnectionLimits, LimitsError};
+pub use http::{ConnectionLimits, LimitsError, Tls, TlsArgs, TlsError};
 pub use publish::PublishError;
 pub use kafka::KafkaArgs;
 pub use router::{Context, Handler, HandlerError, RouteError, Router};

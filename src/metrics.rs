@@ -157,7 +157,7 @@ pub async fn serve(
             async move { scrape(&m.registry) }
         }),
     );
-    tokio::spawn(async move { crate::http::serve(listener, app, &crate::http::ConnectionLimits::default(), shutdown).await });
+    tokio::spawn(async move { crate::http::serve(listener, app, &crate::http::ConnectionLimits::default(), None, shutdown).await });
     tracing::info!(%bound, "metrics endpoint listening");
     Ok(bound)
 }

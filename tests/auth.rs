@@ -148,6 +148,12 @@ struct AuthGateway {
 
 impl AuthGateway {
     fn start(t: &common::TestTopics, name: &str, config: &Value, jwks: Option<&Value>) -> AuthGateway {
+        Self::start_with(t, name, config, jwks, &[])
+    }
+
+    /// Like [`AuthGateway::start`], with more arguments; `--tls-cert` among them makes
+    /// the base URL `https://localhost`.
+    fn start_with(t: &common::TestTopics, name: &str, config: &Value, jwks: Option<&Value>, extra: &[&str]) -> AuthGateway {
         let dir = std::env::temp_dir().join("courier-test-logs").join(format!("{}-{name}", t.kafka.prefix));
         std::fs::create_dir_all(&dir).expect("gateway dir");
         let (config_path, log) = (dir.join("courier.yaml"), dir.join("gateway.log"));
@@ -162,12 +168,14 @@ impl AuthGateway {
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .arg("--config")
             .arg(&config_path)
+            .args(extra)
             .env("RUST_LOG", "info,courier=debug,rdkafka=warn")
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
             .expect("spawn courier gateway");
-        AuthGateway { child, base: format!("http://127.0.0.1:{port}"), log, config: config_path }
+        let base = if extra.contains(&"--tls-cert") { format!("https://localhost:{port}") } else { format!("http://127.0.0.1:{port}") };
+        AuthGateway { child, base, log, config: config_path }
     }
 
     /// Waits until `/healthz` answers (the gateway listens once it has read the status
@@ -531,4 +539,98 @@ fn a_gateway_refuses_to_start_open_or_with_a_bad_auth_block() {
     assert!(ok, "{stderr}");
     assert_eq!(stdout.trim(), sha256_hex(&key.secret));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A CA, server and client certificates made with the `openssl` command, in `dir`.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn new(dir: PathBuf) -> Pki {
+        std::fs::create_dir_all(&dir).unwrap();
+        let pki = Pki { dir };
+        pki.openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=courier test CA"]);
+        pki.openssl(&["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "foreign.key", "-out", "foreign.pem", "-days", "2", "-subj", "/CN=foreign CA"]);
+        pki.issue("server", "ca", 2);
+        pki.issue("client", "ca", 4);
+        pki.issue("stranger", "foreign", 5);
+        pki
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let out = Proc::new("openssl").args(args).current_dir(&self.dir).output().expect("the openssl command");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// `{name}.pem` and `{name}.key`, for localhost, signed by `ca`, with `serial`.
+    fn issue(&self, name: &str, ca: &str, serial: u32) {
+        let (key, csr, pem) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"));
+        std::fs::write(self.dir.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        self.openssl(&["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={name}")]);
+        let (ca_pem, ca_key, serial) = (format!("{ca}.pem"), format!("{ca}.key"), serial.to_string());
+        self.openssl(&["x509", "-req", "-in", &csr, "-CA", &ca_pem, "-CAkey", &ca_key, "-set_serial", &serial, "-days", "2", "-out", &pem, "-extfile", "san.ext"]);
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).display().to_string()
+    }
+
+    /// An HTTPS client trusting the test CA (no connection reuse), presenting `identity`'s certificate.
+    fn client(&self, identity: Option<&str>) -> reqwest::Client {
+        let ca = std::fs::read(self.dir.join("ca.pem")).unwrap();
+        let mut b = reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
+            .pool_max_idle_per_host(0)
+            .tls_info(true)
+            .timeout(Duration::from_secs(10));
+        if let Some(name) = identity {
+            let (cert, key) = (std::fs::read(self.dir.join(format!("{name}.pem"))).unwrap(), std::fs::read(self.dir.join(format!("{name}.key"))).unwrap());
+            b = b.identity(reqwest::Identity::from_pkcs8_pem(&cert, &key).unwrap());
+        }
+        b.build().unwrap()
+    }
+}
+
+/// The serial of the certificate `resp` came over.
+fn served_serial(resp: &reqwest::Response) -> u32 {
+    let info = resp.extensions().get::<reqwest::tls::TlsInfo>().expect("TLS info");
+    let cert = openssl::x509::X509::from_der(info.peer_certificate().expect("a server certificate")).unwrap();
+    cert.serial_number().to_bn().unwrap().to_dec_str().unwrap().parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_gateway_speaks_tls_wants_client_certificates_and_reloads_on_sighup() {
+    let t = common::fresh_topics("authtls", 2).await;
+    let key = ApiKey::new("tls-svc", "alpha", &["read"]);
+    let pki = Pki::new(std::env::temp_dir().join("courier-test-logs").join(format!("{}-pki", t.kafka.prefix)));
+    let tls = ["--tls-cert", &pki.path("server.pem"), "--tls-key", &pki.path("server.key"), "--tls-client-ca", &pki.path("ca.pem")];
+    let mut gw = AuthGateway::start_with(&t, "tls", &auth_config(&[&key], false), None, &tls);
+    let trusted = pki.client(Some("client"));
+    gw.ready(&trusted).await;
+
+    let listed = trusted.get(format!("{}/v1/operations", gw.base)).bearer_auth(&key.secret).send().await.unwrap();
+    assert_eq!(listed.status(), StatusCode::OK, "client certificate and key: served");
+    assert_eq!(served_serial(&listed), 2);
+    let no_key = trusted.get(format!("{}/v1/operations", gw.base)).send().await.unwrap();
+    assert_eq!(no_key.status(), StatusCode::UNAUTHORIZED, "a client certificate does not replace the bearer credential");
+    assert!(pki.client(None).get(format!("{}/healthz", gw.base)).send().await.is_err(), "no client certificate: no handshake");
+    assert!(pki.client(Some("stranger")).get(format!("{}/healthz", gw.base)).send().await.is_err(), "another CA's client certificate: no handshake");
+    let plain = gw.base.replace("https://localhost", "http://127.0.0.1");
+    assert!(reqwest::Client::new().get(format!("{plain}/healthz")).timeout(Duration::from_secs(10)).send().await.is_err(), "plain HTTP gets no answer");
+
+    // Rotation: new files in place, then SIGHUP; new connections get the new certificate.
+    pki.issue("server", "ca", 3);
+    gw.reload(&auth_config(&[&key], false));
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let resp = trusted.get(format!("{}/healthz", gw.base)).send().await.expect("the listener survives the reload");
+        if served_serial(&resp) == 3 {
+            break;
+        }
+        assert!(Instant::now() < until, "the certificate was not reloaded: {}", gw.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(gw.child.try_wait().unwrap().is_none(), "the gateway runs on");
+    gw.assert_logged_no(&[&key.secret]);
 }

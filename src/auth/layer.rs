@@ -176,7 +176,10 @@ fn describe(need: Need<'_>) -> String {
 
 /// What a request needs, from its method and path (module doc); None: nothing here.
 pub fn need_of(method: &Method, path: &str) -> Option<Need<'static>> {
-    let last = path.rsplit('/').next().unwrap_or_default();
+    // The router percent-decodes a segment before matching it, so `{id}%3Acancel` is
+    // the cancel route: read the method suffix the way the router will.
+    let last = path.rsplit('/').next().unwrap_or_default().replace("%3A", ":").replace("%3a", ":");
+    let last = last.as_str();
     if *method == Method::GET || *method == Method::HEAD {
         return match path {
             "/healthz" => None,
@@ -245,6 +248,8 @@ mod tests {
         assert_eq!(need_of(&post, "/v1/operations/x:complete"), None);
         assert_eq!(need_of(&post, "/v1/operations/x:heartbeat"), None);
         assert_eq!(need_of(&post, "/v1/operations/x:cancel"), Some(Need::Cancel));
+        assert_eq!(need_of(&post, "/v1/operations/x%3Acancel"), Some(Need::Cancel), "the router decodes the colon");
+        assert_eq!(need_of(&post, "/v1/operations/x%3acomplete"), None);
         assert_eq!(need_of(&post, "/v1/commands"), Some(Need::AnySubmit));
         assert_eq!(need_of(&post, "/v1/batches"), Some(Need::AnySubmit));
         assert_eq!(need_of(&post, "/v2/echo/run"), Some(Need::AnySubmit));

@@ -250,7 +250,7 @@ mod tests {
     fn bad_blocks_say_where() {
         let h = to_hex(&hash_key("k"));
         for (yaml, at) in [
-            (format!("api_keys: [{{ principal: a, sha256: nothex, scopes: [read] }}]"), "auth.api_keys[0].sha256"),
+            ("api_keys: [{ principal: a, sha256: nothex, scopes: [read] }]".to_string(), "auth.api_keys[0].sha256"),
             (format!("api_keys: [{{ principal: a, sha256: {h}, scopes: [write] }}]"), "auth.api_keys[0].scopes"),
             (format!("api_keys: [{{ principal: a, sha256: {h}, scopes: [] }}]"), "auth.api_keys[0].scopes"),
             (format!("api_keys: [{{ principal: 'a b', sha256: {h}, scopes: [read] }}]"), "auth.api_keys[0].principal"),

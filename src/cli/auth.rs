@@ -32,7 +32,8 @@ pub fn auth(cmd: AuthCmd) -> anyhow::Result<ExitCode> {
 pub struct AuthArgs {
     /// Serve without authentication (every caller may do everything). Without it, the
     /// --config file must have an `auth:` block.
-    #[arg(long, env = "COURIER_INSECURE_NO_AUTH")]
+    /// The variable takes the usual spellings (`1`, `true`, `yes`, `on`; `0`...).
+    #[arg(long, env = "COURIER_INSECURE_NO_AUTH", action = clap::ArgAction::Set, value_parser = clap::builder::BoolishValueParser::new(), num_args = 0..=1, default_value = "false", default_missing_value = "true", require_equals = true)]
     pub insecure_no_auth: bool,
 }
 

@@ -147,6 +147,7 @@ pub struct Gateway {
     access: Access,
     deliveries: Arc<DeliveryLog>,
     connections: ConnectionLimits,
+    tls: Option<Arc<crate::http::Tls>>,
 }
 
 impl Gateway {
@@ -155,6 +156,7 @@ impl Gateway {
     /// gateway never answers from a partial view.
     pub async fn start(config: &GatewayConfig, router: &Router, shutdown: CancellationToken) -> Result<Self, GatewayError> {
         config.validate()?;
+        let tls = config.connections.tls.load().map_err(|e| GatewayError::Config(e.to_string()))?.map(Arc::new);
         let checker = admission::Checker::new(router, config.url_policy.clone())?;
         let store = Arc::new(store::Store::new(config.retention, config.idempotency_ttl));
         let source = format!("//courier/gateway/{}", std::process::id());
@@ -179,7 +181,7 @@ impl Gateway {
             shutdown,
             long_polls: Arc::new(tokio::sync::Semaphore::new(config.max_long_polls)),
         };
-        Ok(Gateway { app: Arc::new(app), access: config.access.clone(), deliveries, connections: config.connections.clone() })
+        Ok(Gateway { app: Arc::new(app), access: config.access.clone(), deliveries, connections: config.connections.clone(), tls })
     }
 
     /// The HTTP API as an axum router, to serve or to nest in a larger app: the `/v1`
@@ -206,9 +208,9 @@ impl Gateway {
     /// return early) and returns.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> Result<(), GatewayError> {
         let addr = listener.local_addr()?;
-        tracing::info!(%addr, "gateway listening");
+        tracing::info!(%addr, tls = self.tls.is_some(), mtls = self.tls.as_ref().is_some_and(|t| t.mutual()), "gateway listening");
         let shutdown = self.app.shutdown.clone();
-        crate::http::serve(listener, self.router(), &self.connections, shutdown).await;
+        crate::http::serve(listener, self.router(), &self.connections, self.tls.clone(), shutdown).await;
         tracing::info!("gateway stopped");
         Ok(())
     }

@@ -152,6 +152,7 @@ async fn serve(
     shutdown: CancellationToken,
 ) -> Result<SocketAddr, WebhookError> {
     use axum::routing::get;
+    let tls = limits.tls.load().map_err(|e| WebhookError::Config(e.to_string()))?.map(Arc::new);
     let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| WebhookError::Listen { addr, source })?;
     let bound = listener.local_addr().map_err(|source| WebhookError::Listen { addr, source })?;
     let render = move || {
@@ -164,6 +165,7 @@ async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .layer(axum::middleware::from_fn_with_state(access.clone(), crate::auth::authenticate));
     let limits = limits.clone();
-    tokio::spawn(async move { crate::http::serve(listener, app, &limits, shutdown).await });
+    tracing::info!(%bound, tls = tls.is_some(), "dispatcher listening");
+    tokio::spawn(async move { crate::http::serve(listener, app, &limits, tls, shutdown).await });
     Ok(bound)
 }

@@ -16,6 +16,9 @@
 //!   malformed head gets `400`); hyper answers these itself, before any route, so
 //!   their bodies are empty.
 //!
+//! - **TLS** when `--tls-cert`/`--tls-key` are given ([`tls`]): the handshake must
+//!   finish within the same header-read timeout, and a client CA makes it mutual.
+//!
 //! Graceful shutdown is kept: when the token fires the listener stops accepting,
 //! every connection finishes the request it is serving and closes, and [`serve`]
 //! returns once all have.
@@ -23,10 +26,13 @@
 //! API Boundary: what happens inside a request (body size, body read time, JSON) is
 //! the router's business; this module only bounds connections and request heads.
 
+pub mod tls;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -36,7 +42,10 @@ use crate::duration::parse_duration;
 /// Most header lines in one request (hyper's own default, named here).
 pub const MAX_HEADERS: usize = 100;
 
-/// Per-connection bounds of an HTTP listener.
+pub use tls::{Tls, TlsArgs, TlsError};
+
+/// Per-connection settings of an HTTP listener: the bounds a client cannot stretch,
+/// and TLS.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionLimits {
     /// A request head must arrive complete this soon after the connection is ready
@@ -47,11 +56,13 @@ pub struct ConnectionLimits {
     /// Largest request head (request line plus headers) accepted; larger gets `431`.
     #[arg(long, env = "COURIER_HTTP_MAX_HEADER_BYTES", default_value_t = 64 * 1024)]
     pub max_header_bytes: usize,
+    #[command(flatten)]
+    pub tls: TlsArgs,
 }
 
 impl Default for ConnectionLimits {
     fn default() -> Self {
-        ConnectionLimits { header_read_timeout: Duration::from_secs(10), max_header_bytes: 64 * 1024 }
+        ConnectionLimits { header_read_timeout: Duration::from_secs(10), max_header_bytes: 64 * 1024, tls: TlsArgs::default() }
     }
 }
 
@@ -90,11 +101,15 @@ impl ConnectionLimits {
     }
 }
 
-/// Serves `app` on `listener` within `limits` until `shutdown` fires, then lets the
-/// requests in progress finish and returns.
-pub async fn serve(listener: TcpListener, app: axum::Router, limits: &ConnectionLimits, shutdown: CancellationToken) {
+/// Serves `app` on `listener` within `limits` (over `tls` when given, reloading it on
+/// SIGHUP) until `shutdown` fires, then lets the requests in progress finish and
+/// returns.
+pub async fn serve(listener: TcpListener, app: axum::Router, limits: &ConnectionLimits, tls: Option<Arc<Tls>>, shutdown: CancellationToken) {
     let builder = limits.builder();
     let graceful = GracefulShutdown::new();
+    if let Some(tls) = &tls {
+        tls.reload_on_hangup(shutdown.clone());
+    }
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -110,16 +125,30 @@ pub async fn serve(listener: TcpListener, app: axum::Router, limits: &Connection
                 continue;
             }
         };
-        let connection = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
-        let connection = graceful.watch(connection);
+        let (builder, app, watcher, tls) = (builder.clone(), app.clone(), graceful.watcher(), tls.clone());
+        let handshake_within = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection closed");
+            let Some(tls) = tls else { return connection(builder, stream, app, watcher, peer).await };
+            match tokio::time::timeout(handshake_within, tls.accept(stream)).await {
+                Ok(Ok(stream)) => connection(builder, stream, app, watcher, peer).await,
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// One HTTP/1 connection over `io` (plain or TLS), watched for graceful shutdown.
+async fn connection<I>(builder: hyper::server::conn::http1::Builder, io: I, app: axum::Router, watcher: Watcher, peer: std::net::SocketAddr)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(app));
+    if let Err(e) = watcher.watch(conn).await {
+        tracing::debug!(%peer, error = %e, "connection closed");
+    }
 }
 
 #[cfg(test)]
@@ -133,9 +162,9 @@ mod tests {
         let app = axum::Router::new().route("/", axum::routing::get(|| async { "hi" }));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let limits = ConnectionLimits { header_read_timeout: Duration::from_millis(300), max_header_bytes: 4096 };
+        let limits = ConnectionLimits { header_read_timeout: Duration::from_millis(300), max_header_bytes: 4096, ..Default::default() };
         let stop = stop.clone();
-        tokio::spawn(async move { serve(listener, app, &limits, stop).await });
+        tokio::spawn(async move { serve(listener, app, &limits, None, stop).await });
         addr
     }
 
@@ -190,7 +219,7 @@ mod tests {
         let stop = CancellationToken::new();
         let served = tokio::spawn({
             let stop = stop.clone();
-            async move { serve(listener, app, &ConnectionLimits::default(), stop).await }
+            async move { serve(listener, app, &ConnectionLimits::default(), None, stop).await }
         });
         let _idle = tokio::net::TcpStream::connect(addr).await.unwrap();
         stop.cancel();
