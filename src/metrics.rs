@@ -140,11 +140,14 @@ impl Metrics {
     }
 }
 
-/// Serves `/metrics` until `shutdown` fires, within the default connection limits
-/// ([`crate::http`]). Returns the bound address (useful with port 0) once listening.
+/// Serves `/metrics` (and an open `/healthz`) until `shutdown` fires, within the
+/// default connection limits ([`crate::http`]); `guard` wraps the routes (the
+/// worker puts its authentication in front, which this base module cannot know).
+/// Returns the bound address (useful with port 0) once listening.
 pub async fn serve(
     metrics: Arc<Metrics>,
     addr: SocketAddr,
+    guard: impl FnOnce(axum::Router) -> axum::Router,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<SocketAddr> {
     use axum::{routing::get, Router};
@@ -157,6 +160,7 @@ pub async fn serve(
             async move { scrape(&m.registry) }
         }),
     );
+    let app = guard(app.route("/healthz", get(|| async { "ok" })));
     tokio::spawn(async move { crate::http::serve(listener, app, &crate::http::ConnectionLimits::default(), None, shutdown).await });
     tracing::info!(%bound, "metrics endpoint listening");
     Ok(bound)

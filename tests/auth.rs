@@ -634,3 +634,25 @@ async fn the_gateway_speaks_tls_wants_client_certificates_and_reloads_on_sighup(
     assert!(gw.child.try_wait().unwrap().is_none(), "the gateway runs on");
     gw.assert_logged_no(&[&key.secret]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workers_metrics_need_the_metrics_scope_when_its_config_has_an_auth_block() {
+    let t = common::fresh_topics("authmetrics", 1).await;
+    let (scraper, reader) = (ApiKey::new("prometheus", "ops", &["metrics"]), ApiKey::new("reader", "ops", &["read"]));
+    let dir = std::env::temp_dir().join("courier-test-logs").join(format!("{}-worker", t.kafka.prefix));
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("courier.yaml");
+    std::fs::write(&config, auth_config(&[&scraper, &reader], false).to_string()).unwrap();
+    let port = common::free_port();
+    let worker = common::WorkerProc::spawn(&t, "metrics", &["--metrics-addr", &format!("127.0.0.1:{port}"), "--config", &config.display().to_string()]);
+    assert!(worker.wait_for_log("metrics endpoint listening", Duration::from_secs(60)), "{}", worker.log_text());
+    let api = Api { http: reqwest::Client::new(), base: format!("http://127.0.0.1:{port}") };
+    assert_eq!(answer(api.get("/healthz")).await.status, StatusCode::OK);
+    let anonymous = answer(api.get("/metrics")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED, "{}", anonymous.body);
+    assert_eq!(api.read(&reader.secret, "/metrics").await.status, StatusCode::FORBIDDEN);
+    let scraped = api.read(&scraper.secret, "/metrics").await;
+    assert_eq!(scraped.status, StatusCode::OK);
+    assert!(scraped.body.as_str().unwrap_or_default().contains("courier_"), "Prometheus text: {}", scraped.body);
+    assert!(!worker.log_text().contains(&scraper.secret));
+}

@@ -48,8 +48,8 @@ impl Access {
     }
 
     /// Callers authenticate against `auth`.
-    pub fn checked(auth: Auth) -> Self {
-        Access::with(Mode::Checked(RwLock::new(Arc::new(auth))))
+    pub fn checked(auth: Arc<Auth>) -> Self {
+        Access::with(Mode::Checked(RwLock::new(auth)))
     }
 
     fn with(mode: Mode) -> Self {
@@ -62,9 +62,9 @@ impl Access {
 
     /// Swaps in a re-read `auth:` block (SIGHUP): revoked keys stop working at once,
     /// requests in progress finish as they were authenticated. No-op when open.
-    pub fn reload(&self, auth: Auth) {
+    pub fn reload(&self, auth: Arc<Auth>) {
         if let Mode::Checked(current) = &*self.mode {
-            *current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
+            *current.write().unwrap_or_else(|p| p.into_inner()) = auth;
         }
     }
 

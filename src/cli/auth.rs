@@ -52,11 +52,29 @@ pub fn access(declared: &super::process::ConfigArg, args: &AuthArgs, what: &str)
             Ok(Access::open())
         }
         (Some(auth), false) => {
-            let auth = std::sync::Arc::try_unwrap(auth).map_err(|_| anyhow::anyhow!("auth block shared"))?;
             tracing::info!(component = what, ?auth, "authentication required on every route but /healthz");
             let access = Access::checked(auth);
             reload_on_hangup(declared.clone(), access.clone());
             Ok(access)
+        }
+    }
+}
+
+/// Who may scrape a worker's `/metrics`: the `--config` file's `auth:` block when it
+/// has one (reloaded on SIGHUP), else anyone, said once in the log. Metrics name
+/// command types and rates, not payloads, so open is the default here, unlike the
+/// gateway's and dispatcher's routes.
+pub fn metrics_access(declared: &super::process::ConfigArg) -> anyhow::Result<Access> {
+    match declared.load()?.and_then(|d| d.auth) {
+        Some(auth) => {
+            let access = Access::checked(auth);
+            reload_on_hangup(declared.clone(), access.clone());
+            tracing::info!("/metrics needs a credential with the metrics scope");
+            Ok(access)
+        }
+        None => {
+            tracing::warn!("/metrics is open to anyone who can connect: add an `auth:` block to --config to require the metrics scope");
+            Ok(Access::open())
         }
     }
 }
@@ -70,13 +88,10 @@ fn reload_on_hangup(declared: super::process::ConfigArg, access: Access) {
     tokio::spawn(async move {
         while hangup.recv().await.is_some() {
             match declared.load().map(|d| d.and_then(|d| d.auth)) {
-                Ok(Some(auth)) => match std::sync::Arc::try_unwrap(auth) {
-                    Ok(auth) => {
-                        tracing::info!(?auth, "SIGHUP: auth block reloaded");
-                        access.reload(auth);
-                    }
-                    Err(_) => tracing::error!("SIGHUP: auth block not reloaded (shared)"),
-                },
+                Ok(Some(auth)) => {
+                    tracing::info!(?auth, "SIGHUP: auth block reloaded");
+                    access.reload(auth);
+                }
                 Ok(None) => tracing::error!("SIGHUP: the --config file has no auth block any more; keeping the current one"),
                 Err(e) => tracing::error!(error = %format!("{e:#}"), "SIGHUP: --config not reloaded; keeping the current auth block"),
             }

@@ -119,8 +119,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("created {} topic(s): {}", created.len(), created.join(", "));
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Worker(WorkerArgs { worker: config, declared }) => {
+        Cmd::Worker(WorkerArgs { worker: mut config, declared }) => {
             require_bootstrap(&config.kafka)?;
+            if config.metrics_addr.is_some() {
+                config.metrics_access = auth::metrics_access(&declared)?;
+            }
             let worker = Worker::new(config, declared.router()?).context("starting worker")?;
             worker.run(shutdown_signal()).await.context("worker")?;
             Ok(ExitCode::SUCCESS)

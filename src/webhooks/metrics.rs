@@ -42,6 +42,13 @@ impl Default for WebhookMetrics {
 }
 
 impl WebhookMetrics {
+    /// The instruments, and the listener's refusals (`auth_refused{why}`) beside them.
+    pub fn with_access(access: &crate::auth::Access) -> Self {
+        let mut metrics = WebhookMetrics::default();
+        metrics.registry.register("auth_refused", "Requests refused by authentication, scope or rate limit, by why", access.refused.clone());
+        metrics
+    }
+
     pub fn attempt(&self, outcome: &str) {
         self.deliveries.get_or_create(&vec![("outcome".into(), outcome.into())]).inc();
     }

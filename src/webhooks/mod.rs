@@ -88,7 +88,7 @@ impl Dispatcher {
             endpoints::Endpoints::follow(kafka, followers.clone()),
             DeliveryLog::follow(kafka, config.log_capacity, 50, followers.clone()),
         )?;
-        let metrics = Arc::new(metrics::WebhookMetrics::default());
+        let metrics = Arc::new(metrics::WebhookMetrics::with_access(&config.access));
         let addr = serve(config.listen, &config.connections, &config.access, metrics.clone(), log.clone(), shutdown.clone()).await?;
         let limits = deliver::HttpLimits {
             connect_timeout: config.connect_timeout,

@@ -64,6 +64,10 @@ pub struct WorkerConfig {
     /// Serve Prometheus metrics here (e.g. 0.0.0.0:9464); off when unset.
     #[arg(long, env = "COURIER_METRICS_ADDR")]
     pub metrics_addr: Option<SocketAddr>,
+    /// Who may scrape `--metrics-addr`: open unless the `--config` file has an
+    /// `auth:` block, then the `metrics` scope (`/healthz` stays open).
+    #[arg(skip = crate::auth::Access::open())]
+    pub metrics_access: crate::auth::Access,
     /// Name in result events and logs; defaults to host name and pid.
     #[arg(long, env = "COURIER_WORKER_ID")]
     pub worker_id: Option<String>,
@@ -96,6 +100,7 @@ impl WorkerConfig {
             shutdown_grace: default_duration(DEFAULT_SHUTDOWN_GRACE),
             max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             metrics_addr: None,
+            metrics_access: crate::auth::Access::open(),
             worker_id: None,
             retry: RetryPolicy::default(),
             exactly_once: false,

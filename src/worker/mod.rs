@@ -134,7 +134,9 @@ impl Worker {
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let Worker { shared } = self;
         if let Some(addr) = shared.config.metrics_addr {
-            crate::metrics::serve(shared.metrics.clone(), addr, shutdown.clone()).await.map_err(WorkerError::Metrics)?;
+            let access = shared.config.metrics_access.clone();
+            let guard = move |app: axum::Router| app.layer(axum::middleware::from_fn_with_state(access, crate::auth::authenticate));
+            crate::metrics::serve(shared.metrics.clone(), addr, guard, shutdown.clone()).await.map_err(WorkerError::Metrics)?;
         }
         tracing::info!(worker = %shared.worker_id, group = %shared.config.group_id,
             topic = %shared.topics.commands, ordering = ?shared.config.ordering, "worker starting");
