@@ -246,7 +246,7 @@ impl Reader {
 /// partition EOF reported.
 fn consumer(kafka: &KafkaArgs) -> Result<StreamConsumer, KafkaSetupError> {
     let mut cfg = kafka.client_config()?;
-    cfg.set("group.id", format!("courier-follower-{}", crate::envelope::new_id()));
+    cfg.set("group.id", crate::kafka::follower_group(&kafka.prefix));
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "true");
     set_default(&mut cfg, "isolation.level", "read_committed");

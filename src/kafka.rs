@@ -6,13 +6,16 @@
 
 mod partitioner;
 mod partitions;
+mod preflight;
 
 use std::fmt;
 
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
 pub use partitioner::Partitioner;
 pub(crate) use partitions::{assignment, commit_offsets, failed_commits, offset_list, partitions_in, set_paused};
+pub(crate) use preflight::{check, Needs, Operation};
 
 /// The environment variable holding extra librdkafka properties, comma-separated.
 pub const KAFKA_OPTS_ENV: &str = "COURIER_KAFKA_OPTS";
@@ -33,6 +36,11 @@ pub enum KafkaSetupError {
     Client(#[from] rdkafka::error::KafkaError),
     #[error("topic {0} does not exist: run `courier topics create`")]
     MissingTopic(String),
+    /// `missing` lists grants: `WRITE on topic p.results; READ on consumer group g`.
+    #[error("the Kafka cluster does not allow this principal {missing}: grant it the ACLs (README, \"Secured Kafka\", lists what each component needs)")]
+    Denied { missing: String },
+    #[error("the Kafka cluster refused this client's credentials or TLS handshake ({0}): check the security.protocol, sasl.* and ssl.* options")]
+    Unauthenticated(RDKafkaErrorCode),
     #[error("could not start a thread: {0}")]
     Thread(String),
 }
@@ -287,6 +295,19 @@ pub(crate) fn set_default(cfg: &mut ClientConfig, key: &str, value: &str) {
     }
 }
 
+/// A follower's group: never joined, but librdkafka looks up its coordinator, which
+/// a cluster with ACLs allows only with DESCRIBE on the group. Under the deployment's
+/// prefix, so one ACL (`DESCRIBE` on groups prefixed `<prefix>.follower-`) covers
+/// every follower.
+pub(crate) fn follower_group(prefix: &str) -> String {
+    format!("{}{}", follower_group_prefix(prefix), crate::envelope::new_id())
+}
+
+/// What every follower group of the deployment under `prefix` starts with.
+pub(crate) fn follower_group_prefix(prefix: &str) -> String {
+    format!("{prefix}.follower-")
+}
+
 /// Low and high watermarks of a partition, retrying briefly: right after a topic is
 /// created, brokers may not yet agree on its leader.
 pub(crate) fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
@@ -307,16 +328,6 @@ pub(crate) fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer
     }
 }
 
-/// Fails fast, with the fix in the message (`MissingTopic`), when any of `topics` does
-/// not exist: one metadata client for all of them. Blocking.
-pub(crate) fn require_topics<'a>(kafka: &KafkaArgs, topics: impl IntoIterator<Item = &'a String>) -> Result<(), KafkaSetupError> {
-    let consumer: rdkafka::consumer::BaseConsumer = kafka.client_config()?.create()?;
-    for topic in topics {
-        partitions_of(&consumer, topic)?;
-    }
-    Ok(())
-}
-
 /// The partition ids of a topic; `MissingTopic` when it does not exist. Retries for
 /// a few seconds first: a topic created a moment ago may not be in every broker's
 /// metadata yet.
@@ -327,6 +338,18 @@ pub(crate) fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consu
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
     loop {
         let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10));
+        // Refusals are final: waiting would not change them.
+        if let Err(e) = &metadata {
+            if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) = e.rdkafka_error_code() {
+                return Err(KafkaSetupError::Unauthenticated(code));
+            }
+        }
+        if let Ok(md) = &metadata {
+            let denied = md.topics().iter().any(|t| t.name() == topic && t.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::TopicAuthorizationFailed));
+            if denied {
+                return Err(KafkaSetupError::Denied { missing: format!("DESCRIBE on topic {topic}") });
+            }
+        }
         let partitions: Vec<i32> = match &metadata {
             Ok(md) => md
                 .topics()

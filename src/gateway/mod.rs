@@ -46,7 +46,7 @@ pub use operation::{rpc_code, Metadata, Operation, RpcStatus};
 use crate::auth::Access;
 use crate::duration::parse_duration;
 use crate::http::ConnectionLimits;
-use crate::kafka::KafkaArgs;
+use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::Publisher;
 use crate::router::Router;
 use crate::urlpolicy::UrlPolicy;
@@ -141,6 +141,19 @@ impl GatewayConfig {
     }
 }
 
+/// What a gateway does to which topics (README, "Secured Kafka", lists the ACLs
+/// that allow it): it joins no group.
+fn needs(topics: &crate::topics::Topics) -> crate::kafka::Needs {
+    use crate::kafka::Operation::{Read, Write};
+    crate::kafka::Needs::new()
+        .topic(&topics.commands, &[Write])
+        .topic(&topics.control, &[Write])
+        // Read into the operations view; deferred jobs' callbacks write their outcome.
+        .topic(&topics.status, &[Read, Write])
+        .topic(&topics.results, &[Write])
+        .topic(&topics.webhooks_log, &[Read])
+}
+
 /// A gateway that has read the status topic to its end and is ready to serve.
 pub struct Gateway {
     app: Arc<GatewayState>,
@@ -161,6 +174,10 @@ impl Gateway {
         let store = Arc::new(store::Store::new(config.retention, config.idempotency_ttl));
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
+        let (kafka, needs) = (config.kafka.clone(), needs(client.topics()).followers(&config.kafka.prefix));
+        tokio::task::spawn_blocking(move || crate::kafka::check(&kafka, &needs))
+            .await
+            .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
         let status_topic = client.topics().status.clone();
         let (followed, deliveries) = tokio::join!(
             follow::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()),

@@ -78,9 +78,7 @@ impl Dispatcher {
         config.validate()?;
         let topics = config.kafka.topics();
         let schedule = config.schedule();
-        let mut needed = vec![topics.results.clone(), topics.status.clone(), topics.webhooks_dlq.clone(), topics.webhooks_log.clone(), topics.webhooks_endpoints.clone()];
-        needed.extend(schedule.tier_topics(&topics));
-        require_topics(&config.kafka, needed).await?;
+        check_access(&config.kafka, needs(&topics, &config.group_id, &schedule.tier_topics(&topics)).followers(&config.kafka.prefix)).await?;
         let followers = CancellationToken::new();
         let kafka = &config.kafka;
         let (callbacks, endpoints, log) = tokio::try_join!(
@@ -133,10 +131,25 @@ impl Dispatcher {
     }
 }
 
-/// Fails fast, with the fix in the message, when a topic is missing.
-async fn require_topics(kafka: &KafkaArgs, names: Vec<String>) -> Result<(), WebhookError> {
+/// What the dispatcher does to which topics and groups (README, "Secured Kafka",
+/// lists the ACLs that allow it).
+fn needs(topics: &crate::topics::Topics, group: &str, tiers: &[String]) -> crate::kafka::Needs {
+    use crate::kafka::Operation::{Read, Write};
+    crate::kafka::Needs::new()
+        .topic(&topics.results, &[Read])
+        .topic(&topics.status, &[Read])
+        .topic(&topics.webhooks_log, &[Read, Write])
+        .topic(&topics.webhooks_endpoints, &[Read, Write])
+        .topic(&topics.webhooks_dlq, &[Write])
+        .topics(tiers, &[Read, Write])
+        .group(group)
+}
+
+/// Fails fast, with the fix in the message, when a topic is missing or the cluster
+/// denies an operation the dispatcher needs.
+async fn check_access(kafka: &KafkaArgs, needs: crate::kafka::Needs) -> Result<(), WebhookError> {
     let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || crate::kafka::require_topics(&kafka, &names))
+    tokio::task::spawn_blocking(move || crate::kafka::check(&kafka, &needs))
         .await
         .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
     Ok(())

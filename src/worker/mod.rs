@@ -143,7 +143,7 @@ impl Worker {
         let runtime = tokio::runtime::Handle::current();
         let background = CancellationToken::new();
         let _stop_background = background.clone().drop_guard();
-        init_transactions(&shared.sink).await?;
+        init_transactions(&shared.sink, &transactional_id(&shared.config, &shared.worker_id)).await?;
         start_background(&shared, &runtime, &background).await?;
         let (lanes, pending) = lane::Lanes::new(shared.clone(), runtime.clone());
         tokio::spawn(lane::collect(lanes.clone(), pending, background.clone()));
@@ -191,24 +191,50 @@ const STOP_FLUSH: Duration = Duration::from_secs(5);
 /// librdkafka's default `message.max.bytes`, the producer's limit unless set.
 const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
+/// A worker's transactional id: unique per worker, under a prefix per group (an ACL
+/// on the prefix `courier-<group>-` grants a group's workers theirs).
+fn transactional_id(config: &WorkerConfig, worker_id: &str) -> String {
+    format!("courier-{}-{worker_id}", config.group_id)
+}
+
 fn transactional_sink(config: &WorkerConfig, worker_id: &str) -> Result<Sink, WorkerError> {
-    let id = format!("courier-{}-{worker_id}", config.group_id);
-    let cfg = crate::kafka::transactional_producer_config(&config.kafka, &id)?;
+    let cfg = crate::kafka::transactional_producer_config(&config.kafka, &transactional_id(config, worker_id))?;
     let producer: rdkafka::producer::FutureProducer = cfg.create().map_err(KafkaSetupError::from)?;
     Ok(Sink::Transactional { producer, outbox: Arc::default() })
 }
 
 /// Registers this worker's transactional id, fencing any predecessor with the same id.
-async fn init_transactions(sink: &Sink) -> Result<(), WorkerError> {
+async fn init_transactions(sink: &Sink, id: &str) -> Result<(), WorkerError> {
     let Sink::Transactional { producer, .. } = sink else { return Ok(()) };
     let producer = producer.clone();
-    tokio::task::spawn_blocking(move || {
+    let done = tokio::task::spawn_blocking(move || {
         use rdkafka::producer::Producer;
         producer.init_transactions(Duration::from_secs(30))
     })
     .await
-    .map_err(|e| WorkerError::Consumer(e.to_string()))?
-    .map_err(|e| WorkerError::Setup(KafkaSetupError::from(e)))
+    .map_err(|e| WorkerError::Consumer(e.to_string()))?;
+    done.map_err(|e| match e.rdkafka_error_code() {
+        Some(rdkafka::types::RDKafkaErrorCode::TransactionalIdAuthorizationFailed) => {
+            WorkerError::Setup(KafkaSetupError::Denied { missing: format!("WRITE on transactional id {id}") })
+        }
+        _ => WorkerError::Setup(KafkaSetupError::from(e)),
+    })
+}
+
+/// What a worker does to which topics and groups (README, "Secured Kafka", lists the
+/// ACLs that allow it): checked at start so a missing grant stops it there.
+fn needs(topics: &crate::topics::Topics, group: &str, tiers: &[String]) -> crate::kafka::Needs {
+    use crate::kafka::Operation::{Read, Write};
+    let needs = crate::kafka::Needs::new()
+        // Commands are consumed, and deferred or retried ones are sent back.
+        .topic(&topics.commands, &[Read, Write])
+        .topic(&topics.results, &[Read, Write])
+        .topic(&topics.status, &[Write])
+        .topic(&topics.dlq, &[Write])
+        .topic(&topics.control, &[Read, Write])
+        .topics(tiers, &[Read, Write])
+        .group(group);
+    if tiers.is_empty() { needs } else { needs.group(format!("{group}.retry")) }
 }
 
 /// Followers of the control and results topics (caught up before this returns), and
@@ -221,7 +247,8 @@ async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::H
     let on_result = followers::on_result(shared.finished.clone());
     let tiers = shared.tier_topics();
     let relay_tiers = tiers.clone();
-    tokio::task::spawn_blocking(move || crate::kafka::require_topics(&kafka, [&topics.commands, &topics.results, &topics.status, &topics.dlq].into_iter().chain(&tiers)))
+    let needs = needs(&topics, &shared.config.group_id, &tiers).followers(&kafka.prefix);
+    tokio::task::spawn_blocking(move || crate::kafka::check(&kafka, &needs))
         .await
         .map_err(|e| WorkerError::Consumer(e.to_string()))??;
     followers::follow_both(&shared.config.kafka, &shared.topics, tail, catch_up, stop, on_control, on_result).await?;

@@ -332,13 +332,17 @@ pub struct TopicReader {
 
 impl TopicReader {
     pub fn new(t: &TestTopics, topic: &str) -> TopicReader {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &t.kafka.bootstrap)
-            .set("group.id", format!("reader-{}", courier::envelope::new_id()))
+        let mut cfg = ClientConfig::new();
+        cfg.set("bootstrap.servers", &t.kafka.bootstrap)
+            // Never joined; under the prefix a secured cluster's follower ACL covers.
+            .set("group.id", format!("{}.follower-reader-{}", t.kafka.prefix, courier::envelope::new_id()))
             .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .create()
-            .expect("reader");
+            .set("isolation.level", "read_committed");
+        // A secured cluster's credentials (tests/secure_kafka.rs), as the topics name them.
+        for (k, v) in t.kafka.kafka_opts.iter().filter_map(|o| o.split_once('=')) {
+            cfg.set(k, v);
+        }
+        let consumer: BaseConsumer = cfg.create().expect("reader");
         let mut tpl = TopicPartitionList::new();
         for p in 0..t.partitions {
             tpl.add_partition_offset(topic, p, Offset::Beginning).expect("tpl");
