@@ -35,6 +35,24 @@ export COURIER_PYTHON="$VENV/bin/python"
 cargo test --release --all-targets --no-fail-fast
 cargo test --release --doc
 
+# The core round trip again, on a SASL_SSL broker with the StandardAuthorizer
+# (scripts/kafka.sh start-secure): the same tests/roundtrip.rs, every client logging
+# in through COURIER_KAFKA_OPTS (the test harness and the courier processes it starts
+# read it). They run as the broker's admin; tests/secure_kafka.rs is the proof with
+# least-privilege principals.
+SECURE_RUN="$REPO/.kafka-secure"
+secure="$(COURIER_KAFKA_RUN="$SECURE_RUN" scripts/kafka.sh start-secure)"
+stop_secure() { COURIER_KAFKA_RUN="$SECURE_RUN" scripts/kafka.sh stop || true; }
+secure_bootstrap="$(sed -n 's/^COURIER_BOOTSTRAP=//p' <<<"$secure")"
+secure_ca="$(sed -n 's/^COURIER_KAFKA_CA=//p' <<<"$secure")"
+echo "test.sh: the core round trip against SASL_SSL at $secure_bootstrap" >&2
+secure_rc=0
+COURIER_BOOTSTRAP="$secure_bootstrap" \
+COURIER_KAFKA_OPTS="security.protocol=SASL_SSL,sasl.mechanism=SCRAM-SHA-512,sasl.username=admin,sasl.password=$(cat "$SECURE_RUN/admin.password"),ssl.ca.location=$secure_ca" \
+  cargo test --release --test roundtrip || secure_rc=$?
+stop_secure
+if [[ $secure_rc -ne 0 ]]; then echo "test.sh: the round trip failed against SASL_SSL" >&2; exit "$secure_rc"; fi
+
 # The contract: the checked-in AsyncAPI document must pass the official parser.
 echo "test.sh: validating asyncapi/asyncapi.yaml with @asyncapi/parser" >&2
 (cd contract/validate && npm ci --no-audit --no-fund --silent && node validate.mjs ../../asyncapi/asyncapi.yaml)

@@ -61,7 +61,9 @@ pub async fn fresh_topics(name: &str, partitions: i32) -> TestTopics {
 /// Fresh topics with retry tier topics for these delays.
 pub async fn fresh_topics_with(name: &str, partitions: i32, retry_tiers: Vec<Duration>) -> TestTopics {
     let suffix = &courier::envelope::new_id().simple().to_string()[20..];
-    let kafka = KafkaArgs::new(bootstrap(), format!("t-{name}-{suffix}"));
+    // COURIER_KAFKA_OPTS too, as every courier process the test starts reads it: how
+    // scripts/test.sh runs the round trip against its SASL_SSL broker.
+    let kafka = KafkaArgs::new(bootstrap(), format!("t-{name}-{suffix}")).with_env_opts().expect("COURIER_KAFKA_OPTS");
     let spec = TopicSpec { partitions, replication: 1, retention_hours: 24, retry_tiers, ..TopicSpec::default() };
     create_topics(&kafka, &spec).await.expect("create topics");
     TestTopics { topics: kafka.topics(), kafka, partitions }
