@@ -26,7 +26,7 @@
 //! and commit; and the test harness's own raw reader (`tests/common`), an independent
 //! check of the bytes on the broker.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::Stream;
@@ -162,7 +162,17 @@ impl Reader {
         Self::open_in(kafka, topic, start, Some(key.to_vec())).await
     }
 
+    /// A reader of `topic` resuming where a view left off: each partition in
+    /// `positions` at its offset (the next record to read), any other at `start`.
+    pub(crate) async fn open_resuming(kafka: &KafkaArgs, topic: &str, start: StartAt, positions: HashMap<i32, i64>) -> Result<Reader, FollowError> {
+        Self::open_with(kafka, topic, start, None, positions).await
+    }
+
     async fn open_in(kafka: &KafkaArgs, topic: &str, start: StartAt, key: Option<Vec<u8>>) -> Result<Reader, FollowError> {
+        Self::open_with(kafka, topic, start, key, HashMap::new()).await
+    }
+
+    async fn open_with(kafka: &KafkaArgs, topic: &str, start: StartAt, key: Option<Vec<u8>>, positions: HashMap<i32, i64>) -> Result<Reader, FollowError> {
         let consumer = consumer(kafka)?;
         let name = topic.to_string();
         let partitioner = crate::kafka::Partitioner::configured(&kafka.kafka_opts);
@@ -170,7 +180,7 @@ impl Reader {
         // right now, so n is the highest id seen plus one, and a key whose partition is
         // not among those seen reads them all (see `assign`).
         let only = move |partitions: &[i32]| -> Option<i32> { partitioner?.partition(key.as_deref()?, partitions.iter().max()? + 1) };
-        let (consumer, unread) = tokio::task::spawn_blocking(move || assign(consumer, &name, start, only))
+        let (consumer, unread) = tokio::task::spawn_blocking(move || assign(consumer, &name, start, only, &positions))
             .await
             .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
         Ok(Reader { consumer, topic: topic.to_string(), unread, caught_up: false })
@@ -250,12 +260,21 @@ fn consumer(kafka: &KafkaArgs) -> Result<StreamConsumer, KafkaSetupError> {
     cfg.set("enable.auto.commit", "false");
     cfg.set("enable.partition.eof", "true");
     set_default(&mut cfg, "isolation.level", "read_committed");
+    // Prefetch bounded as the worker's is: a view catching up on a large topic would
+    // otherwise queue up to librdkafka's default of 64 MB per partition.
+    crate::kafka::set_fetch_defaults(&mut cfg);
     Ok(cfg.create()?)
 }
 
 /// Assigns every partition of `topic` (or the one `only` picks from them) at
 /// `start`, resolved to offsets now. Blocking.
-fn assign(consumer: StreamConsumer, topic: &str, start: StartAt, only: impl FnOnce(&[i32]) -> Option<i32>) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
+fn assign(
+    consumer: StreamConsumer,
+    topic: &str,
+    start: StartAt,
+    only: impl FnOnce(&[i32]) -> Option<i32>,
+    positions: &HashMap<i32, i64>,
+) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
     let mut partitions = partitions_of(&consumer, topic)?;
     partitions.sort_unstable();
     if let Some(p) = only(&partitions).filter(|p| partitions.contains(p)) {
@@ -268,6 +287,10 @@ fn assign(consumer: StreamConsumer, topic: &str, start: StartAt, only: impl FnOn
     };
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {
+        if let Some(at) = positions.get(p) {
+            tpl.add_partition_offset(topic, *p, Offset::Offset(resumed(&consumer, topic, *p, *at).map_err(kafka)?)).map_err(kafka)?;
+            continue;
+        }
         let offset = match start {
             StartAt::Beginning => Offset::Beginning,
             StartAt::Now => Offset::Offset(watermarks(&consumer, topic, *p).map_err(kafka)?.1),
@@ -284,6 +307,19 @@ fn assign(consumer: StreamConsumer, topic: &str, start: StartAt, only: impl FnOn
     }
     consumer.assign(&tpl).map_err(kafka)?;
     Ok((consumer, partitions.into_iter().collect()))
+}
+
+/// Where to resume a partition a view had read up to `at`: there, or at the
+/// partition's first record if those before `at` are gone (retention); from the start
+/// if `at` is past its end, which a recreated topic does (the view is then older than
+/// the topic, and reading it all again is the one way to be right).
+fn resumed(consumer: &StreamConsumer, topic: &str, partition: i32, at: i64) -> Result<i64, KafkaError> {
+    let (low, high) = watermarks(consumer, topic, partition)?;
+    if at > high {
+        tracing::warn!(topic, partition, at, end = high, "a stored position is past the partition's end; reading the partition from its start");
+        return Ok(low);
+    }
+    Ok(at.max(low))
 }
 
 /// Each partition's first offset at or after `at` (a partition with none is left
@@ -375,6 +411,21 @@ pub async fn follow(
     spawn(kafka, topic, start, stop, on_record).await?.caught_up().await?;
     tracing::debug!(topic, elapsed = ?started.elapsed(), "topic read to its end");
     Ok(())
+}
+
+/// Like [`follow`], resuming each partition in `positions` at its offset (see
+/// [`Reader::open_resuming`]) and any other from its beginning.
+pub async fn follow_from(
+    kafka: &KafkaArgs,
+    topic: &str,
+    positions: HashMap<i32, i64>,
+    stop: CancellationToken,
+    on_record: impl FnMut(Seen<'_>) + Send + 'static,
+) -> Result<(), FollowError> {
+    let reader = Reader::open_resuming(kafka, topic, StartAt::Beginning, positions).await?;
+    let (ready_tx, ready) = oneshot::channel();
+    let task = tokio::spawn(reader.run(stop.clone(), on_record, ready_tx));
+    Following { topic: topic.to_string(), ready, stop, task }.caught_up().await
 }
 
 /// Reads `topic` from `start` to its end once, calling `on_record` for each record

@@ -220,6 +220,17 @@ async fn serve_gateway(
     let mut config = courier::gateway::GatewayConfig::new(kafka.clone());
     config.listen = listen;
     config.callback_keys = callback_keys;
+    // The operations view on disk, as a deployment keeps it, in a directory of this
+    // run's own: the embedded cluster starts empty each time, and so must the view.
+    let store = std::env::temp_dir().join(format!("courier-dev-store-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&store);
+    config.store_dir = Some(store.clone());
+    let cleanup = stop.clone();
+    tokio::spawn(async move {
+        cleanup.cancelled().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let _ = std::fs::remove_dir_all(&store);
+    });
     let gateway = courier::gateway::Gateway::start(&config, router, stop).await.context("starting the gateway")?;
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
     let addr = listener.local_addr().context("gateway address")?;

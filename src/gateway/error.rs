@@ -32,6 +32,8 @@ pub enum GatewayError {
     Config(String),
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
+    #[error(transparent)]
+    Store(#[from] super::store::StoreError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -34,10 +34,46 @@ pub enum Claim {
     InProgress,
 }
 
+/// What is known of an accepted request's key: the first answer, and the hash of
+/// the body it was given for. Stored as it is by the disk-backed view.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Known {
+    pub first: Box<OperationSnapshot>,
+    pub request_hash: Option<String>,
+}
+
+impl Known {
+    /// The answer to a request with this key whose body hashes to `request_hash`.
+    pub fn claim(&self, request_hash: &str) -> Claim {
+        // A snapshot without a hash (its `queued` snapshot compacted away and the
+        // worker's copy lacking it) cannot prove a mismatch: replay, never duplicate.
+        if self.request_hash.as_deref().is_none_or(|h| h == request_hash) {
+            Claim::Replay(self.first.clone())
+        } else {
+            Claim::Mismatch { id: self.first.command_id }
+        }
+    }
+
+    /// What snapshot `s` makes of what is known of its key (`known`): the new entry
+    /// to keep, or `None` when nothing changes. The earliest command with a key owns
+    /// it: a later one (two gateways racing, or a client re-using a key outside the
+    /// gateway) does not replace it.
+    pub fn learn(known: Option<&Known>, s: &OperationSnapshot) -> Option<Known> {
+        let fresh = || Known { first: Box::new(initial_view(s)), request_hash: s.request_hash.clone() };
+        match known {
+            None => Some(fresh()),
+            Some(k) if k.first.command_id == s.command_id => {
+                (k.request_hash.is_none() && s.request_hash.is_some()).then(|| Known { request_hash: s.request_hash.clone(), ..k.clone() })
+            }
+            Some(k) => ((s.created, s.command_id) < (k.first.created, k.first.command_id)).then(fresh),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Slot {
     Pending,
-    Known { first: Box<OperationSnapshot>, request_hash: Option<String> },
+    Known(Known),
 }
 
 /// Where a tenant's key lives in the index: each tenant has its own key space, so one
@@ -70,12 +106,7 @@ impl IdempotencyIndex {
                 Claim::Fresh
             }
             Some(Slot::Pending) => Claim::InProgress,
-            // A snapshot without a hash (its `queued` snapshot compacted away and the
-            // worker's copy lacking it) cannot prove a mismatch: replay, never duplicate.
-            Some(Slot::Known { first, request_hash: h }) if h.as_deref().is_none_or(|h| h == request_hash) => {
-                Claim::Replay(first.clone())
-            }
-            Some(Slot::Known { first, .. }) => Claim::Mismatch { id: first.command_id },
+            Some(Slot::Known(known)) => known.claim(request_hash),
         }
     }
 
@@ -92,21 +123,13 @@ impl IdempotencyIndex {
     /// client re-using a key outside the gateway) does not replace it.
     pub fn record(&mut self, s: &OperationSnapshot) {
         let Some(key) = s.idempotency_key.as_deref() else { return };
-        let key = &scoped_key(s.tenant.as_deref(), key);
-        let known = Slot::Known { first: Box::new(initial_view(s)), request_hash: s.request_hash.clone() };
-        match self.slots.get_mut(key) {
-            None | Some(Slot::Pending) => {
-                self.slots.insert(key.to_string(), known);
-            }
-            Some(Slot::Known { first, request_hash }) => {
-                if first.command_id == s.command_id {
-                    if request_hash.is_none() {
-                        *request_hash = s.request_hash.clone();
-                    }
-                } else if (s.created, s.command_id) < (first.created, first.command_id) {
-                    self.slots.insert(key.to_string(), known);
-                }
-            }
+        let key = scoped_key(s.tenant.as_deref(), key);
+        let known = match self.slots.get(&key) {
+            Some(Slot::Known(k)) => Some(k),
+            None | Some(Slot::Pending) => None,
+        };
+        if let Some(learned) = Known::learn(known, s) {
+            self.slots.insert(key, Slot::Known(learned));
         }
     }
 
@@ -115,7 +138,7 @@ impl IdempotencyIndex {
         let oldest = crate::duration::before(now, self.ttl);
         self.slots.retain(|_, slot| match slot {
             Slot::Pending => true,
-            Slot::Known { first, .. } => first.created >= oldest,
+            Slot::Known(known) => known.first.created >= oldest,
         });
     }
 

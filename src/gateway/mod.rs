@@ -42,9 +42,11 @@ pub use error::{ApiError, GatewayError};
 use app::GatewayState;
 use error::BodyLimits;
 pub use operation::{rpc_code, Metadata, Operation, RpcStatus};
+pub use store::StoreError;
 
 use crate::auth::Access;
 use crate::duration::parse_duration;
+use store::parse_bytes;
 use crate::http::ConnectionLimits;
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::Publisher;
@@ -93,6 +95,14 @@ pub struct GatewayConfig {
     /// Long polls (`?wait=`) held at once; one more is `429` with `Retry-After`.
     #[arg(long, env = "COURIER_GATEWAY_MAX_LONG_POLLS", default_value_t = 10_000)]
     pub max_long_polls: usize,
+    /// Keep the operations view on disk here: a restart reads only what the status
+    /// topic got since, and memory no longer grows with the operations retained.
+    /// Without it the view is in memory and read from the topic's start at each start.
+    #[arg(long, env = "COURIER_GATEWAY_STORE_DIR")]
+    pub store_dir: Option<std::path::PathBuf>,
+    /// Memory the on-disk view may use to cache its pages (`64MB`, `1GiB`, bytes).
+    #[arg(long, env = "COURIER_GATEWAY_STORE_CACHE", default_value = "64MB", value_parser = parse_bytes)]
+    pub store_cache: usize,
     /// Who may call (the `auth:` block of the --config file). Open when not set: what
     /// an embedding program or `courier dev` gets; `courier gateway` refuses to start
     /// open unless told `--insecure-no-auth`.
@@ -116,6 +126,8 @@ impl GatewayConfig {
             connections: ConnectionLimits::default(),
             callback_keys: Vec::new(),
             max_long_polls: 10_000,
+            store_dir: None,
+            store_cache: 64_000_000,
             access: Access::open(),
         }
     }
@@ -136,6 +148,9 @@ impl GatewayConfig {
         }
         if self.max_long_polls == 0 {
             return bad("--max-long-polls must be at least 1");
+        }
+        if self.store_cache < 1 << 20 {
+            return bad("--store-cache must be at least 1MB");
         }
         self.connections.validate().map_err(|e| GatewayError::Config(e.to_string()))
     }
@@ -171,7 +186,11 @@ impl Gateway {
         config.validate()?;
         let tls = config.connections.tls.load().map_err(|e| GatewayError::Config(e.to_string()))?.map(Arc::new);
         let checker = admission::Checker::new(router, config.url_policy.clone())?;
-        let store = Arc::new(store::Store::new(config.retention, config.idempotency_ttl));
+        let status = config.kafka.topics().status;
+        let store = Arc::new(match &config.store_dir {
+            None => store::Store::new(config.retention, config.idempotency_ttl),
+            Some(dir) => store::Store::open(dir, config.store_cache, &status, config.retention, config.idempotency_ttl)?,
+        });
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
         let (kafka, needs) = (config.kafka.clone(), needs(client.topics()).followers(&config.kafka.prefix));
@@ -187,6 +206,9 @@ impl Gateway {
         let deliveries = deliveries?;
         let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source);
         tokio::spawn(evict_periodically(store.clone(), config.retention.min(config.idempotency_ttl), shutdown.clone()));
+        if config.store_dir.is_some() {
+            tokio::spawn(flush_periodically(store.clone(), shutdown.clone()));
+        }
         let app = GatewayState {
             store,
             checker,
@@ -230,6 +252,23 @@ impl Gateway {
         crate::http::serve(listener, self.router(), &self.connections, self.tls.clone(), shutdown).await;
         tracing::info!("gateway stopped");
         Ok(())
+    }
+}
+
+/// Writes the on-disk view's overlay out every few milliseconds, and once more at
+/// shutdown: what the follower took in reaches disk (with its positions) soon even
+/// when too little arrives to fill an overlay.
+async fn flush_periodically(store: Arc<store::Store>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.cancelled() => {
+                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+                return;
+            }
+        }
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
     }
 }
 
