@@ -49,7 +49,7 @@ pub enum StoreError {
     #[error("cannot open the operations store {path}: {reason}")]
     Open { path: String, reason: String },
     #[error("operations store: {0}")]
-    Db(#[from] redb::Error),
+    Db(Box<redb::Error>),
     #[error("operations store: a stored record does not decode: {0}")]
     Corrupt(String),
 }
@@ -58,7 +58,7 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for StoreError {
             fn from(e: $t) -> Self {
-                StoreError::Db(e.into())
+                StoreError::Db(Box::new(e.into()))
             }
         }
     )*};
