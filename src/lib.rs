@@ -105,6 +105,7 @@ pub(crate) mod publish;
 pub(crate) mod retry;
 pub mod router;
 pub mod topics;
+mod view;
 pub(crate) mod supervise;
 #[cfg(test)]
 mod testing;
@@ -120,6 +121,7 @@ pub use publish::PublishError;
 pub use kafka::KafkaArgs;
 pub use router::{Context, Handler, HandlerError, RouteError, Router};
 pub use urlpolicy::{UrlError, UrlPolicy};
+pub use view::{StoreError, ViewError};
 pub use worker::{Metrics, OrderBy, RetryPolicy, Worker, WorkerConfig, WorkerError};
 
 /// Compiles the README's examples as doc tests, so the documented handler stays true.

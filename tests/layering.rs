@@ -38,7 +38,7 @@ const RANKS: &[(u8, &[&str], &str)] = &[
     (2, &["kafka"], "connection settings and client defaults"),
     (3, &["topics"], "topic names and creating them"),
     (4, &["publish"], "sending records, acknowledged or not"),
-    (5, &["retry", "dlq", "follow", "offsets", "router", "declared"], "the mechanisms built on publishing and reading: tiers, dead letters, followers, offsets, handler routing"),
+    (5, &["retry", "dlq", "follow", "offsets", "router", "declared", "view"], "the mechanisms built on publishing and reading: tiers, dead letters, followers, offsets, handler routing, the operations view"),
     (6, &["worker", "webhooks", "gateway", "client"], "the components a deployment runs, and the caller's side"),
     (7, &["contract", "demo", "bench"], "built from the components: the AsyncAPI document, examples, the benchmark"),
     (8, &["cli"], "the command line"),

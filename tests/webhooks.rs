@@ -577,3 +577,63 @@ async fn a_dispatcher_killed_mid_run_loses_no_delivery() {
     let duplicates: usize = acked.values().map(|n| n - 1).sum();
     eprintln!("{N} deliveries; {before} acknowledged before the kill; {duplicates} redelivered after it");
 }
+
+/// `courier webhooks run --store-dir`: callback URLs come from the on-disk view, and a
+/// restarted dispatcher reads only the status records written since.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dispatcher_with_its_store_delivers_and_restarts_reading_only_the_tail() {
+    let schedule = ms(&[300]);
+    let t = topics("webhooks-store", &schedule).await;
+    let worker = common::WorkerProc::spawn(&t, "wh-store", &[]);
+    let receiver = Receiver::start(vec![secret(NEW_SECRET)]).await;
+    let group = format!("{}-webhooks", t.kafka.prefix);
+    let store = std::env::temp_dir().join(format!("courier-wh-store-{}", t.kafka.prefix));
+    let _ = std::fs::remove_dir_all(&store);
+    let log = std::env::temp_dir().join("courier-test-logs").join(format!("{}-dispatcher.log", t.kafka.prefix));
+    std::fs::create_dir_all(log.parent().unwrap()).unwrap();
+    let spawn = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_courier"))
+            .env("COURIER_INSECURE_NO_AUTH", "true")
+            .args(["webhooks", "run", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
+            .args(["--group-id", &group, "--webhook-schedule", "300ms", "--listen", "127.0.0.1:0", "--allow-loopback"])
+            .arg("--store-dir")
+            .arg(&store)
+            .env("COURIER_WEBHOOK_SECRETS", NEW_SECRET)
+            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("spawn courier webhooks run")
+    };
+    let read_line = || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().find(|l| l.contains("status topic read to its end")).map(str::to_string)
+    };
+    assert!(worker.wait_for_log("partitions assigned", Duration::from_secs(60)), "{}", worker.log_text());
+    let client = Client::new(t.kafka.clone()).unwrap();
+    // Operations finished before the dispatcher ever ran: its first start reads them.
+    for n in 0..20 {
+        client.submit(NewCommand::new("echo", json!({ "before": n }))).await.unwrap();
+    }
+    let mut dispatcher = DispatcherProc(spawn());
+    let first = eventually("the first catch-up", Duration::from_secs(60), read_line).await;
+    assert!(first.contains("from=topic-start"), "{first}");
+    let id = client.submit(NewCommand::new("echo", json!({ "n": 1 })).callback_url(receiver.url("one"))).await.unwrap();
+    eventually("the first webhook", Duration::from_secs(30), || (!receiver.acknowledged("one").is_empty()).then_some(())).await;
+    assert!(receiver.calls("one").iter().all(|c| c.verified && c.body.to_string().contains(&id.to_string())));
+
+    let _ = std::process::Command::new("kill").args(["-TERM", &dispatcher.0.id().to_string()]).status();
+    let _ = dispatcher.0.wait();
+    let id2 = client.submit(NewCommand::new("echo", json!({ "n": 2 })).callback_url(receiver.url("two"))).await.unwrap();
+    dispatcher = DispatcherProc(spawn());
+    let again = eventually("the second catch-up", Duration::from_secs(60), read_line).await;
+    assert!(again.contains("from=stored-positions"), "{again}");
+    let read: u64 = again.split(" records_read=").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).expect("records_read");
+    assert!(read <= 6, "only the tail: the second command's snapshots, not the 21 operations before ({again})");
+    eventually("the second webhook", Duration::from_secs(30), || (!receiver.acknowledged("two").is_empty()).then_some(())).await;
+    assert!(receiver.calls("two").iter().all(|c| c.body.to_string().contains(&id2.to_string())));
+    assert_eq!(receiver.acknowledged("one").len(), 1, "the first webhook was not sent again");
+    drop(dispatcher);
+    let _ = std::fs::remove_dir_all(&store);
+}

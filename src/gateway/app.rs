@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::admission::Checker;
 use super::error::BodyLimits;
 use super::metrics::GatewayMetrics;
-use super::store::Store;
+use crate::view::Store;
 use super::submit::Submitter;
 
 /// The state of every route.

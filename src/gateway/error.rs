@@ -33,7 +33,7 @@ pub enum GatewayError {
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
     #[error(transparent)]
-    Store(#[from] super::store::StoreError),
+    View(#[from] crate::view::ViewError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }

@@ -20,15 +20,12 @@ mod app;
 mod batches;
 mod callbacks;
 mod error;
-mod follow;
 #[cfg(test)]
 mod fuzz;
-mod idempotency;
 mod metrics;
 mod operation;
 mod routes;
 mod runpod;
-mod store;
 mod submit;
 
 use std::net::SocketAddr;
@@ -42,11 +39,11 @@ pub use error::{ApiError, GatewayError};
 use app::GatewayState;
 use error::BodyLimits;
 pub use operation::{rpc_code, Metadata, Operation, RpcStatus};
-pub use store::StoreError;
 
 use crate::auth::Access;
 use crate::duration::parse_duration;
-use store::parse_bytes;
+use crate::view::{Store, ViewError};
+use crate::view::parse_bytes;
 use crate::http::ConnectionLimits;
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::publish::Publisher;
@@ -188,8 +185,8 @@ impl Gateway {
         let checker = admission::Checker::new(router, config.url_policy.clone())?;
         let status = config.kafka.topics().status;
         let store = Arc::new(match &config.store_dir {
-            None => store::Store::new(config.retention, config.idempotency_ttl),
-            Some(dir) => store::Store::open(dir, config.store_cache, &status, config.retention, config.idempotency_ttl)?,
+            None => Store::new(config.retention, config.idempotency_ttl),
+            Some(dir) => Store::open(dir, config.store_cache, &status, config.retention, config.idempotency_ttl).map_err(ViewError::from)?,
         });
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
@@ -199,16 +196,13 @@ impl Gateway {
             .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
         let status_topic = client.topics().status.clone();
         let (followed, deliveries) = tokio::join!(
-            follow::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()),
+            crate::view::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()),
             DeliveryLog::follow(&config.kafka, config.delivery_log_capacity, 50, shutdown.clone()),
         );
         followed?;
         let deliveries = deliveries?;
         let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source);
-        tokio::spawn(evict_periodically(store.clone(), config.retention.min(config.idempotency_ttl), shutdown.clone()));
-        if config.store_dir.is_some() {
-            tokio::spawn(flush_periodically(store.clone(), shutdown.clone()));
-        }
+        crate::view::maintain(&store, config.retention.min(config.idempotency_ttl), &shutdown);
         let app = GatewayState {
             store,
             checker,
@@ -255,31 +249,3 @@ impl Gateway {
     }
 }
 
-/// Writes the on-disk view's overlay out every few milliseconds, and once more at
-/// shutdown: what the follower took in reaches disk (with its positions) soon even
-/// when too little arrives to fill an overlay.
-async fn flush_periodically(store: Arc<store::Store>, stop: CancellationToken) {
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
-            _ = stop.cancelled() => {
-                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
-                return;
-            }
-        }
-        let store = store.clone();
-        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
-    }
-}
-
-/// Forgets expired operations and keys, a few times per retention period (at most
-/// once a minute, at least once a second).
-async fn evict_periodically(store: Arc<store::Store>, shortest: Duration, stop: CancellationToken) {
-    let every = (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
-    loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => store.evict(chrono::Utc::now()),
-            _ = stop.cancelled() => return,
-        }
-    }
-}

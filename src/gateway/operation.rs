@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::envelope::{rfc3339, ErrorInfo, OperationSnapshot, Reason, State, Timing};
+use crate::envelope::{rfc3339, ErrorInfo, OperationSnapshot, Reason, State};
 
 /// `google.rpc.Code` values Courier maps its outcomes to.
 pub mod rpc_code {
@@ -143,30 +143,11 @@ fn code_for_failure(info: &ErrorInfo) -> i32 {
     }
 }
 
-/// The operation as it was when first accepted: what an idempotent replay answers.
-///
-/// Derived from any later snapshot of the same command (the fields it keeps never
-/// change), so the first answer can be repeated byte for byte after a restart even if
-/// compaction has dropped the `queued` snapshot it was made from.
-pub fn initial_view(s: &OperationSnapshot) -> OperationSnapshot {
-    OperationSnapshot {
-        state: State::Queued,
-        attempt: 1,
-        progress: None,
-        result: None,
-        error: None,
-        timing: Timing::default(),
-        updated: s.created,
-        worker: None,
-        deferred: None,
-        ..s.clone()
-    }
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::test_snapshot;
+    use crate::envelope::{test_snapshot, Timing};
 
     fn snapshot(state: State, error: Option<ErrorInfo>) -> OperationSnapshot {
         OperationSnapshot {
@@ -213,13 +194,4 @@ mod tests {
         assert!(op.response.is_none());
     }
 
-    #[test]
-    fn initial_view_forgets_everything_after_acceptance() {
-        let s = snapshot(State::Completed, None);
-        let first = initial_view(&s);
-        assert_eq!(first.state, State::Queued);
-        assert_eq!(first.updated, s.created);
-        assert_eq!(initial_view(&first), first);
-        assert_eq!(first.idempotency_key, s.idempotency_key);
-    }
 }

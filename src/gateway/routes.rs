@@ -28,7 +28,7 @@ use super::admission::CommandRequest;
 use super::app::GatewayState;
 use super::metrics::{counted, GatewayMetrics};
 use super::operation::Operation;
-use super::store::Filter;
+use crate::view::Filter;
 use super::submit::{Accepted, Validated};
 use super::error::JsonBody;
 use super::ApiError;

@@ -13,8 +13,8 @@ use axum::http::StatusCode;
 use chrono::SubsecRound;
 use uuid::Uuid;
 
-use super::idempotency::Claim;
-use super::store::Store;
+use crate::view::idempotency::Claim;
+use crate::view::Store;
 use super::ApiError;
 use crate::envelope::{Command, ErrorInfo, NewCommand, OperationSnapshot, State, Timing};
 use crate::publish::{Outgoing, Publisher};
@@ -55,7 +55,7 @@ impl Submitter {
         let Some(key) = idempotency_key else {
             return Ok(Accepted { snapshot: self.submit(vec![one], None).await?.remove(0), replayed: false });
         };
-        let slot = super::idempotency::scoped_key(one.command.tenant.as_deref(), &key);
+        let slot = crate::view::idempotency::scoped_key(one.command.tenant.as_deref(), &key);
         match self.store.claim_key(&slot, &one.request_hash) {
             Claim::Replay(first) => Ok(Accepted { snapshot: *first, replayed: true }),
             Claim::Mismatch { id } => Err(ApiError::new(

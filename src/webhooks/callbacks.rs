@@ -9,7 +9,9 @@
 //! snapshot written with it. [`Callbacks::lookup`] therefore waits, up to a bound,
 //! for a *final* snapshot of the command: only then does "no URL" mean "no webhook".
 //! Finished commands without a URL are remembered too (that is how the wait ends
-//! early), in a bounded, oldest-first-forgotten table.
+//! early), in a bounded, oldest-first-forgotten table; or, with `--store-dir`, in
+//! the on-disk operations view the gateway uses too ([`crate::view`]), which forgets
+//! nothing for lack of room and, restarted, reads only the tail of the topic.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::follow::{follow, FollowError, StartAt};
+use crate::view::{follow_status, Store, ViewError};
 use crate::envelope::OperationSnapshot;
 use crate::kafka::KafkaArgs;
 
@@ -39,12 +42,28 @@ pub struct Callbacks {
     table: Mutex<Table>,
     changed: tokio::sync::Notify,
     capacity: usize,
+    /// The on-disk view, when there is one: then the table stays empty.
+    view: Option<Arc<Store>>,
 }
+
+/// How long finished operations stay in a dispatcher's on-disk view: as long as the
+/// results topic keeps their events by default (`topics create --retention-hours`).
+const VIEW_RETENTION: Duration = Duration::from_secs(168 * 3600);
 
 impl Callbacks {
     /// Remembers at most `capacity` commands.
     pub fn new(capacity: usize) -> Self {
-        Callbacks { table: Mutex::default(), changed: tokio::sync::Notify::new(), capacity: capacity.max(1) }
+        Callbacks { table: Mutex::default(), changed: tokio::sync::Notify::new(), capacity: capacity.max(1), view: None }
+    }
+
+    /// Follows the status topic into the on-disk view in `dir` (from where it left
+    /// off); returns once it has read to the end.
+    pub async fn follow_on_disk(kafka: &KafkaArgs, dir: &std::path::Path, cache_bytes: usize, stop: CancellationToken) -> Result<Arc<Self>, ViewError> {
+        let status = kafka.topics().status;
+        let store = Arc::new(Store::open(dir, cache_bytes, &status, VIEW_RETENTION, VIEW_RETENTION)?);
+        follow_status(kafka, &status, store.clone(), stop.clone()).await?;
+        crate::view::maintain(&store, VIEW_RETENTION, &stop);
+        Ok(Arc::new(Callbacks { view: Some(store), ..Callbacks::new(1) }))
     }
 
     /// Follows the status topic into a new table; returns once it has read to the end.
@@ -94,6 +113,9 @@ impl Callbacks {
     /// snapshot is known, or after `wait` with whatever is known by then.
     pub async fn lookup(&self, id: Uuid, wait: Duration) -> Option<String> {
         let deadline = tokio::time::Instant::now() + wait;
+        if let Some(view) = &self.view {
+            return lookup_in(view, id, deadline).await;
+        }
         loop {
             let changed = self.changed.notified();
             tokio::pin!(changed);
@@ -107,6 +129,30 @@ impl Callbacks {
                 return known.and_then(|k| k.url);
             }
         }
+    }
+}
+
+/// [`Callbacks::lookup`] in the on-disk view: waits for the operation to appear
+/// (the view notifies only about known ones, so this polls, briefly), then for it to
+/// be done.
+async fn lookup_in(view: &Store, id: Uuid, deadline: tokio::time::Instant) -> Option<String> {
+    let never = CancellationToken::new();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        if let Some(now) = view.get(&id) {
+            if now.state.is_final() {
+                return now.callback_url;
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let done = view.wait_done(&id, left, &never).await;
+            return done.or(Some(now)).and_then(|s| s.callback_url);
+        }
+        if tokio::time::Instant::now() + pause > deadline {
+            tracing::debug!(%id, "no snapshot seen in time; no callback URL");
+            return None;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
 }
 

@@ -27,6 +27,8 @@ pub enum WebhookError {
     Listen { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Follow(#[from] crate::follow::FollowError),
+    #[error(transparent)]
+    View(#[from] crate::view::ViewError),
 }
 
 /// Dispatcher settings, from flags or env vars.
@@ -73,9 +75,19 @@ pub struct WebhookConfig {
     /// How long a final event waits for the status snapshot that names its URL.
     #[arg(long = "snapshot-wait", env = "COURIER_WEBHOOK_SNAPSHOT_WAIT", value_parser = parse_duration, default_value = "10s")]
     pub snapshot_wait: Duration,
-    /// Commands whose callback URL (or lack of one) is remembered.
+    /// Commands whose callback URL (or lack of one) is remembered (without
+    /// `--store-dir`).
     #[arg(long = "callback-capacity", env = "COURIER_WEBHOOK_CALLBACK_CAPACITY", default_value_t = 200_000)]
     pub callback_capacity: usize,
+    /// Keep the view of the status topic (callback URLs) on disk here, as `courier
+    /// gateway --store-dir` does: a restart reads only what the topic got since, and
+    /// no URL is forgotten for lack of room. Without it the dispatcher reads the whole
+    /// topic at each start into a table of `--callback-capacity` commands.
+    #[arg(long = "store-dir", env = "COURIER_WEBHOOK_STORE_DIR")]
+    pub store_dir: Option<std::path::PathBuf>,
+    /// Memory the on-disk view may use to cache its pages (`64MB`, `1GiB`, bytes).
+    #[arg(long = "store-cache", env = "COURIER_WEBHOOK_STORE_CACHE", default_value = "64MB", value_parser = crate::view::parse_bytes)]
+    pub store_cache: usize,
     /// Operations whose recent attempts `/v1/operations/{id}/deliveries` can show.
     #[arg(long = "log-capacity", env = "COURIER_WEBHOOK_LOG_CAPACITY", default_value_t = 100_000)]
     pub log_capacity: usize,
@@ -116,6 +128,8 @@ impl WebhookConfig {
             max_in_flight: 256,
             snapshot_wait: Duration::from_secs(10),
             callback_capacity: 200_000,
+            store_dir: None,
+            store_cache: 64_000_000,
             log_capacity: 100_000,
             listen: SocketAddr::from(([127, 0, 0, 1], 9465)),
             shutdown_grace: Duration::from_secs(20),

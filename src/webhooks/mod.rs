@@ -82,9 +82,14 @@ impl Dispatcher {
         let followers = CancellationToken::new();
         let kafka = &config.kafka;
         let (callbacks, endpoints, log) = tokio::try_join!(
-            callbacks::Callbacks::follow(kafka, config.callback_capacity, followers.clone()),
-            endpoints::Endpoints::follow(kafka, followers.clone()),
-            DeliveryLog::follow(kafka, config.log_capacity, 50, followers.clone()),
+            async {
+                match &config.store_dir {
+                    Some(dir) => Ok::<_, WebhookError>(callbacks::Callbacks::follow_on_disk(kafka, dir, config.store_cache, followers.clone()).await?),
+                    None => Ok(callbacks::Callbacks::follow(kafka, config.callback_capacity, followers.clone()).await?),
+                }
+            },
+            async { Ok::<_, WebhookError>(endpoints::Endpoints::follow(kafka, followers.clone()).await?) },
+            async { Ok::<_, WebhookError>(DeliveryLog::follow(kafka, config.log_capacity, 50, followers.clone()).await?) },
         )?;
         let metrics = Arc::new(metrics::WebhookMetrics::with_access(&config.access));
         let addr = serve(config.listen, &config.connections, &config.access, metrics.clone(), log.clone(), shutdown.clone()).await?;

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::envelope::OperationSnapshot;
-use crate::gateway::idempotency::{scoped_key, Claim, Known};
+use super::idempotency::{scoped_key, Claim, Known};
 
-use super::{merged, DoneFlag, Positions};
+use super::merge::{merged, DoneFlag, Positions};
 
 /// Snapshots by command id (as a big-endian u128, so UUIDv7 ids sort by time).
 const OPS: TableDefinition<u128, &[u8]> = TableDefinition::new("operations");

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::store::Store;
-use super::GatewayError;
+use super::{Store, ViewError};
 use crate::envelope::OperationSnapshot;
 use crate::follow::{follow, follow_from, Seen, StartAt};
 use crate::kafka::KafkaArgs;
@@ -21,7 +20,7 @@ pub async fn follow_status(
     topic: &str,
     store: Arc<Store>,
     stop: tokio_util::sync::CancellationToken,
-) -> Result<(), GatewayError> {
+) -> Result<(), ViewError> {
     let started = std::time::Instant::now();
     let sink = store.clone();
     let read = Arc::new(AtomicU64::new(0));

@@ -15,9 +15,27 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-use crate::envelope::OperationSnapshot;
+use crate::envelope::{OperationSnapshot, State, Timing};
 
-use super::operation::initial_view;
+/// The operation as it was when first accepted: what an idempotent replay answers.
+///
+/// Derived from any later snapshot of the same command (the fields it keeps never
+/// change), so the first answer can be repeated byte for byte after a restart even if
+/// compaction has dropped the `queued` snapshot it was made from.
+pub fn initial_view(s: &OperationSnapshot) -> OperationSnapshot {
+    OperationSnapshot {
+        state: State::Queued,
+        attempt: 1,
+        progress: None,
+        result: None,
+        error: None,
+        timing: Timing::default(),
+        updated: s.created,
+        worker: None,
+        deferred: None,
+        ..s.clone()
+    }
+}
 
 /// What the index says about a request carrying a key.
 #[derive(Debug, Clone, PartialEq)]
@@ -150,7 +168,6 @@ impl IdempotencyIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::State;
     use crate::envelope::test_snapshot;
 
     fn queued(key: &str, hash: Option<&str>) -> OperationSnapshot {
@@ -194,6 +211,17 @@ mod tests {
         index.record(&rival);
         assert_eq!(index.claim("k", "other"), Claim::Mismatch { id: first.command_id });
         assert_eq!(index.claim("k", "h"), Claim::Replay(Box::new(first)));
+    }
+
+    #[test]
+    fn initial_view_forgets_everything_after_acceptance() {
+        let mut s = test_snapshot(State::Completed);
+        s.idempotency_key = Some("k".into());
+        let first = initial_view(&s);
+        assert_eq!(first.state, State::Queued);
+        assert_eq!(first.updated, s.created);
+        assert_eq!(initial_view(&first), first);
+        assert_eq!(first.idempotency_key, s.idempotency_key);
     }
 
     #[test]

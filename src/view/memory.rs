@@ -10,9 +10,9 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::envelope::OperationSnapshot;
-use crate::gateway::idempotency::{Claim, IdempotencyIndex};
+use super::idempotency::{Claim, IdempotencyIndex};
 
-use super::{merged, DoneFlag};
+use super::merge::{merged, DoneFlag};
 
 struct Entry {
     snapshot: OperationSnapshot,

@@ -1,4 +1,6 @@
-//! The gateway's view of every operation: the compacted status topic, materialized.
+//! The view of every operation: the compacted status topic, materialized, for the
+//! gateway (operations, batches, idempotency keys, long polls) and the webhook
+//! dispatcher (callback URLs).
 //!
 //! The status topic holds the latest snapshot per command id; a gateway reads it and
 //! then follows it, so several gateways each hold the same view and a restarted one
@@ -15,21 +17,36 @@
 //! page cache (`--store-cache`), not by the number of operations.
 
 mod disk;
+mod follow;
+pub(crate) mod idempotency;
 mod memory;
+mod merge;
 
-use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::envelope::{OperationSnapshot, State};
 
-use super::idempotency::Claim;
+use idempotency::Claim;
 
 pub use disk::StoreError;
+pub use merge::Positions;
+
+pub(crate) use follow::follow_status;
+
+/// Why a view could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ViewError {
+    #[error(transparent)]
+    Follow(#[from] crate::follow::FollowError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
 
 /// Which operations a listing wants.
 #[derive(Debug, Clone, Default)]
@@ -63,28 +80,6 @@ impl Filter {
 fn parse_state(name: &str) -> Option<State> {
     serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
 }
-
-/// What a newer snapshot `s` makes of the one held (`old`): `None` when it changes
-/// nothing. Later snapshots win, with two exceptions that keep the view true when
-/// records arrive late or twice: a final state is never replaced by a non-final one,
-/// and what only the gateway's own `queued` snapshot knows (the request hash, the
-/// idempotency key, the batch, the tenant, the callback) is kept when a worker's
-/// snapshot lacks it.
-fn merged(old: &OperationSnapshot, mut s: OperationSnapshot) -> Option<OperationSnapshot> {
-    if old.state.is_final() && !s.state.is_final() {
-        return None;
-    }
-    s.request_hash = s.request_hash.take().or_else(|| old.request_hash.clone());
-    s.idempotency_key = s.idempotency_key.take().or_else(|| old.idempotency_key.clone());
-    s.batch_id = s.batch_id.take().or_else(|| old.batch_id.clone());
-    s.tenant = s.tenant.take().or_else(|| old.tenant.clone());
-    s.callback_url = s.callback_url.take().or_else(|| old.callback_url.clone());
-    s.created = s.created.min(old.created);
-    Some(s)
-}
-
-/// Where the view stands in the status topic: the next offset to read per partition.
-pub type Positions = HashMap<i32, i64>;
 
 enum Backend {
     Memory(memory::Memory),
@@ -278,6 +273,45 @@ pub fn parse_bytes(text: &str) -> Result<usize, String> {
     n.checked_mul(scale).ok_or_else(|| format!("{text:?} is too large"))
 }
 
+/// Starts what keeps `store` true over time, until `stop`: eviction past the
+/// retention (`shortest` of the retention and the key ttl), and for a store on disk
+/// the periodic flush.
+pub(crate) fn maintain(store: &Arc<Store>, shortest: Duration, stop: &CancellationToken) {
+    tokio::spawn(evict_periodically(store.clone(), shortest, stop.clone()));
+    if matches!(store.backend, Backend::Disk(_)) {
+        tokio::spawn(flush_periodically(store.clone(), stop.clone()));
+    }
+}
+
+/// Writes the on-disk view's overlay out every few milliseconds, and once more at
+/// shutdown: what the follower took in reaches disk (with its positions) soon even
+/// when too little arrives to fill an overlay.
+async fn flush_periodically(store: Arc<Store>, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+            _ = stop.cancelled() => {
+                let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+                return;
+            }
+        }
+        let store = store.clone();
+        let _ = tokio::task::spawn_blocking(move || store.flush()).await;
+    }
+}
+
+/// Forgets expired operations and keys, a few times per retention period (at most
+/// once a minute, at least once a second).
+async fn evict_periodically(store: Arc<Store>, shortest: Duration, stop: CancellationToken) {
+    let every = (shortest / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => store.evict(chrono::Utc::now()),
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
 fn chrono_span(d: Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -291,8 +325,6 @@ fn or_logged<T>(what: &'static str, r: Result<T, StoreError>, fallback: T) -> T 
     })
 }
 
-/// A `true` once an operation is done; long polls wait on it.
-type DoneFlag = watch::Sender<bool>;
 
 #[cfg(test)]
 mod tests;
