@@ -209,6 +209,22 @@ pub async fn dev(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Where `courier dev` keeps its gateway's store: this prefix and the process id.
+const DEV_STORE: &str = "courier-dev-store-";
+
+/// Removes the stores of earlier `courier dev` runs whose process is gone (one that
+/// exits on a signal may not get to remove its own).
+fn remove_stale_dev_stores() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DEV_STORE)) else { continue };
+        if !std::path::Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// The HTTP gateway over the dev cluster, serving the worker's command types.
 async fn serve_gateway(
     kafka: &KafkaArgs,
@@ -222,7 +238,8 @@ async fn serve_gateway(
     config.callback_keys = callback_keys;
     // The operations view on disk, as a deployment keeps it, in a directory of this
     // run's own: the embedded cluster starts empty each time, and so must the view.
-    let store = std::env::temp_dir().join(format!("courier-dev-store-{}", std::process::id()));
+    let store = std::env::temp_dir().join(format!("{DEV_STORE}{}", std::process::id()));
+    remove_stale_dev_stores();
     let _ = std::fs::remove_dir_all(&store);
     config.store_dir = Some(store.clone());
     let cleanup = stop.clone();
