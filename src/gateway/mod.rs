@@ -5,14 +5,15 @@
 //! The gateway keeps no state of its own. Every operation lives on the compacted
 //! status topic (key = command id): the gateway writes a `queued` snapshot there
 //! before it sends the command (`submit`), workers write the later ones, and every
-//! gateway reads the topic from the beginning at start and follows it (`follow`)
-//! into an in-memory `store`. So several gateways can serve the same operations,
-//! and a restarted one (or one started later) knows everything, including which
-//! idempotency keys it has already answered.
+//! gateway reads the topic at start and follows it into its operations view
+//! (`view`: in memory, read from the topic's beginning, or on disk with
+//! `--store-dir`, read from where it left off). So several gateways can serve the
+//! same operations, and a restarted one (or one started later) knows everything,
+//! including which idempotency keys it has already answered.
 //!
 //! A request goes top to bottom through: `admission` (parse, type, schema,
 //! deadline, callback URL: anything wrong is a `400` and nothing is published) ->
-//! `idempotency` (replay, `422`, or claim the key) -> `submit` (snapshot, then
+//! the view's idempotency index (replay, `422`, or claim the key) -> `submit` (snapshot, then
 //! command) -> `operation` (the AIP-151 answer).
 
 mod admission;
