@@ -328,6 +328,15 @@ pub(crate) fn watermarks<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consumer
     }
 }
 
+/// `Unauthenticated` for an error that says the cluster refused the client (its
+/// credentials or the TLS handshake).
+pub(crate) fn refused(e: &rdkafka::error::KafkaError) -> Result<(), KafkaSetupError> {
+    match e.rdkafka_error_code() {
+        Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) => Err(KafkaSetupError::Unauthenticated(code)),
+        _ => Ok(()),
+    }
+}
+
 /// The partition ids of a topic; `MissingTopic` when it does not exist. Retries for
 /// a few seconds first: a topic created a moment ago may not be in every broker's
 /// metadata yet.
@@ -340,9 +349,7 @@ pub(crate) fn partitions_of<C: rdkafka::consumer::Consumer<X>, X: rdkafka::consu
         let metadata = consumer.fetch_metadata(Some(topic), std::time::Duration::from_secs(10));
         // Refusals are final: waiting would not change them.
         if let Err(e) = &metadata {
-            if let Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) = e.rdkafka_error_code() {
-                return Err(KafkaSetupError::Unauthenticated(code));
-            }
+            refused(e)?;
         }
         if let Ok(md) = &metadata {
             let denied = md.topics().iter().any(|t| t.name() == topic && t.error().map(RDKafkaErrorCode::from) == Some(RDKafkaErrorCode::TopicAuthorizationFailed));

@@ -17,7 +17,7 @@ use rdkafka::bindings as rd;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
 
-use super::{partitions_of, KafkaArgs, KafkaSetupError};
+use super::{partitions_of, refused, KafkaArgs, KafkaSetupError};
 
 /// An operation a component performs, as Kafka's ACLs name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,14 +178,6 @@ fn connect(client: &BaseConsumer, topic: &str) -> Result<Vec<i32>, KafkaSetupErr
                 }
             }
         }
-    }
-}
-
-/// `Unauthenticated` for an error that says the cluster refused the client.
-fn refused(e: &rdkafka::error::KafkaError) -> Result<(), KafkaSetupError> {
-    match e.rdkafka_error_code() {
-        Some(code @ (RDKafkaErrorCode::Authentication | RDKafkaErrorCode::SaslAuthenticationFailed | RDKafkaErrorCode::SSL)) => Err(KafkaSetupError::Unauthenticated(code)),
-        _ => Ok(()),
     }
 }
 
