@@ -46,7 +46,7 @@ use crate::duration::parse_duration;
 use crate::view::{Store, ViewError};
 use crate::view::parse_bytes;
 use crate::http::ConnectionLimits;
-use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::kafka::KafkaArgs;
 use crate::publish::Publisher;
 use crate::router::Router;
 use crate::urlpolicy::UrlPolicy;
@@ -191,10 +191,7 @@ impl Gateway {
         });
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
-        let (kafka, needs) = (config.kafka.clone(), needs(client.topics()).followers(&config.kafka.prefix));
-        tokio::task::spawn_blocking(move || crate::kafka::check(&kafka, &needs))
-            .await
-            .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
+        crate::kafka::check(&config.kafka, needs(client.topics()).followers(&config.kafka.prefix)).await?;
         let status_topic = client.topics().status.clone();
         let (followed, deliveries) = tokio::join!(
             crate::view::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()),

@@ -93,8 +93,14 @@ const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Checks `needs` against the cluster: every topic exists (`MissingTopic`), and the
 /// broker, where it says, allows each operation (`Denied`, listing every grant that
 /// is missing, not only the first). Credentials the cluster refuses end the check at
-/// once (`Unauthenticated`). Blocking.
-pub(crate) fn check(kafka: &KafkaArgs, needs: &Needs) -> Result<(), KafkaSetupError> {
+/// once (`Unauthenticated`). Runs on a blocking thread: what a component's start
+/// awaits.
+pub(crate) async fn check(kafka: &KafkaArgs, needs: Needs) -> Result<(), KafkaSetupError> {
+    let kafka = kafka.clone();
+    tokio::task::spawn_blocking(move || check_blocking(&kafka, &needs)).await.map_err(|e| KafkaSetupError::Thread(e.to_string()))?
+}
+
+fn check_blocking(kafka: &KafkaArgs, needs: &Needs) -> Result<(), KafkaSetupError> {
     let client: BaseConsumer = kafka.client_config()?.create()?;
     let brokers = match needs.topics.first() {
         Some((topic, _)) => connect(&client, topic)?,

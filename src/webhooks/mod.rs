@@ -49,7 +49,7 @@ use std::sync::Arc;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::http::ConnectionLimits;
-use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::kafka::KafkaSetupError;
 use crate::publish::Publisher;
 pub use config::{WebhookConfig, WebhookError};
 use context::DispatcherState;
@@ -78,7 +78,7 @@ impl Dispatcher {
         config.validate()?;
         let topics = config.kafka.topics();
         let schedule = config.schedule();
-        check_access(&config.kafka, needs(&topics, &config.group_id, &schedule.tier_topics(&topics)).followers(&config.kafka.prefix)).await?;
+        crate::kafka::check(&config.kafka, needs(&topics, &config.group_id, &schedule.tier_topics(&topics)).followers(&config.kafka.prefix)).await?;
         let followers = CancellationToken::new();
         let kafka = &config.kafka;
         let (callbacks, endpoints, log) = tokio::try_join!(
@@ -148,16 +148,6 @@ fn needs(topics: &crate::topics::Topics, group: &str, tiers: &[String]) -> crate
         .topic(&topics.webhooks_dlq, &[Write])
         .topics(tiers, &[Read, Write])
         .group(group)
-}
-
-/// Fails fast, with the fix in the message, when a topic is missing or the cluster
-/// denies an operation the dispatcher needs.
-async fn check_access(kafka: &KafkaArgs, needs: crate::kafka::Needs) -> Result<(), WebhookError> {
-    let kafka = kafka.clone();
-    tokio::task::spawn_blocking(move || crate::kafka::check(&kafka, &needs))
-        .await
-        .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
-    Ok(())
 }
 
 /// `/metrics`, the deliveries route and `/healthz`, behind `access`, until `shutdown`.

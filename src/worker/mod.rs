@@ -247,10 +247,7 @@ async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::H
     let on_result = followers::on_result(shared.finished.clone());
     let tiers = shared.tier_topics();
     let relay_tiers = tiers.clone();
-    let needs = needs(&topics, &shared.config.group_id, &tiers).followers(&kafka.prefix);
-    tokio::task::spawn_blocking(move || crate::kafka::check(&kafka, &needs))
-        .await
-        .map_err(|e| WorkerError::Consumer(e.to_string()))??;
+    crate::kafka::check(&kafka, needs(&topics, &shared.config.group_id, &tiers).followers(&kafka.prefix)).await?;
     followers::follow_both(&shared.config.kafka, &shared.topics, tail, catch_up, stop, on_control, on_result).await?;
     let (relay_shared, relay_rt, relay_stop) = (shared.clone(), runtime.clone(), stop.clone());
     std::thread::Builder::new()
