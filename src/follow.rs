@@ -227,6 +227,14 @@ impl Reader {
         })
     }
 
+    /// Runs [`Reader::run`] in a task of its own.
+    fn spawn(self, stop: CancellationToken, on_record: impl FnMut(Seen<'_>) + Send + 'static) -> Following {
+        let topic = self.topic.clone();
+        let (ready_tx, ready) = oneshot::channel();
+        let task = tokio::spawn(self.run(stop.clone(), on_record, ready_tx));
+        Following { topic, ready, stop, task }
+    }
+
     /// Calls `on_record` for every record until `stop`; says so on `ready` when
     /// caught up.
     async fn run(mut self, stop: CancellationToken, mut on_record: impl FnMut(Seen<'_>), ready: oneshot::Sender<()>) {
@@ -392,10 +400,7 @@ pub async fn spawn(
     stop: CancellationToken,
     on_record: impl FnMut(Seen<'_>) + Send + 'static,
 ) -> Result<Following, FollowError> {
-    let reader = Reader::open(kafka, topic, start).await?;
-    let (ready_tx, ready) = oneshot::channel();
-    let task = tokio::spawn(reader.run(stop.clone(), on_record, ready_tx));
-    Ok(Following { topic: topic.to_string(), ready, stop, task })
+    Ok(Reader::open(kafka, topic, start).await?.spawn(stop, on_record))
 }
 
 /// Follows `topic` from `start` until `stop`, calling `on_record` for each record;
@@ -422,10 +427,7 @@ pub async fn follow_from(
     stop: CancellationToken,
     on_record: impl FnMut(Seen<'_>) + Send + 'static,
 ) -> Result<(), FollowError> {
-    let reader = Reader::open_resuming(kafka, topic, StartAt::Beginning, positions).await?;
-    let (ready_tx, ready) = oneshot::channel();
-    let task = tokio::spawn(reader.run(stop.clone(), on_record, ready_tx));
-    Following { topic: topic.to_string(), ready, stop, task }.caught_up().await
+    Reader::open_resuming(kafka, topic, StartAt::Beginning, positions).await?.spawn(stop, on_record).caught_up().await
 }
 
 /// Reads `topic` from `start` to its end once, calling `on_record` for each record
