@@ -192,9 +192,8 @@ impl Gateway {
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
         crate::kafka::check(&config.kafka, needs(client.topics()).followers(&config.kafka.prefix)).await?;
-        let status_topic = client.topics().status.clone();
         let (followed, deliveries) = tokio::join!(
-            crate::view::follow_status(&config.kafka, &status_topic, store.clone(), shutdown.clone()),
+            crate::view::follow_status(&config.kafka, &status, store.clone(), shutdown.clone()),
             DeliveryLog::follow(&config.kafka, config.delivery_log_capacity, 50, shutdown.clone()),
         );
         followed?;
