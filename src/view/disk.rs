@@ -103,8 +103,13 @@ impl Disk {
     pub fn open(dir: &Path, cache_bytes: usize, topic: &str, key_ttl: chrono::Duration) -> Result<Self, StoreError> {
         let path = dir.join("operations.redb");
         let failed = |reason: String| StoreError::Open { path: path.display().to_string(), reason };
-        std::fs::create_dir_all(dir).map_err(|e| failed(e.to_string()))?;
-        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| failed(e.to_string()))?;
+        std::fs::create_dir_all(dir).map_err(|e| failed(format!("cannot create the directory {}: {e}", dir.display())))?;
+        let db = Database::builder().set_cache_size(cache_bytes).create(&path).map_err(|e| {
+            failed(match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => "another process has it open (each gateway and dispatcher needs a directory of its own)".into(),
+                other => format!("{other} (the store is a cache of the status topic: remove the directory to rebuild it)"),
+            })
+        })?;
         let txn = db.begin_write()?;
         let stored = txn.open_table(META)?.get("topic")?.map(|t| t.value().to_string());
         if stored.as_deref().is_some_and(|t| t != topic) {
