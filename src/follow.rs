@@ -125,6 +125,13 @@ impl Seen<'_> {
         crate::envelope::last_kafka_header(self.message.headers(), name)
     }
 
+    /// What the record weighs: key, value and headers, as a reader's bytes are counted
+    /// (the worker's duplicate check reports what it read).
+    pub(crate) fn wire_size(&self) -> usize {
+        let (key, value) = (self.key().map_or(0, <[u8]>::len), self.value().map_or(0, <[u8]>::len));
+        key + value + crate::envelope::kafka_headers_size(self.message.headers())
+    }
+
     /// librdkafka's header list, for the envelope's in-place readers
     /// ([`crate::envelope::is_final_record`]). Never iterate it with rdkafka's own
     /// accessors: they panic on a header name that is not UTF-8.
@@ -140,11 +147,21 @@ pub(crate) enum Next<'a> {
     CaughtUp,
 }
 
+/// Which partitions of a topic a reader is assigned.
+enum Which {
+    All,
+    /// The one where records with this key land.
+    Key(Vec<u8>),
+    /// These (a worker's own, say).
+    Partitions(Vec<i32>),
+}
+
 /// A consumer assigned to every partition of one topic at a [`StartAt`].
 pub(crate) struct Reader {
     consumer: StreamConsumer,
     topic: String,
-    /// Partitions not yet read to their end; caught up once empty.
+    /// Partitions not yet read to their end (from the start, those that began there
+    /// are not); caught up once empty.
     unread: HashSet<i32>,
     caught_up: bool,
 }
@@ -152,34 +169,40 @@ pub(crate) struct Reader {
 impl Reader {
     /// A reader of `topic`, positioned at `start` in every partition.
     pub(crate) async fn open(kafka: &KafkaArgs, topic: &str, start: StartAt) -> Result<Reader, FollowError> {
-        Self::open_in(kafka, topic, start, None).await
+        Self::open_in(kafka, topic, start, Which::All).await
     }
 
     /// A reader of the one partition of `topic` where records keyed `key` land (under
     /// the partitioner `kafka`'s options name; every partition for one it cannot
     /// compute), positioned at `start`: a point lookup that reads a fraction of the topic.
     pub(crate) async fn open_for_key(kafka: &KafkaArgs, topic: &str, key: &[u8], start: StartAt) -> Result<Reader, FollowError> {
-        Self::open_in(kafka, topic, start, Some(key.to_vec())).await
+        Self::open_in(kafka, topic, start, Which::Key(key.to_vec())).await
     }
 
     /// A reader of `topic` resuming where a view left off: each partition in
     /// `positions` at its offset (the next record to read), any other at `start`.
     pub(crate) async fn open_resuming(kafka: &KafkaArgs, topic: &str, start: StartAt, positions: HashMap<i32, i64>) -> Result<Reader, FollowError> {
-        Self::open_with(kafka, topic, start, None, positions).await
+        Self::open_with(kafka, topic, start, Which::All, positions).await
     }
 
-    async fn open_in(kafka: &KafkaArgs, topic: &str, start: StartAt, key: Option<Vec<u8>>) -> Result<Reader, FollowError> {
-        Self::open_with(kafka, topic, start, key, HashMap::new()).await
+    async fn open_in(kafka: &KafkaArgs, topic: &str, start: StartAt, which: Which) -> Result<Reader, FollowError> {
+        Self::open_with(kafka, topic, start, which, HashMap::new()).await
     }
 
-    async fn open_with(kafka: &KafkaArgs, topic: &str, start: StartAt, key: Option<Vec<u8>>, positions: HashMap<i32, i64>) -> Result<Reader, FollowError> {
+    async fn open_with(kafka: &KafkaArgs, topic: &str, start: StartAt, which: Which, positions: HashMap<i32, i64>) -> Result<Reader, FollowError> {
         let consumer = consumer(kafka)?;
         let name = topic.to_string();
         let partitioner = crate::kafka::Partitioner::configured(&kafka.kafka_opts);
         // The topic's partitions are 0..n; metadata may leave out one that has no leader
         // right now, so n is the highest id seen plus one, and a key whose partition is
         // not among those seen reads them all (see `assign`).
-        let only = move |partitions: &[i32]| -> Option<i32> { partitioner?.partition(key.as_deref()?, partitions.iter().max()? + 1) };
+        let only = move |partitions: &[i32]| -> Option<Vec<i32>> {
+            match which {
+                Which::All => None,
+                Which::Key(key) => Some(vec![partitioner?.partition(&key, partitions.iter().max()? + 1)?]),
+                Which::Partitions(wanted) => Some(wanted),
+            }
+        };
         let (consumer, unread) = tokio::task::spawn_blocking(move || assign(consumer, &name, start, only, &positions))
             .await
             .map_err(|e| KafkaSetupError::Thread(e.to_string()))??;
@@ -189,6 +212,11 @@ impl Reader {
     /// The next record, or [`Next::CaughtUp`] when the last unread partition reaches
     /// its end. Waits for either; errors other than EOF are logged and passed over.
     pub(crate) async fn next(&mut self) -> Next<'_> {
+        if self.unread.is_empty() && !self.caught_up {
+            // Every partition started at its end.
+            self.caught_up = true;
+            return Next::CaughtUp;
+        }
         loop {
             // A topic with a backlog is always ready: give the runtime's other tasks
             // their turn now and then.
@@ -280,13 +308,19 @@ fn assign(
     consumer: StreamConsumer,
     topic: &str,
     start: StartAt,
-    only: impl FnOnce(&[i32]) -> Option<i32>,
+    only: impl FnOnce(&[i32]) -> Option<Vec<i32>>,
     positions: &HashMap<i32, i64>,
 ) -> Result<(StreamConsumer, HashSet<i32>), FollowError> {
     let mut partitions = partitions_of(&consumer, topic)?;
     partitions.sort_unstable();
-    if let Some(p) = only(&partitions).filter(|p| partitions.contains(p)) {
-        partitions.retain(|x| *x == p);
+    if let Some(wanted) = only(&partitions) {
+        let found: Vec<i32> = wanted.iter().copied().filter(|p| partitions.contains(p)).collect();
+        if found.len() < wanted.len() {
+            tracing::warn!(%topic, ?wanted, ?found, "partitions missing from the topic's metadata; reading those it lists");
+        }
+        if !found.is_empty() {
+            partitions = found;
+        }
     }
     let kafka = |source| FollowError::Kafka { topic: topic.to_string(), source };
     let since = match start {
@@ -294,6 +328,9 @@ fn assign(
         _ => None,
     };
     let mut tpl = TopicPartitionList::new();
+    // Partitions starting at their end now: read to it already (waiting for their
+    // end-of-partition would wait out a fetch).
+    let mut at_end = HashSet::new();
     for p in &partitions {
         if let Some(at) = positions.get(p) {
             tpl.add_partition_offset(topic, *p, Offset::Offset(resumed(&consumer, topic, *p, *at).map_err(kafka)?)).map_err(kafka)?;
@@ -301,10 +338,18 @@ fn assign(
         }
         let offset = match start {
             StartAt::Beginning => Offset::Beginning,
-            StartAt::Now => Offset::Offset(watermarks(&consumer, topic, *p).map_err(kafka)?.1),
+            StartAt::Now => {
+                let high = watermarks(&consumer, topic, *p).map_err(kafka)?.1;
+                at_end.insert(*p);
+                Offset::Offset(high)
+            }
             StartAt::Tail(n) => {
                 let (low, high) = watermarks(&consumer, topic, *p).map_err(kafka)?;
-                Offset::Offset(high.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX)).max(low))
+                let at = high.saturating_sub(i64::try_from(n).unwrap_or(i64::MAX)).max(low);
+                if at >= high {
+                    at_end.insert(*p);
+                }
+                Offset::Offset(at)
             }
             StartAt::Since(_) => match since.as_ref().and_then(|s| s.get(p)) {
                 Some(o) => Offset::Offset(*o),
@@ -314,7 +359,7 @@ fn assign(
         tpl.add_partition_offset(topic, *p, offset).map_err(kafka)?;
     }
     consumer.assign(&tpl).map_err(kafka)?;
-    Ok((consumer, partitions.into_iter().collect()))
+    Ok((consumer, partitions.into_iter().filter(|p| !at_end.contains(p)).collect()))
 }
 
 /// Where to resume a partition a view had read up to `at`: there, or at the
@@ -440,7 +485,7 @@ pub async fn read_to_end(
     within: Option<Duration>,
     on_record: impl FnMut(Seen<'_>),
 ) -> Result<(), FollowError> {
-    read_in_to_end(kafka, topic, start, None, within, on_record).await
+    read_in_to_end(kafka, topic, start, Which::All, within, on_record).await
 }
 
 /// Like [`read_to_end`], in the one partition where records keyed `key` land (see
@@ -453,19 +498,32 @@ pub async fn read_key_to_end(
     within: Option<Duration>,
     on_record: impl FnMut(Seen<'_>),
 ) -> Result<(), FollowError> {
-    read_in_to_end(kafka, topic, start, Some(key.to_vec()), within, on_record).await
+    read_in_to_end(kafka, topic, start, Which::Key(key.to_vec()), within, on_record).await
+}
+
+/// Like [`read_to_end`], in these partitions only: a worker warming its duplicate
+/// check with the results partitions of the commands partitions it was assigned.
+pub(crate) async fn read_partitions_to_end(
+    kafka: &KafkaArgs,
+    topic: &str,
+    partitions: &[i32],
+    start: StartAt,
+    within: Option<Duration>,
+    on_record: impl FnMut(Seen<'_>),
+) -> Result<(), FollowError> {
+    read_in_to_end(kafka, topic, start, Which::Partitions(partitions.to_vec()), within, on_record).await
 }
 
 async fn read_in_to_end(
     kafka: &KafkaArgs,
     topic: &str,
     start: StartAt,
-    key: Option<Vec<u8>>,
+    which: Which,
     within: Option<Duration>,
     mut on_record: impl FnMut(Seen<'_>),
 ) -> Result<(), FollowError> {
     let read = async {
-        let mut reader = Reader::open_in(kafka, topic, start, key).await?;
+        let mut reader = Reader::open_in(kafka, topic, start, which).await?;
         let what = format!("reader of {topic}");
         while let Next::Record(seen) = reader.next().await {
             crate::supervise::guard(&what, || on_record(seen));

@@ -4,6 +4,7 @@
 //! instead of wrapping each one, so TLS, SASL and tuning work the way librdkafka
 //! documents them.
 
+mod copartition;
 mod partitioner;
 mod partitions;
 mod preflight;
@@ -13,6 +14,7 @@ use std::fmt;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::ClientConfig;
 
+pub use copartition::{partition_count, PartitionMismatch};
 pub use partitioner::Partitioner;
 pub(crate) use partitions::{assignment, commit_offsets, failed_commits, offset_list, partitions_in, set_paused};
 pub(crate) use preflight::{check, Needs, Operation};
@@ -43,6 +45,8 @@ pub enum KafkaSetupError {
     Unauthenticated(RDKafkaErrorCode),
     #[error("could not start a thread: {0}")]
     Thread(String),
+    #[error(transparent)]
+    NotCoPartitioned(#[from] PartitionMismatch),
 }
 
 /// Why `COURIER_KAFKA_OPTS` could not be split; never shows its text.

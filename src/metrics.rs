@@ -51,6 +51,10 @@ pub struct Metrics {
     pub(crate) commits: Counter,
     /// Records skipped because their command already had a final event.
     pub(crate) duplicates: Counter,
+    /// Results records the duplicate check read, and their bytes: what checking
+    /// costs the broker (read once per assignment, from the partitions owned).
+    pub(crate) dedupe_read_records: Counter,
+    pub(crate) dedupe_read_bytes: Counter,
     /// Commands sent to a retry tier.
     pub(crate) retries: Counter,
     /// Outputs the broker could never take (too large, topic gone), by the record
@@ -82,6 +86,8 @@ impl Default for Metrics {
         let commits = Counter::default();
         let duplicates = Counter::default();
         let retries = Counter::default();
+        let dedupe_read_records = Counter::default();
+        let dedupe_read_bytes = Counter::default();
         let refused_outputs = Family::<Labels, Counter>::default();
         let held_records = Gauge::default();
         let panics = Family::<Labels, Counter>::default();
@@ -95,6 +101,8 @@ impl Default for Metrics {
         registry.register("rebalances", "Partition assignment changes", rebalances.clone());
         registry.register("offset_commits", "Offset commits sent", commits.clone());
         registry.register("duplicates", "Records skipped as duplicates of finished commands", duplicates.clone());
+        registry.register("dedupe_read_records", "Results records read for the duplicate check", dedupe_read_records.clone());
+        registry.register("dedupe_read_bytes", "Bytes of results records read for the duplicate check", dedupe_read_bytes.clone());
         registry.register("retries", "Commands sent to a retry tier", retries.clone());
         registry.register("refused_outputs", "Outputs the broker could never take, replaced by a minimal record", refused_outputs.clone());
         registry.register("held_records", "Records whose minimal dead letter cannot be written (retrying)", held_records.clone());
@@ -111,6 +119,8 @@ impl Default for Metrics {
             rebalances,
             commits,
             duplicates,
+            dedupe_read_records,
+            dedupe_read_bytes,
             retries,
             refused_outputs,
             held_records,

@@ -6,11 +6,11 @@
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication, TopicResult};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication, TopicResult};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
-use crate::kafka::{KafkaArgs, KafkaSetupError};
+use crate::kafka::{partition_count, KafkaArgs, KafkaSetupError, PartitionMismatch};
 
 /// The names of all of a deployment's topics, derived from one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +135,21 @@ impl Default for TopicSpec {
     }
 }
 
+/// The two topics' counts, and whether they differ. Blocking.
+pub(crate) fn co_partitioning(kafka: &KafkaArgs, topics: &Topics) -> Result<Result<usize, PartitionMismatch>, KafkaSetupError> {
+    let commands_partitions = partition_count(kafka, &topics.commands)?;
+    let results_partitions = partition_count(kafka, &topics.results)?;
+    if commands_partitions == results_partitions {
+        return Ok(Ok(commands_partitions));
+    }
+    Ok(Err(PartitionMismatch { commands: topics.commands.clone(), commands_partitions, results: topics.results.clone(), results_partitions }))
+}
+
+/// Stops a start on topics that are not co-partitioned. Blocking.
+pub(crate) fn check_co_partitioned(kafka: &KafkaArgs, topics: &Topics) -> Result<(), KafkaSetupError> {
+    co_partitioning(kafka, topics)?.map(|_| ()).map_err(KafkaSetupError::from)
+}
+
 /// Creates every Courier topic; topics that already exist are left as they are.
 /// Returns the names that were newly created.
 pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<String>, KafkaSetupError> {
@@ -160,8 +175,42 @@ pub async fn create_topics(args: &KafkaArgs, spec: &TopicSpec) -> Result<Vec<Str
         .collect();
     let outcomes = admin.create_topics(&wanted, &admin_options()).await?;
     let created = changed(outcomes, RDKafkaErrorCode::TopicAlreadyExists, "topic creation failed")?;
+    co_partition(args, &admin, &topics).await?;
     tracing::info!(created = ?created, "topics ready");
     Ok(created)
+}
+
+/// Makes results as many partitions as commands when it has fewer (results are
+/// written to explicit partitions, so adding some moves nothing), and refuses when
+/// it has more (partitions cannot be taken away). Topics that existed before keep
+/// their counts otherwise.
+async fn co_partition(args: &KafkaArgs, admin: &AdminClient<DefaultClientContext>, topics: &Topics) -> Result<(), KafkaSetupError> {
+    let counts = || {
+        let (args, topics) = (args.clone(), topics.clone());
+        async move {
+            tokio::task::spawn_blocking(move || co_partitioning(&args, &topics))
+                .await
+                .map_err(|e| KafkaSetupError::Thread(e.to_string()))?
+        }
+    };
+    let mismatch = match counts().await? {
+        Ok(_) => return Ok(()),
+        Err(m) if m.results_partitions > m.commands_partitions => return Err(m.into()),
+        Err(m) => m,
+    };
+    tracing::warn!(topic = %mismatch.results, from = mismatch.results_partitions, to = mismatch.commands_partitions, "adding partitions to match the commands topic");
+    let more = NewPartitions::new(&topics.results, mismatch.commands_partitions);
+    let outcomes = admin.create_partitions(&[more], &admin_options()).await?;
+    changed(outcomes, RDKafkaErrorCode::InvalidPartitions, "adding partitions failed")?;
+    // Metadata catches up with the new count shortly after.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match counts().await? {
+            Ok(_) => return Ok(()),
+            Err(m) if tokio::time::Instant::now() >= deadline => return Err(m.into()),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
 }
 
 /// Deletes every Courier topic of `args`' prefix that `spec` names; topics already gone

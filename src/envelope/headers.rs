@@ -261,6 +261,14 @@ pub fn last_kafka_header<'a, H: KafkaHeaders + ?Sized>(headers: Option<&'a H>, n
     last
 }
 
+/// Bytes of a record's headers on the wire (names, values and each header's
+/// framing, as [`HeaderMap::wire_size`] counts them), read in place.
+pub(crate) fn kafka_headers_size<H: KafkaHeaders + ?Sized>(headers: Option<&H>) -> usize {
+    let Some(headers) = headers else { return 0 };
+    let native = native_list(headers.borrowed());
+    (0..).map_while(|idx| raw_header(native, idx)).map(|(n, v)| n.len() + v.len() + HEADER_FRAMING).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -35,6 +35,7 @@ pub use control::{CancelRequest, CANCEL_TYPE};
 pub use dead_letter::{dlq_headers, is_replay, DeadLetter};
 pub use deferral::{Completion, ControlRecord, Deferral, Released, COMPLETION_TYPE, DEFERRED_TYPE, RELEASED_TYPE};
 pub use headers::{header_names, last_kafka_header, DecodeError, HeaderMap, KafkaHeaders};
+pub(crate) use headers::kafka_headers_size;
 pub use reason::Reason;
 pub use status::{OperationSnapshot, SNAPSHOT_TYPE};
 pub use result::{is_final_record, ErrorInfo, Progress, ResultData, ResultEvent, State, Timing};

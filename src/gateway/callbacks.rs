@@ -280,7 +280,9 @@ async fn progress(app: &GatewayState, snapshot: OperationSnapshot, body: &[u8]) 
     event.data.progress = Some(progress.clone());
     let (key, value, headers) = event.encode();
     let topics = app.submitter.topics();
-    let results = Outgoing::new(topics.results.clone(), key, value, headers);
+    // In the results partition numbered like the command's, where the worker's own
+    // events about it are (topics::check_co_partitioned).
+    let results = Outgoing { partition: Some(deferral.partition), ..Outgoing::new(topics.results.clone(), key, value, headers) };
     let now = OperationSnapshot { state: State::Progress, progress: Some(progress), updated: chrono::Utc::now(), deferred: Some(deferral.clone()), ..snapshot };
     let (key, value, headers) = now.encode(app.submitter.source());
     let status = Outgoing::new(topics.status.clone(), key, value, headers);

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::sink::Sink;
 use super::txn::{self, TxnError};
 use super::config::WorkerError;
+use super::followers;
 use super::lane::Lanes;
 use super::state::{Record, WorkerState};
 use crate::envelope::HeaderMap;
@@ -49,6 +50,8 @@ pub(super) struct WorkerContext {
     reassigned: AtomicBool,
     /// Fired when the worker cannot go on (a fenced transactional producer).
     fatal: CancellationToken,
+    /// Where the duplicate check's warm-up runs, while the callback waits for it.
+    runtime: tokio::runtime::Handle,
 }
 
 impl ClientContext for WorkerContext {}
@@ -68,6 +71,8 @@ impl ConsumerContext for WorkerContext {
             let tps = partitions_in(tpl);
             tracing::info!(partitions = ?tps, "partitions assigned");
             self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "assign".into())]).inc();
+            // Before any of their records is admitted (this thread admits them).
+            self.warm_up(&tps);
             let mut ledger = self.shared.lock_ledger();
             let mut tokens = self.lock_tokens();
             for tp in &tps {
@@ -89,6 +94,16 @@ impl ConsumerContext for WorkerContext {
 }
 
 impl WorkerContext {
+    /// The duplicate check learns what previous owners of these partitions finished:
+    /// the matching results partitions, read to their end ([`followers::warm_up`]).
+    fn warm_up(&self, tps: &[TopicPartition]) {
+        let shared = &self.shared;
+        let partitions: Vec<i32> = tps.iter().map(|tp| tp.partition).collect();
+        let tail = followers::tail_of(shared.config.dedupe_capacity);
+        let (finished, metrics) = (shared.finished.clone(), shared.metrics.clone());
+        self.runtime.block_on(followers::warm_up(&shared.config.kafka, &shared.topics.results, &partitions, tail, followers::CATCH_UP, finished, metrics));
+    }
+
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<TopicPartition, CancellationToken>> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -161,6 +176,7 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
         stop: CancellationToken::new(),
         reassigned: AtomicBool::new(false),
         fatal: CancellationToken::new(),
+        runtime: lanes.runtime.clone(),
     };
     let consumer: Arc<BaseConsumer<WorkerContext>> = Arc::new(
         consumer_config(&shared)?.create_with_context(context).map_err(|e| WorkerError::Setup(e.into()))?,

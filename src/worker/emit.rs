@@ -259,6 +259,7 @@ fn letter_records(shared: &WorkerState, record: &Record, command: Option<&Comman
 /// carries them) or once they are acknowledged.
 async fn send(shared: &WorkerState, record: &Record, mut outs: Vec<Outgoing>, mut then: Then) -> Emitted {
     loop {
+        shared.co_partition(&mut outs, record.tp.partition);
         match shared.sink.emit(&record.tp, record.offset, outs).await {
             Some(acks) => return Emitted::Pending(Pending { acks, then }),
             None => match then.acknowledged(shared) {

@@ -1,11 +1,17 @@
-//! What every worker must know beyond its own partitions: which commands were
-//! cancelled (the control topic) and which already have a final event (the results
-//! topic). Each is followed by the crate's whole-topic follower ([`crate::follow`]),
-//! assigned to every partition, so the knowledge does not depend on who owns what.
+//! What a worker must know beyond the records it runs: which commands were
+//! cancelled (the control topic, followed whole by every worker, so the knowledge
+//! does not depend on who owns what) and which already have a final event (the
+//! results topic, co-partitioned with the commands topic, read only where the worker
+//! owns commands).
 //!
-//! A worker waits for both followers to catch up (read every partition to its end)
-//! before taking commands: that is what makes a cancel sent before a restart, or a
-//! result published by a previous owner, count.
+//! A worker waits for the control follower to catch up (read every partition to its
+//! end) before taking commands: that is what makes a cancel sent before a restart
+//! count. Each assignment first reads the matching results partitions to their end
+//! ([`warm_up`]), before any of their commands is admitted: that is what makes a
+//! result published by a previous owner count. After that, only the partition's
+//! owner writes final events there (its own are recorded as it writes them), so
+//! nothing more is read: the results topic is read once per assignment, not once per
+//! worker.
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -20,6 +26,10 @@ use crate::metrics::Metrics;
 use crate::follow::{self, FollowError, Seen, StartAt};
 use crate::kafka::{KafkaArgs, KafkaSetupError};
 use crate::topics::Topics;
+
+/// How long a follower or a duplicate check's warm-up may take to read to the end
+/// before the worker goes on without it (with a warning).
+pub const CATCH_UP: Duration = Duration::from_secs(30);
 
 /// A bounded set of recent ids; the oldest are forgotten first.
 pub struct RecentIds {
@@ -57,30 +67,48 @@ impl RecentIds {
     }
 }
 
-/// Follows the control topic from its beginning (every cancel must count) and the
-/// last `tail` records of each results partition (enough to warm the dedupe cache)
-/// until `stop`, into `on_control` and `on_result`. Returns once both have caught
-/// up, or after `catch_up` with a warning: the worker takes no command before that.
-pub async fn follow_both(
+/// Follows the control topic from its beginning (every cancel must count) until
+/// `stop`, into `on_control`. Returns once it has caught up, or after `catch_up` with
+/// a warning: the worker takes no command before that.
+pub async fn follow_control(
     kafka: &KafkaArgs,
     topics: &Topics,
-    tail: u64,
     catch_up: Duration,
     stop: &CancellationToken,
     on_control: impl FnMut(Seen<'_>) + Send + 'static,
-    on_result: impl FnMut(Seen<'_>) + Send + 'static,
 ) -> Result<(), KafkaSetupError> {
     let control = follow::spawn(kafka, &topics.control, StartAt::Beginning, stop.clone(), on_control).await.map_err(setup)?;
-    let results = follow::spawn(kafka, &topics.results, StartAt::Tail(tail), stop.clone(), on_result).await.map_err(setup)?;
-    let deadline = tokio::time::Instant::now() + catch_up;
-    for (topic, following) in [(&topics.control, control), (&topics.results, results)] {
-        match tokio::time::timeout_at(deadline, following.caught_up()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Ok(()), // stopped: the worker is stopping too
-            Err(_) => tracing::warn!(%topic, "follower did not catch up in {catch_up:?}; continuing"),
-        }
+    match tokio::time::timeout(catch_up, control.caught_up()).await {
+        Ok(_) => {} // caught up, or stopped: the worker is stopping too
+        Err(_) => tracing::warn!(topic = %topics.control, "follower did not catch up in {catch_up:?}; continuing"),
     }
     Ok(())
+}
+
+/// How many of a results partition's last records the warm-up reads: an eighth of
+/// the finished set's capacity (a worker often owns several), at least 1,000.
+pub fn tail_of(dedupe_capacity: usize) -> u64 {
+    (dedupe_capacity / 8).max(1000) as u64
+}
+
+/// Reads the last `tail` records of these results partitions (those numbered like
+/// the commands partitions just assigned) to their end into `finished`. Within
+/// `within`; past it, or on an error, the worker goes on with a warning: the set is
+/// a cache, and a miss runs a command again, as at-least-once allows.
+pub async fn warm_up(kafka: &KafkaArgs, results: &str, partitions: &[i32], tail: u64, within: Duration, finished: Arc<RecentIds>, metrics: Arc<Metrics>) {
+    if partitions.is_empty() {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let on_record = on_result(finished, metrics.clone());
+    let before = metrics.dedupe_read_records.get();
+    match follow::read_partitions_to_end(kafka, results, partitions, StartAt::Tail(tail), Some(within), on_record).await {
+        Ok(()) => {
+            let read = metrics.dedupe_read_records.get() - before;
+            tracing::info!(topic = %results, ?partitions, read, took = ?started.elapsed(), "duplicate check warmed up");
+        }
+        Err(e) => tracing::warn!(topic = %results, ?partitions, error = %e, "duplicate check not warmed up; continuing"),
+    }
 }
 
 /// A follower that could not start, as the worker's setup error. `spawn` fails only
@@ -118,11 +146,12 @@ pub fn on_control(
     }
 }
 
-/// Records the ids of commands that have a final event. Reads two headers in place
-/// (type and subject), nothing else: every worker reads every result, so this stays
-/// cheap.
-pub fn on_result(finished: Arc<RecentIds>) -> impl FnMut(Seen<'_>) + Send + 'static {
+/// Records the ids of commands that have a final event, and counts what it read.
+/// Reads two headers in place (type and subject), nothing else.
+pub fn on_result(finished: Arc<RecentIds>, metrics: Arc<Metrics>) -> impl FnMut(Seen<'_>) + Send + 'static {
     move |seen| {
+        metrics.dedupe_read_records.inc();
+        metrics.dedupe_read_bytes.inc_by(seen.wire_size() as u64);
         if !is_final_record(seen.kafka_headers()) {
             return;
         }

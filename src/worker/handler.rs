@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::disposition::Ran;
 use super::emit::{event, snapshot_record};
-use super::state::WorkerState;
+use super::state::{Record, WorkerState};
 use crate::envelope::{Command, Progress, State, Timing};
 use crate::publish::Outgoing;
 use crate::router::{Context, HandlerFuture, ProgressSink, Route};
@@ -30,16 +30,18 @@ use crate::router::{Context, HandlerFuture, ProgressSink, Route};
 const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs `route`'s handler on `input` under the command's deadline, its cancel and
-/// the partition's `stop`; returns how it ended and how long it ran.
+/// the stop of `record`'s partition; returns how it ended and how long it ran.
 pub(crate) async fn run(
     shared: &Arc<WorkerState>,
     command: &Arc<Command>,
     route: &Route,
     input: Value,
     queued_ms: u64,
-    stop: &CancellationToken,
+    record: &Record,
 ) -> (Ran, Duration) {
-    let announce = Arc::new(Announce { shared: shared.clone(), command: command.clone(), queued_ms, sent: AtomicBool::new(false) });
+    let stop = &record.stop;
+    let partition = record.tp.partition;
+    let announce = Arc::new(Announce { shared: shared.clone(), command: command.clone(), partition, queued_ms, sent: AtomicBool::new(false) });
     let started_after = shared.config.started_after;
     if started_after.is_zero() {
         announce.send();
@@ -128,6 +130,8 @@ async fn deadline_sleep(command: &Command) {
 struct Announce {
     shared: Arc<WorkerState>,
     command: Arc<Command>,
+    /// The commands partition it was read from: its events go to the same one.
+    partition: i32,
     queued_ms: u64,
     sent: AtomicBool,
 }
@@ -151,7 +155,10 @@ impl Announce {
         event.data.progress = progress;
         let (key, value, headers) = event.encode();
         shared.sink.advise(snapshot_record(shared, command, event.data));
-        shared.sink.advise(Outgoing::new(shared.topics.results.clone(), key, value, headers));
+        let mut out = [Outgoing::new(shared.topics.results.clone(), key, value, headers)];
+        shared.co_partition(&mut out, self.partition);
+        let [out] = out;
+        shared.sink.advise(out);
     }
 }
 

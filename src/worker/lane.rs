@@ -54,7 +54,7 @@ use crate::envelope::{Command, Completion, DecodeError, Reason, Timing};
 #[derive(Clone)]
 pub(crate) struct Lanes {
     pub shared: Arc<WorkerState>,
-    runtime: tokio::runtime::Handle,
+    pub(super) runtime: tokio::runtime::Handle,
     acks: mpsc::UnboundedSender<AckJob>,
 }
 
@@ -163,7 +163,7 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     let input = std::mem::take(&mut command.data);
     let kept = route.hands_off.then(|| input.clone());
     let command = Arc::new(command);
-    let (ran, took) = super::handler::run(shared, &command, route, input, queued_ms, &record.stop).await;
+    let (ran, took) = super::handler::run(shared, &command, route, input, queued_ms, record).await;
     timing.execution_ms = took.as_millis() as u64;
     // 4. Decide.
     let max_attempts = route.retry_policy(&shared.config.retry).max_attempts;

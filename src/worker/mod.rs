@@ -237,18 +237,20 @@ fn needs(topics: &crate::topics::Topics, group: &str, tiers: &[String]) -> crate
     if tiers.is_empty() { needs } else { needs.group(format!("{group}.retry")) }
 }
 
-/// Followers of the control and results topics (caught up before this returns), and
-/// the retry relay: the worker's view of the world beyond its own partitions.
+/// The checks at start (grants, co-partitioned topics), the control topic's follower
+/// (caught up before this returns), and the retry relay: the worker's view of the
+/// world beyond its own partitions.
 async fn start_background(shared: &Arc<WorkerState>, runtime: &tokio::runtime::Handle, stop: &CancellationToken) -> Result<(), WorkerError> {
     let (kafka, topics) = (shared.config.kafka.clone(), shared.topics.clone());
-    let catch_up = Duration::from_secs(30);
-    let tail = (shared.config.dedupe_capacity / 8).max(1000) as u64;
     let on_control = followers::on_control(shared.cancelled.clone(), shared.running.clone(), shared.deferrals.clone(), shared.metrics.clone());
-    let on_result = followers::on_result(shared.finished.clone());
     let tiers = shared.tier_topics();
     let relay_tiers = tiers.clone();
     crate::kafka::check(&kafka, needs(&topics, &shared.config.group_id, &tiers).followers(&kafka.prefix)).await?;
-    followers::follow_both(&shared.config.kafka, &shared.topics, tail, catch_up, stop, on_control, on_result).await?;
+    let (co_kafka, co_topics) = (kafka.clone(), topics.clone());
+    tokio::task::spawn_blocking(move || crate::topics::check_co_partitioned(&co_kafka, &co_topics))
+        .await
+        .map_err(|e| WorkerError::Consumer(e.to_string()))??;
+    followers::follow_control(&kafka, &topics, followers::CATCH_UP, stop, on_control).await?;
     let (relay_shared, relay_rt, relay_stop) = (shared.clone(), runtime.clone(), stop.clone());
     std::thread::Builder::new()
         .name("courier-retry-relay".into())

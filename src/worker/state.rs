@@ -14,7 +14,7 @@ use crate::envelope::HeaderMap;
 use crate::metrics::Metrics;
 use crate::kafka::TopicPartition;
 use crate::offsets::Ledger;
-use crate::publish::Publisher;
+use crate::publish::{Outgoing, Publisher};
 use crate::router::Router;
 use crate::topics::Topics;
 
@@ -59,7 +59,8 @@ pub(crate) struct WorkerState {
     pub ledger: Mutex<Ledger<Record>>,
     /// Signalled whenever a record finishes or is abandoned.
     pub changed: Condvar,
-    /// Commands with a final event (own or seen on the results topic).
+    /// Commands with a final event: this worker's own, and those read from the
+    /// results partitions of the commands partitions it was assigned.
     pub finished: Arc<RecentIds>,
     /// Commands a cancel was requested for (from the control topic).
     pub cancelled: Arc<RecentIds>,
@@ -103,6 +104,16 @@ impl WorkerState {
 
     pub fn unregister_running(&self, id: &Uuid) {
         self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Puts the result events among `outs` in the results partition numbered like
+    /// `partition`, the commands partition their command was read from (see
+    /// [`crate::topics::check_co_partitioned`]): that partition's owner, and only it,
+    /// reads them for its duplicate check. Other outputs keep their placement.
+    pub fn co_partition(&self, outs: &mut [Outgoing], partition: i32) {
+        for out in outs.iter_mut().filter(|o| o.topic == self.topics.results) {
+            out.partition = Some(partition);
+        }
     }
 
     pub fn lock_ledger(&self) -> MutexGuard<'_, Ledger<Record>> {
