@@ -100,3 +100,32 @@ async fn copies_of_a_command_queued_behind_it_run_once() {
     assert_eq!(common::scrape(port, "courier_duplicates_total"), Some(((COPIES - 1) * DISTINCT) as f64));
     assert!(ids.iter().all(|id| finals.contains_key(id)));
 }
+
+/// A worker that starts on a backlog runs it in key order from its first assignment:
+/// records fetched before a partition gets its own queue (while the assignment is
+/// being set up) are admitted before that queue's, never after.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_runs_in_key_order_from_the_first_assignment() {
+    // More than a partition's prefetch (4 MB), so both queues hold records at the switch.
+    const BACKLOG: usize = 60_000;
+    let t = common::fresh_topics("backlog-order", 6).await;
+    let client = Client::new(t.kafka.clone()).unwrap();
+    let commands: Vec<NewCommand> = (0..BACKLOG)
+        .map(|i| NewCommand::new("echo", json!({"seq": i / KEYS})).key(format!("key-{}", i % KEYS)))
+        .collect();
+    let ids = client.submit_batch(commands).await.unwrap();
+    let seq_of: HashMap<uuid::Uuid, u64> = ids.iter().enumerate().map(|(i, id)| (*id, (i / KEYS) as u64)).collect();
+    let w = common::WorkerProc::spawn(&t, "backlog-1", &[]);
+    let seen = common::collect_results(&t, Duration::from_secs(240), |s| common::count_distinct_finals(s) >= BACKLOG);
+    let mut finals: Vec<&common::Seen> = seen.iter().filter(|s| s.event.state().is_final()).collect();
+    finals.sort_by_key(|s| (s.partition, s.offset));
+    let mut per_key: HashMap<Vec<u8>, Vec<u64>> = HashMap::new();
+    for s in finals {
+        per_key.entry(s.event.key.clone()).or_default().push(seq_of[&s.event.command_id()]);
+    }
+    assert_eq!(per_key.len(), KEYS);
+    for (key, seqs) in &per_key {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "per-key order broken for {}: {seqs:?}", String::from_utf8_lossy(key));
+    }
+    drop(w);
+}

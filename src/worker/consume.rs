@@ -58,11 +58,18 @@ impl ClientContext for WorkerContext {}
 
 impl ConsumerContext for WorkerContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let tps = partitions_in(tpl);
-            tracing::info!(partitions = ?tps, "partitions revoked; draining");
-            self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "revoke".into())]).inc();
-            self.drain(consumer, &tps);
+        match rebalance {
+            Rebalance::Revoke(tpl) => {
+                let tps = partitions_in(tpl);
+                tracing::info!(partitions = ?tps, "partitions revoked; draining");
+                self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "revoke".into())]).inc();
+                self.drain(consumer, &tps);
+            }
+            // Before the partitions are assigned, so nothing is fetched for them while
+            // this waits: records fetched before their partition gets its own queue
+            // would pile up in the main queue.
+            Rebalance::Assign(tpl) => self.warm_up(&partitions_in(tpl)),
+            Rebalance::Error(_) => {}
         }
     }
 
@@ -71,8 +78,6 @@ impl ConsumerContext for WorkerContext {
             let tps = partitions_in(tpl);
             tracing::info!(partitions = ?tps, "partitions assigned");
             self.shared.metrics.rebalances.get_or_create(&vec![("kind".into(), "assign".into())]).inc();
-            // Before any of their records is admitted (this thread admits them).
-            self.warm_up(&tps);
             let mut ledger = self.shared.lock_ledger();
             let mut tokens = self.lock_tokens();
             for tp in &tps {
@@ -95,7 +100,8 @@ impl ConsumerContext for WorkerContext {
 
 impl WorkerContext {
     /// The duplicate check learns what previous owners of these partitions finished:
-    /// the matching results partitions, read to their end ([`followers::warm_up`]).
+    /// the matching results partitions, read to their end ([`followers::warm_up`]),
+    /// before any of their records can be admitted (this thread admits them).
     fn warm_up(&self, tps: &[TopicPartition]) {
         let shared = &self.shared;
         let partitions: Vec<i32> = tps.iter().map(|tp| tp.partition).collect();
@@ -198,6 +204,15 @@ pub(super) fn run(lanes: Lanes, stop: CancellationToken) -> Result<(), WorkerErr
         }
         if consumer.context().reassigned.swap(false, AtomicOrdering::SeqCst) {
             queues = split_queues(&consumer);
+            // Records fetched before their partition got its own queue are older than
+            // any in it: admitted now, before the new queues are read, so a key's
+            // records are admitted in offset order.
+            while let Some(next) = consumer.poll(Duration::ZERO) {
+                match next {
+                    Ok(msg) => admit(&lanes, &consumer, &msg),
+                    Err(e) => tracing::warn!(error = %e, "consumer error"),
+                }
+            }
         }
         busy = take_from_queues(&lanes, &consumer, &queues);
         let commit = || offsets::commit(&shared.ledger, None, send_commits(&shared, &consumer, CommitMode::Async));
