@@ -156,8 +156,21 @@ fn attempts(d: &Dispatcher, id: uuid::Uuid, n: usize) -> Option<Vec<Attempt>> {
     (list.len() >= n).then_some(list)
 }
 
+/// Who wrote a final event: a current worker (the event carries its callback URL)
+/// or one from before envelope 1.1 (only the status snapshot names it).
+#[derive(Clone, Copy, PartialEq)]
+enum Writer {
+    Current,
+    Older,
+}
+
 /// A final event and the status snapshot naming its callback URL, as a worker writes them.
 async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
+    publish_final_by(t, url, Writer::Current, true).await
+}
+
+/// A final event as `writer` writes it, with its status snapshot or without.
+async fn publish_final_by(t: &common::TestTopics, url: &str, writer: Writer, with_snapshot: bool) -> ResultEvent {
     let id = courier::envelope::new_id();
     let timing = Timing { queued_ms: 3, execution_ms: 5, attempts: 1 };
     let data = ResultData {
@@ -194,8 +207,20 @@ async fn publish_final(t: &common::TestTopics, url: &str) -> ResultEvent {
         worker: Some("test".into()),
         deferred: None,
     };
-    let event = ResultEvent::new(id.to_string().into_bytes(), "//test", data);
-    for (topic, (key, value, headers)) in [(&t.topics.status, snapshot.encode("//test")), (&t.topics.results, event.encode())] {
+    let mut event = ResultEvent::new(id.to_string().into_bytes(), "//test", data);
+    let mut records = Vec::new();
+    if with_snapshot {
+        records.push((&t.topics.status, snapshot.encode("//test")));
+    }
+    if writer == Writer::Current {
+        event.callback_url = Some(url.to_string());
+    }
+    let (key, value, mut headers) = event.encode();
+    if writer == Writer::Older {
+        headers.set("ce_courierversion", "1.0");
+    }
+    records.push((&t.topics.results, (key, value, headers)));
+    for (topic, (key, value, headers)) in records {
         common::produce_raw(t, topic, Some(&key), Some(&value), &headers, None).await;
     }
     event
@@ -382,6 +407,36 @@ async fn callback_urls_with_control_characters_are_refused_and_never_called() {
     assert_eq!(dead.len(), urls.len());
     assert!(dead.iter().all(|d| d.2.get_str("courier_dlq_reason").unwrap() == Some("url_refused")));
     assert!(receiver.calls.lock().unwrap().is_empty(), "a refused URL is never called");
+    stop.cancel();
+}
+
+/// A current worker's final event carries its callback URL: delivered with no
+/// snapshot anywhere. An older worker's (envelope 1.0, no URL on it) is looked up in
+/// its id's status partition; and a final event that says it had no URL is not.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_url_comes_with_the_event_or_from_the_status_partition() {
+    let schedule = ms(&[300]);
+    let t = topics("webhooks-url", &schedule).await;
+    let receiver = Receiver::start(vec![secret(OLD_SECRET)]).await;
+    let stop = CancellationToken::new();
+    let _dispatcher = Dispatcher::start(config(&t, &schedule), stop.clone()).await.expect("dispatcher");
+    let current = publish_final_by(&t, &receiver.url("current"), Writer::Current, false).await;
+    let older = publish_final_by(&t, &receiver.url("older"), Writer::Older, true).await;
+    // A current event without a URL, whose (stray) snapshot names one: not called.
+    let mut none = publish_final_by(&t, &receiver.url("none"), Writer::Older, true).await;
+    none.callback_url = None;
+    none.id = courier::envelope::new_id();
+    let (key, value, headers) = none.encode();
+    common::produce_raw(&t, &t.topics.results, Some(&key), Some(&value), &headers, None).await;
+    for (path, event) in [("current", &current), ("older", &older)] {
+        eventually(path, Duration::from_secs(30), || (!receiver.acknowledged(path).is_empty()).then_some(())).await;
+        let calls = receiver.calls(path);
+        assert!(calls.iter().all(|c| c.verified && c.id == event.id.to_string()), "{path}: {calls:?}");
+    }
+    // The 1.0 copy of `none` is delivered (its snapshot names the URL); the 1.1 one is not.
+    eventually("the older copy", Duration::from_secs(30), || (!receiver.acknowledged("none").is_empty()).then_some(())).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(receiver.calls("none").iter().all(|c| c.id != none.id.to_string()), "a final event saying it had no URL was called");
     stop.cancel();
 }
 

@@ -108,7 +108,7 @@ pub fn asyncapi_document(router: &Router, info: &ContractInfo) -> Value {
         "info": {
             "title": info.title,
             "version": info.version,
-            "description": "Kafka-native async commands. Producers send commands as CloudEvents 1.0 in Kafka binary mode (ce_* headers, JSON value); workers publish keyed result events. A command's final event (completed, failed, cancelled, timed_out) carries its id in ce_subject. Envelope version: the ce_courierversion header (1.0; readers accept any 1.x and ignore unknown optional headers and fields). See docs/CONTRACT.md.",
+            "description": "Kafka-native async commands. Producers send commands as CloudEvents 1.0 in Kafka binary mode (ce_* headers, JSON value); workers publish keyed result events. A command's final event (completed, failed, cancelled, timed_out) carries its id in ce_subject. Envelope version: the ce_courierversion header (1.1; readers accept any 1.x and ignore unknown optional headers and fields; from 1.1 a final event carries its command's ce_callbackurl). See docs/CONTRACT.md.",
         },
         "defaultContentType": "application/json",
         "servers": {

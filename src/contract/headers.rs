@@ -46,9 +46,15 @@ pub struct ResultHeaders {
     #[serde(rename = "content-type")]
     #[schemars(extend("const" = "application/json"))]
     pub content_type: String,
-    /// Envelope version: `1.0` today; any `1.x` is compatible (see docs/CONTRACT.md).
+    /// Envelope version: `1.1` today; any `1.x` is compatible (see docs/CONTRACT.md).
+    /// From `1.1` on, a final event without `ce_callbackurl` is about a command that
+    /// had none.
     #[schemars(regex(pattern = r"^1\.[0-9]+$"))]
     pub ce_courierversion: String,
+    /// The command's callback URL, copied from it onto its final event (from envelope
+    /// `1.1`): where the webhook dispatcher POSTs the outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ce_callbackurl: Option<String>,
     /// W3C trace context, copied from the command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ce_traceparent: Option<String>,
@@ -78,7 +84,7 @@ pub struct EventHeaders {
     #[serde(rename = "content-type")]
     #[schemars(extend("const" = "application/json"))]
     pub content_type: String,
-    /// Envelope version: `1.0` today; any `1.x` is compatible.
+    /// Envelope version: `1.1` today; any `1.x` is compatible.
     #[schemars(regex(pattern = r"^1\.[0-9]+$"))]
     pub ce_courierversion: String,
 }
@@ -151,7 +157,7 @@ mod tests {
         let event = [h::SPEC_VERSION, h::ID, h::SOURCE, h::TYPE, h::TIME, h::SUBJECT, h::CONTENT_TYPE, h::VERSION];
         assert_eq!(names::<EventHeaders>(), set(&event));
         let mut result = event.to_vec();
-        result.extend([h::TRACEPARENT, h::SPRING_CORRELATION_ID]);
+        result.extend([h::TRACEPARENT, h::SPRING_CORRELATION_ID, h::CALLBACK_URL]);
         assert_eq!(names::<ResultHeaders>(), set(&result));
         let redelivery = [r::NOT_BEFORE, r::PARTITION, r::FIRST_FAILURE, r::LAST_ERROR, d::REPLAYED_AT];
         assert_eq!(names::<RedeliveryHeaders>(), set(&redelivery));

@@ -48,7 +48,10 @@ pub const SPEC_VERSION: &str = "1.0";
 /// Readers accept any `1.x` (unknown optional fields are ignored) and reject other
 /// major versions with [`DecodeError::UnsupportedVersion`], so an old worker never
 /// misreads a command written by a newer, incompatible client.
-pub const ENVELOPE_VERSION: &str = "1.0";
+///
+/// `1.1`: final result events carry their command's `ce_callbackurl`, so a final
+/// event of 1.1 or later without one is about a command that had none.
+pub const ENVELOPE_VERSION: &str = "1.1";
 
 /// The content type of every Courier record value.
 pub const CONTENT_TYPE: &str = "application/json";

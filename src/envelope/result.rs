@@ -146,6 +146,13 @@ pub struct ResultEvent {
     pub traceparent: Option<String>,
     /// `ce_couriertenant`, echoed from the command.
     pub tenant: Option<String>,
+    /// `ce_callbackurl`, echoed from the command on final events: where the webhook
+    /// dispatcher POSTs the outcome, with no lookup.
+    pub callback_url: Option<String>,
+    /// Whether its writer echoes callback URLs on final events (envelope 1.1 and
+    /// later; so are events made here): a final event without one then means the
+    /// command had none. An older writer's events say nothing about it.
+    pub callback_echoed: bool,
 }
 
 impl ResultEvent {
@@ -159,6 +166,8 @@ impl ResultEvent {
             correlation_id: None,
             traceparent: None,
             tenant: None,
+            callback_url: None,
+            callback_echoed: true,
         }
     }
 
@@ -183,6 +192,9 @@ impl ResultEvent {
         ev.correlation_id = echo_header(command.correlation_id.clone());
         ev.traceparent = echo_header(command.traceparent.clone());
         ev.tenant = echo_header(command.tenant.clone());
+        // Whole, never cut: a URL cut short would be called. The record's size check
+        // covers it, as it covers the command that carried it.
+        ev.callback_url = if state.is_final() { command.callback_url.clone() } else { None };
         ev
     }
 
@@ -210,6 +222,9 @@ impl ResultEvent {
         }
         if let Some(t) = &self.tenant {
             headers.insert(h::TENANT, t.as_str());
+        }
+        if let Some(url) = &self.callback_url {
+            headers.insert(h::CALLBACK_URL, url.as_str());
         }
         let value = super::json_bytes(&self.data);
         (self.key.clone(), value, headers)
@@ -241,14 +256,44 @@ impl ResultEvent {
             correlation_id: headers.get(h::SPRING_CORRELATION_ID).map(<[u8]>::to_vec),
             traceparent: headers.get_str(h::TRACEPARENT)?.map(str::to_string),
             tenant: headers.get_str(h::TENANT)?.map(str::to_string),
+            callback_url: headers.get_str(h::CALLBACK_URL)?.map(str::to_string),
+            callback_echoed: echoes_callbacks(headers.get_str(h::VERSION)?),
         })
     }
+}
+
+/// Whether an event of this `ce_courierversion` echoes callback URLs on final
+/// events: 1.1 and later of major 1 (see [`super::ENVELOPE_VERSION`]).
+fn echoes_callbacks(version: Option<&str>) -> bool {
+    let Some((major, minor)) = version.and_then(|v| v.split_once('.')) else { return false };
+    let minor = minor.split('.').next().and_then(|m| m.parse::<u32>().ok());
+    major == "1" && minor.is_some_and(|m| m >= 1)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn callback_urls_ride_on_final_events_only() {
+        let mut command = crate::envelope::NewCommand::new("t", json!({})).callback_url("https://h/cb?x=1").into_command("//t");
+        for (state, url) in [(State::Started, None), (State::Progress, None), (State::Completed, Some("https://h/cb?x=1")), (State::TimedOut, Some("https://h/cb?x=1"))] {
+            let (key, value, headers) = ResultEvent::about(&command, "//w", "w", state, None, None, Timing::default()).encode();
+            let back = ResultEvent::decode(Some(&key), Some(&value), &headers).expect("decodes");
+            assert_eq!((back.callback_url.as_deref(), back.callback_echoed), (url, true), "{state:?}");
+        }
+        command.callback_url = None;
+        let (key, value, mut headers) = ResultEvent::about(&command, "//w", "w", State::Failed, None, None, Timing::default()).encode();
+        let back = ResultEvent::decode(Some(&key), Some(&value), &headers).expect("decodes");
+        assert_eq!((back.callback_url, back.callback_echoed), (None, true), "1.1 without one: the command had none");
+        for (version, echoed) in [("1.0", false), ("", false), ("1.2", true), ("1.10.3", true), ("2.1", false), ("x", false)] {
+            headers.set(h::VERSION, version);
+            let back = ResultEvent::decode(Some(&key), Some(&value), &headers).expect("decodes");
+            assert_eq!(back.callback_echoed, echoed, "{version:?}");
+        }
+        assert!(!echoes_callbacks(None), "no version: an older writer");
+    }
 
     #[test]
     fn round_trip() {

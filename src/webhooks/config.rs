@@ -72,17 +72,15 @@ pub struct WebhookConfig {
     /// Deliveries worked on at once.
     #[arg(long = "max-in-flight", env = "COURIER_WEBHOOK_MAX_IN_FLIGHT", default_value_t = 256)]
     pub max_in_flight: usize,
-    /// How long a final event waits for the status snapshot that names its URL.
+    /// How long a final event of an older worker (envelope before 1.1, which does not
+    /// carry its callback URL) waits for the status snapshot that names its URL.
     #[arg(long = "snapshot-wait", env = "COURIER_WEBHOOK_SNAPSHOT_WAIT", value_parser = parse_duration, default_value = "10s")]
     pub snapshot_wait: Duration,
-    /// Commands whose callback URL (or lack of one) is remembered (without
-    /// `--store-dir`).
-    #[arg(long = "callback-capacity", env = "COURIER_WEBHOOK_CALLBACK_CAPACITY", default_value_t = 200_000)]
-    pub callback_capacity: usize,
-    /// Keep the view of the status topic (callback URLs) on disk here, as `courier
-    /// gateway --store-dir` does: a restart reads only what the topic got since, and
-    /// no URL is forgotten for lack of room. Without it the dispatcher reads the whole
-    /// topic at each start into a table of `--callback-capacity` commands.
+    /// Keep a view of the status topic on disk here, as `courier gateway --store-dir`
+    /// does, for the callback URLs of final events from older workers (envelope
+    /// before 1.1): a restart reads only what the topic got since. Without it such an
+    /// event is looked up in its id's status partition. Final events of current
+    /// workers carry their URL and need neither.
     #[arg(long = "store-dir", env = "COURIER_WEBHOOK_STORE_DIR")]
     pub store_dir: Option<std::path::PathBuf>,
     /// Memory the on-disk view may use to cache its pages (`64MB`, `1GiB`, bytes).
@@ -127,7 +125,6 @@ impl WebhookConfig {
             max_response_bytes: 64 * 1024,
             max_in_flight: 256,
             snapshot_wait: Duration::from_secs(10),
-            callback_capacity: 200_000,
             store_dir: None,
             store_cache: 64_000_000,
             log_capacity: 100_000,

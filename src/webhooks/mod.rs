@@ -5,13 +5,12 @@
 //! a command that has a callback URL, POSTs the event, signed per the Standard
 //! Webhooks spec ([`verify`], [`Secret`]), in the configured body shape ([`Profile`]).
 //!
-//! **Where the URL comes from.** The result event does not carry it; the operation
-//! snapshots on the status topic do (`callbacks.rs`). We follow that topic rather
-//! than add the URL to `ResultData`: the result event is a published contract (the
-//! AsyncAPI document, foreign readers) that a dispatcher's needs should not widen,
-//! and the snapshot already holds the URL whether the command came through the
-//! gateway or straight from a client with a `ce_callbackurl` header. The price is
-//! a bounded wait for the snapshot written alongside each final event.
+//! **Where the URL comes from.** The final event itself: workers copy the command's
+//! `ce_callbackurl` extension onto its final event (a header, as on the command; the
+//! event's data is unchanged), from envelope 1.1 on. So a dispatcher reads only the
+//! results partitions its group gives it, and scales with them; it keeps no table of
+//! the status topic. A final event of an older worker is looked up in the status
+//! topic's snapshots, in the id's partition or the on-disk view (`callbacks.rs`).
 //!
 //! **Delivery**, per event and URL (`outcome.rs`): a disabled endpoint is skipped;
 //! otherwise the URL is vetted and pinned (`deliver.rs`) and the body POSTed. A `2xx`
@@ -72,7 +71,8 @@ pub struct Dispatcher {
 }
 
 impl Dispatcher {
-    /// Checks the topics, reads the status, endpoints and log topics to their ends,
+    /// Checks the topics, reads the endpoints and log topics (and with `--store-dir`
+    /// the status topic) to their ends,
     /// starts the HTTP listener and the consumer; runs until `shutdown` fires.
     pub async fn start(config: WebhookConfig, shutdown: CancellationToken) -> Result<Self, WebhookError> {
         config.validate()?;
@@ -85,7 +85,7 @@ impl Dispatcher {
             async {
                 match &config.store_dir {
                     Some(dir) => Ok::<_, WebhookError>(callbacks::Callbacks::follow_on_disk(kafka, dir, config.store_cache, followers.clone()).await?),
-                    None => Ok(callbacks::Callbacks::follow(kafka, config.callback_capacity, followers.clone()).await?),
+                    None => Ok(callbacks::Callbacks::point_lookups(kafka)),
                 }
             },
             async { Ok::<_, WebhookError>(endpoints::Endpoints::follow(kafka, followers.clone()).await?) },

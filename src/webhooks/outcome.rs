@@ -49,7 +49,7 @@ pub(super) async fn on_result(ctx: &DispatcherState, m: &OwnedMessage, stop: &Ca
             return Ok(());
         }
     };
-    let Some(url) = ctx.callbacks.lookup(event.command_id(), ctx.config.snapshot_wait).await else { return Ok(()) };
+    let Some(url) = ctx.callbacks.url_of(&event, ctx.config.snapshot_wait).await else { return Ok(()) };
     attempt(ctx, Delivery::new(event, url), Origin::of(m), stop).await
 }
 
