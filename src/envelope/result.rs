@@ -192,9 +192,11 @@ impl ResultEvent {
         ev.correlation_id = echo_header(command.correlation_id.clone());
         ev.traceparent = echo_header(command.traceparent.clone());
         ev.tenant = echo_header(command.tenant.clone());
-        // Whole, never cut: a URL cut short would be called. The record's size check
-        // covers it, as it covers the command that carried it.
-        ev.callback_url = if state.is_final() { command.callback_url.clone() } else { None };
+        // Whole, never cut (a URL cut short would be called), and only one the
+        // dispatcher could call: over `MAX_URL_BYTES` it is refused anyway, and left
+        // out here so it cannot make the final event too large to publish.
+        let callable = command.callback_url.clone().filter(|u| u.len() <= crate::urlpolicy::MAX_URL_BYTES);
+        ev.callback_url = if state.is_final() { callable } else { None };
         ev
     }
 
@@ -283,6 +285,9 @@ mod tests {
             let back = ResultEvent::decode(Some(&key), Some(&value), &headers).expect("decodes");
             assert_eq!((back.callback_url.as_deref(), back.callback_echoed), (url, true), "{state:?}");
         }
+        command.callback_url = Some(format!("https://h/{}", "a".repeat(crate::urlpolicy::MAX_URL_BYTES)));
+        let too_long = ResultEvent::about(&command, "//w", "w", State::Completed, None, None, Timing::default());
+        assert_eq!(too_long.callback_url, None, "a URL no dispatcher would call is not copied");
         command.callback_url = None;
         let (key, value, mut headers) = ResultEvent::about(&command, "//w", "w", State::Failed, None, None, Timing::default()).encode();
         let back = ResultEvent::decode(Some(&key), Some(&value), &headers).expect("decodes");
