@@ -135,19 +135,20 @@ impl Default for TopicSpec {
     }
 }
 
-/// The two topics' counts, and whether they differ. Blocking.
-pub(crate) fn co_partitioning(kafka: &KafkaArgs, topics: &Topics) -> Result<Result<usize, PartitionMismatch>, KafkaSetupError> {
+/// Whether the two topics have as many partitions (the mismatch, when not); an
+/// error when either cannot be described. Blocking.
+pub(crate) fn co_partitioning(kafka: &KafkaArgs, topics: &Topics) -> Result<Result<(), PartitionMismatch>, KafkaSetupError> {
     let commands_partitions = partition_count(kafka, &topics.commands)?;
     let results_partitions = partition_count(kafka, &topics.results)?;
     if commands_partitions == results_partitions {
-        return Ok(Ok(commands_partitions));
+        return Ok(Ok(()));
     }
     Ok(Err(PartitionMismatch { commands: topics.commands.clone(), commands_partitions, results: topics.results.clone(), results_partitions }))
 }
 
 /// Stops a start on topics that are not co-partitioned. Blocking.
 pub(crate) fn check_co_partitioned(kafka: &KafkaArgs, topics: &Topics) -> Result<(), KafkaSetupError> {
-    co_partitioning(kafka, topics)?.map(|_| ()).map_err(KafkaSetupError::from)
+    Ok(co_partitioning(kafka, topics)??)
 }
 
 /// Creates every Courier topic; topics that already exist are left as they are.
