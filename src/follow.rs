@@ -448,6 +448,19 @@ pub async fn spawn(
     Ok(Reader::open(kafka, topic, start).await?.spawn(stop, on_record))
 }
 
+/// Like [`spawn`], in `partitions` only, each resuming at its offset in `positions`
+/// and any other from its beginning: the status partitions a gateway of a group owns.
+pub(crate) async fn spawn_partitions(
+    kafka: &KafkaArgs,
+    topic: &str,
+    partitions: &[i32],
+    positions: HashMap<i32, i64>,
+    stop: CancellationToken,
+    on_record: impl FnMut(Seen<'_>) + Send + 'static,
+) -> Result<Following, FollowError> {
+    Ok(Reader::open_with(kafka, topic, StartAt::Beginning, Which::Partitions(partitions.to_vec()), positions).await?.spawn(stop, on_record))
+}
+
 /// Follows `topic` from `start` until `stop`, calling `on_record` for each record;
 /// returns once every partition has been read to its end.
 pub async fn follow(

@@ -31,6 +31,10 @@ pub(crate) struct GatewayState {
     pub(super) shutdown: CancellationToken,
     /// One permit per long poll held (`--max-long-polls`); none left: `429`.
     pub(super) long_polls: Arc<tokio::sync::Semaphore>,
+    /// This gateway's place in its group (`--group`); `None`: it holds every partition.
+    pub(super) cluster: Option<Arc<super::cluster::Cluster>>,
+    /// The HTTP client requests are forwarded to other gateways of the group with.
+    pub(super) peers: reqwest::Client,
 }
 
 impl FromRef<Arc<GatewayState>> for BodyLimits {

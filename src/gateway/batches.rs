@@ -20,6 +20,7 @@ use super::metrics::{counted, GatewayMetrics};
 use super::submit::Validated;
 use super::error::JsonBody;
 use super::app::GatewayState;
+use super::cluster::LocalOnly;
 use super::ApiError;
 use crate::auth::Caller;
 use crate::envelope::{OperationSnapshot, State as OpState};
@@ -61,17 +62,32 @@ pub struct BatchStatus {
 impl BatchStatus {
     pub fn of(id: &str, ops: &[OperationSnapshot]) -> Self {
         let count = |f: &dyn Fn(OpState) -> bool| ops.iter().filter(|s| f(s.state)).count();
-        let mut b = BatchStatus {
-            id: id.to_string(),
-            total: ops.len(),
-            completed: count(&|s| s == OpState::Completed),
-            failed: count(&|s| s == OpState::Failed),
-            cancelled: count(&|s| s == OpState::Cancelled),
-            timed_out: count(&|s| s == OpState::TimedOut),
-            in_queue: count(&|s| s == OpState::Queued),
-            in_progress: count(&|s| matches!(s, OpState::Started | OpState::Progress)),
-            state: "",
-        };
+        Self::from_counts(
+            id,
+            ops.len(),
+            count(&|s| s == OpState::Completed),
+            count(&|s| s == OpState::Failed),
+            count(&|s| s == OpState::Cancelled),
+            count(&|s| s == OpState::TimedOut),
+            count(&|s| s == OpState::Queued),
+            count(&|s| matches!(s, OpState::Started | OpState::Progress)),
+        )
+    }
+
+    /// From the counts alone: a batch whose members several gateways of a group hold
+    /// is the sum of their parts.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_counts(
+        id: &str,
+        total: usize,
+        completed: usize,
+        failed: usize,
+        cancelled: usize,
+        timed_out: usize,
+        in_queue: usize,
+        in_progress: usize,
+    ) -> Self {
+        let mut b = BatchStatus { id: id.to_string(), total, completed, failed, cancelled, timed_out, in_queue, in_progress, state: "" };
         b.state = match () {
             _ if b.in_queue == b.total => "IN_QUEUE",
             _ if b.in_queue + b.in_progress > 0 => "IN_PROGRESS",
@@ -128,8 +144,19 @@ fn validate_all(app: &GatewayState, commands: Vec<Value>, caller: &Caller) -> Re
     }
 }
 
-async fn get_batch(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path(id): Path<String>) -> Result<Json<BatchStatus>, ApiError> {
-    let ops: Vec<OperationSnapshot> = app.store.batch(&id).unwrap_or_default().into_iter().filter(|s| caller.0.owns(s.tenant.as_deref())).collect();
+async fn get_batch(
+    State(app): State<Arc<GatewayState>>,
+    Extension(caller): Extension<Caller>,
+    local: Option<Extension<LocalOnly>>,
+    Path(id): Path<String>,
+) -> Result<Json<BatchStatus>, ApiError> {
+    let ops: Vec<OperationSnapshot> = app
+        .store
+        .batch(&id)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|s| caller.0.owns(s.tenant.as_deref()) && local.as_ref().is_none_or(|l| l.holds(&s.command_id)))
+        .collect();
     if ops.is_empty() {
         return Err(ApiError::not_found(format!("batches/{id}")));
     }

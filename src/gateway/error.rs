@@ -34,6 +34,8 @@ pub enum GatewayError {
     Follow(#[from] crate::follow::FollowError),
     #[error(transparent)]
     View(#[from] crate::view::ViewError),
+    #[error(transparent)]
+    Cluster(#[from] super::cluster::ClusterError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
 }

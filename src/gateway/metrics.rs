@@ -35,6 +35,12 @@ pub struct GatewayMetrics {
     pub callbacks: Family<Labels, Counter>,
     /// Callbacks refused for their token, by why (`forged`, `expired`).
     pub callbacks_refused: Family<Labels, Counter>,
+    /// Requests forwarded to the gateway of the group that owns their partition.
+    pub forwarded: Counter,
+    /// Listings, batches and purges gathered from every owner of the group.
+    pub gathered: Counter,
+    /// Operations read from the status topic because no gateway owned their partition.
+    pub answered_from_topic: Counter,
 }
 
 impl GatewayMetrics {
@@ -57,7 +63,23 @@ impl GatewayMetrics {
         registry.register("callbacks", "Callbacks of handed-off commands accepted, by method", callbacks.clone());
         registry.register("callbacks_refused", "Callbacks refused for their token, by why", callbacks_refused.clone());
         registry.register("auth_refused", "Requests refused by authentication, scope or rate limit, by why", access.refused.clone());
-        Arc::new(GatewayMetrics { registry, requests, submitted, replays, operations, idempotency_keys, callbacks, callbacks_refused })
+        let (forwarded, gathered, answered_from_topic) = (Counter::default(), Counter::default(), Counter::default());
+        registry.register("forwarded", "Requests forwarded to the gateway of the group that owns their partition", forwarded.clone());
+        registry.register("gathered", "Listings, batches and purges gathered from every gateway of the group", gathered.clone());
+        registry.register("answered_from_topic", "Operations read from the status topic while no gateway owned their partition", answered_from_topic.clone());
+        Arc::new(GatewayMetrics {
+            registry,
+            requests,
+            submitted,
+            replays,
+            operations,
+            idempotency_keys,
+            callbacks,
+            callbacks_refused,
+            forwarded,
+            gathered,
+            answered_from_topic,
+        })
     }
 
     /// The registry in OpenMetrics text format, as a response.

@@ -9,7 +9,10 @@
 //! (`view`: in memory, read from the topic's beginning, or on disk with
 //! `--store-dir`, read from where it left off). So several gateways can serve the
 //! same operations, and a restarted one (or one started later) knows everything,
-//! including which idempotency keys it has already answered.
+//! including which idempotency keys it has already answered. With `--group`, the
+//! gateways of a group share the topic's partitions instead of each reading all of
+//! them (`cluster`), and any of them answers any request by forwarding it to the
+//! owner of the partition it concerns (`forward`) or asking every owner (`gather`).
 //!
 //! A request goes top to bottom through: `admission` (parse, type, schema,
 //! deadline, callback URL: anything wrong is a `400` and nothing is published) ->
@@ -20,11 +23,16 @@ mod admission;
 mod app;
 mod batches;
 mod callbacks;
+mod cluster;
 mod error;
+mod forward;
 #[cfg(test)]
 mod fuzz;
+mod gather;
+mod members;
 mod metrics;
 mod operation;
+mod peer;
 mod routes;
 mod runpod;
 mod submit;
@@ -36,6 +44,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use admission::CommandRequest;
+pub use cluster::ClusterError;
 pub use error::{ApiError, GatewayError};
 use app::GatewayState;
 use error::BodyLimits;
@@ -106,6 +115,16 @@ pub struct GatewayConfig {
     /// open unless told `--insecure-no-auth`.
     #[arg(skip = Access::open())]
     pub access: Access,
+    /// Share the operations with the other gateways started with this name (and the
+    /// same --prefix): each owns some partitions of the status topic and holds only
+    /// those; any of them answers any request, forwarding it to the owner. Without
+    /// it, every gateway holds every operation.
+    #[arg(long, env = "COURIER_GATEWAY_GROUP")]
+    pub group: Option<String>,
+    /// The URL the other gateways of the group reach this one at (default:
+    /// `http://` and --listen, which must then not be a wildcard address).
+    #[arg(long, env = "COURIER_GATEWAY_ADVERTISE")]
+    pub advertise: Option<String>,
 }
 
 impl GatewayConfig {
@@ -127,6 +146,23 @@ impl GatewayConfig {
             store_dir: None,
             store_cache: 64_000_000,
             access: Access::open(),
+            group: None,
+            advertise: None,
+        }
+    }
+
+    /// The URL this gateway advertises to its group, checked.
+    fn advertised(&self) -> Result<String, GatewayError> {
+        let url = match &self.advertise {
+            Some(url) => url.trim_end_matches('/').to_string(),
+            None if self.listen.ip().is_unspecified() => {
+                return Err(GatewayError::Config(format!("--listen {} is every address: say with --advertise which URL the other gateways of the group reach this one at", self.listen)))
+            }
+            None => format!("{}://{}", if self.connections.tls.tls_cert.is_some() { "https" } else { "http" }, self.listen),
+        };
+        match reqwest::Url::parse(&url) {
+            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() && u.path() == "/" && u.query().is_none() => Ok(url),
+            _ => Err(GatewayError::Config(format!("--advertise {url:?} is not an http(s) URL of a host and port, with no path"))),
         }
     }
 
@@ -150,15 +186,28 @@ impl GatewayConfig {
         if self.store_cache < 1 << 20 {
             return bad("--store-cache must be at least 1MB");
         }
+        if let Some(group) = &self.group {
+            if group.is_empty() || !group.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+                return bad("--group must be letters, digits, '.', '_' or '-'");
+            }
+            if self.connections.tls.tls_client_ca.is_some() {
+                return bad("--group with --tls-client-ca: gateways cannot forward to each other over mutual TLS (they hold no client certificate); run the group without it or behind a TLS-terminating proxy");
+            }
+            self.advertised()?;
+        }
         self.connections.validate().map_err(|e| GatewayError::Config(e.to_string()))
     }
 }
 
 /// What a gateway does to which topics (README, "Secured Kafka", lists the ACLs
-/// that allow it): it joins no group.
-fn needs(topics: &crate::topics::Topics) -> crate::kafka::Needs {
+/// that allow it): it joins a group only with `--group` (`group`, the Kafka group id).
+fn needs(topics: &crate::topics::Topics, group: Option<String>) -> crate::kafka::Needs {
     use crate::kafka::Operation::{Read, Write};
-    crate::kafka::Needs::new()
+    let needs = match group {
+        Some(id) => crate::kafka::Needs::new().group(id),
+        None => crate::kafka::Needs::new(),
+    };
+    needs
         .topic(&topics.commands, &[Write])
         .topic(&topics.control, &[Write])
         // Read into the operations view; deferred jobs' callbacks write their outcome.
@@ -191,14 +240,28 @@ impl Gateway {
         });
         let source = format!("//courier/gateway/{}", std::process::id());
         let client = Client::new(config.kafka.clone())?.with_source(source.clone());
-        crate::kafka::check(&config.kafka, needs(client.topics()).followers(&config.kafka.prefix)).await?;
-        let (followed, deliveries) = tokio::join!(
-            crate::view::follow_status(&config.kafka, &status, store.clone(), shutdown.clone()),
-            DeliveryLog::follow(&config.kafka, config.delivery_log_capacity, 50, shutdown.clone()),
-        );
+        crate::kafka::check(&config.kafka, needs(client.topics(), config.group.as_deref().map(|g| cluster::group_id(&config.kafka.prefix, g))).followers(&config.kafka.prefix)).await?;
+        let cluster = match &config.group {
+            None => None,
+            Some(name) => Some(cluster::Cluster::join(&config.kafka, &status, name, &config.advertised()?, store.clone(), shutdown.clone()).await?),
+        };
+        let view = async {
+            match &cluster {
+                // A group member reads the partitions it is given, as it is given them.
+                Some(_) => Ok(()),
+                None => crate::view::follow_status(&config.kafka, &status, store.clone(), shutdown.clone()).await,
+            }
+        };
+        let (followed, deliveries) = tokio::join!(view, DeliveryLog::follow(&config.kafka, config.delivery_log_capacity, 50, shutdown.clone()));
         followed?;
         let deliveries = deliveries?;
-        let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source);
+        let submitter = submit::Submitter::new(client, Publisher::new(&config.kafka)?, store.clone(), source, cluster.clone());
+        let peers = reqwest::Client::builder()
+            .no_proxy()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(1))
+            .build()
+            .map_err(|e| GatewayError::Config(format!("the HTTP client for the group's peers: {e}")))?;
         crate::view::maintain(&store, config.retention.min(config.idempotency_ttl), &shutdown);
         let app = GatewayState {
             store,
@@ -210,6 +273,8 @@ impl Gateway {
             body: BodyLimits { max_bytes: config.max_body_bytes, read_timeout: config.body_read_timeout },
             shutdown,
             long_polls: Arc::new(tokio::sync::Semaphore::new(config.max_long_polls)),
+            cluster,
+            peers,
         };
         Ok(Gateway { app: Arc::new(app), access: config.access.clone(), deliveries, connections: config.connections.clone(), tls })
     }
@@ -225,6 +290,7 @@ impl Gateway {
             .merge(batches::routes(m))
             .merge(runpod::routes(m))
             .fallback(|| async { ApiError::not_found("route") })
+            .layer(axum::middleware::from_fn_with_state(self.app.clone(), forward::route))
             .layer(axum::extract::DefaultBodyLimit::max(self.app.body.max_bytes))
             .with_state(self.app.clone())
             .merge(deliveries_router(self.deliveries.clone()))

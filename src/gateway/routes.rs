@@ -22,6 +22,7 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::admission::CommandRequest;
@@ -88,8 +89,20 @@ pub(super) fn audit(action: &str, caller: &Caller, s: &crate::envelope::Operatio
 }
 
 /// The operation, if it is `caller`'s tenant's: another tenant's is as unknown (`404`).
-pub(super) fn owned(app: &GatewayState, caller: &Caller, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
-    app.store.get(&id).filter(|s| caller.0.owns(s.tenant.as_deref())).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))
+pub(super) async fn owned(app: &GatewayState, caller: &Caller, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
+    found(app, &id).await.filter(|s| caller.0.owns(s.tenant.as_deref())).ok_or_else(|| ApiError::not_found(format!("operations/{id}")))
+}
+
+/// The operation in the view. In a group, an id this gateway does not know yet may
+/// have been created a moment ago through another gateway: it reads the id's
+/// partition up to its present end (briefly) before saying it is unknown.
+pub(super) async fn found(app: &GatewayState, id: &Uuid) -> Option<crate::envelope::OperationSnapshot> {
+    if let Some(s) = app.store.get(id) {
+        return Some(s);
+    }
+    let cluster = app.cluster.as_ref()?;
+    cluster.catch_up(cluster.partition_of_id(id), &app.submitter.topics().status, std::time::Duration::from_secs(2)).await;
+    app.store.get(id)
 }
 
 async fn create_command(
@@ -126,17 +139,48 @@ async fn get_operation(
         None => None,
         Some(w) => Some(crate::duration::parse_duration(&w).map_err(|e| ApiError::bad_request("invalid_wait", e))?),
     };
-    let now = owned(&app, &caller, id)?;
+    let now = owned(&app, &caller, id).await?;
     let snapshot = match wait {
         Some(w) if !now.state.is_final() => {
             let _slot = app.long_polls.clone().try_acquire_owned().map_err(|_| {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_long_polls", "the gateway is holding as many long polls as it may; retry shortly")
             })?;
-            app.store.wait_done(&id, w.min(app.max_wait), &app.shutdown).await.unwrap_or(now)
+            // In a group, the wait ends when the partition moves to another gateway,
+            // and the request follows it there (`forward.rs`).
+            let moved = app.cluster.as_ref().map(|c| c.revoked(c.partition_of_id(&id)).unwrap_or_else(cancelled));
+            let ended = wait_done(&app, &id, w.min(app.max_wait), moved.as_ref()).await.unwrap_or(now);
+            if !ended.state.is_final() && moved.is_some_and(|m| m.is_cancelled()) {
+                return Err(ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_owner", "the operation's partition moved to another gateway during the wait"));
+            }
+            ended
         }
         _ => now,
     };
     Ok(Json(Operation::from_snapshot(&snapshot)))
+}
+
+/// The operation once done, or as it is after `timeout`, at shutdown, or when
+/// `moved` fires.
+async fn wait_done(app: &GatewayState, id: &Uuid, timeout: std::time::Duration, moved: Option<&CancellationToken>) -> Option<crate::envelope::OperationSnapshot> {
+    let Some(moved) = moved else { return app.store.wait_done(id, timeout, &app.shutdown).await };
+    let stop = app.shutdown.child_token();
+    let (m, s) = (moved.clone(), stop.clone());
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = m.cancelled() => s.cancel(),
+            _ = s.cancelled() => {}
+        }
+    });
+    let found = app.store.wait_done(id, timeout, &stop).await;
+    stop.cancel();
+    found
+}
+
+/// A token that has fired: a partition that is not this gateway's now has moved.
+fn cancelled() -> CancellationToken {
+    let t = CancellationToken::new();
+    t.cancel();
+    t
 }
 
 /// `POST /v1/operations/{id}:<method>`: `cancel`, or a handed-off command's
@@ -169,7 +213,7 @@ async fn post_operation(
 /// decodes the segment to `{id}:cancel`.
 pub(super) async fn cancel(app: &GatewayState, caller: &Caller, id: Uuid) -> Result<crate::envelope::OperationSnapshot, ApiError> {
     caller.require(Need::Cancel)?;
-    let snapshot = owned(app, caller, id)?;
+    let snapshot = owned(app, caller, id).await?;
     if !snapshot.state.is_final() {
         app.submitter.cancel(id).await?;
         audit("cancel", caller, &snapshot, false);
@@ -189,6 +233,7 @@ struct ListQuery {
 async fn list_operations(
     State(app): State<Arc<GatewayState>>,
     Extension(caller): Extension<Caller>,
+    local: Option<Extension<super::cluster::LocalOnly>>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<OperationList>, ApiError> {
     let q = query?.0;
@@ -198,16 +243,22 @@ async fn list_operations(
             return Err(ApiError::bad_request("invalid_state", format!("unknown state {s:?}")));
         }
     }
-    let filter = Filter { state, command_type: q.command_type.filter(|t| !t.is_empty()), tenant: caller.tenant().map(str::to_string) };
+    let partition = local.map(|Extension(l)| Arc::new(move |id: &Uuid| l.holds(id)) as crate::view::PartitionTest);
+    let filter = Filter { state, command_type: q.command_type.filter(|t| !t.is_empty()), tenant: caller.tenant().map(str::to_string), partition };
     let after = q.page_token.filter(|t| !t.is_empty()).map(|t| decode_page_token(&t)).transpose()?;
-    let size = match q.page_size {
-        None | Some(0) => DEFAULT_PAGE_SIZE,
-        Some(n) => n.min(MAX_PAGE_SIZE),
-    };
+    let size = page_size(q.page_size);
     let (page, next) = app.store.list(&filter, after, size);
     let operations = page.iter().map(Operation::from_snapshot).collect();
     let next_page_token = next.map(encode_page_token).unwrap_or_default();
     Ok(Json(OperationList { operations, next_page_token }))
+}
+
+/// The page size asked for, within bounds (none or 0: the default).
+pub(super) fn page_size(asked: Option<usize>) -> usize {
+    match asked {
+        None | Some(0) => DEFAULT_PAGE_SIZE,
+        Some(n) => n.min(MAX_PAGE_SIZE),
+    }
 }
 
 /// A page of operations (AIP-158: an empty `next_page_token` means the last page).
@@ -241,7 +292,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// Page tokens are opaque to clients; inside, the id the next page starts after.
-fn encode_page_token(after: Uuid) -> String {
+pub(super) fn encode_page_token(after: Uuid) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(after.as_bytes())
 }
 

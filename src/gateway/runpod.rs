@@ -108,10 +108,10 @@ fn known_endpoint(app: &GatewayState, endpoint: &str) -> Result<(), ApiError> {
 
 /// The job `id` of `endpoint`; a job of another endpoint, or of another tenant, is
 /// not found here.
-fn job(app: &GatewayState, caller: &Caller, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiError> {
+async fn job(app: &GatewayState, caller: &Caller, endpoint: &str, id: &str) -> Result<OperationSnapshot, ApiError> {
     let id = operation_id(id)?;
-    app.store
-        .get(&id)
+    super::routes::found(app, &id)
+        .await
         .filter(|s| s.command_type == endpoint && caller.0.owns(s.tenant.as_deref()))
         .ok_or_else(|| ApiError::not_found(format!("job {id} of endpoint {endpoint:?}")))
 }
@@ -139,20 +139,30 @@ async fn run(
 }
 
 async fn status(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Job>, ApiError> {
-    Ok(Json(Job::from_snapshot(&job(&app, &caller, &endpoint, &id)?)))
+    Ok(Json(Job::from_snapshot(&job(&app, &caller, &endpoint, &id).await?)))
 }
 
 async fn cancel_job(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path((endpoint, id)): Path<(String, String)>) -> Result<Json<Value>, ApiError> {
-    let s = job(&app, &caller, &endpoint, &id)?;
+    let s = job(&app, &caller, &endpoint, &id).await?;
     let s = cancel(&app, &caller, s.command_id).await?;
     Ok(Json(serde_json::json!({ "id": s.command_id.to_string(), "status": status_name(s.state) })))
 }
 
 /// Cancels every job of the endpoint still waiting for a worker; running ones go on.
 /// Needs `admin`; even so only the caller's tenant's jobs are cancelled.
-async fn purge_queue(State(app): State<Arc<GatewayState>>, Extension(caller): Extension<Caller>, Path(endpoint): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn purge_queue(
+    State(app): State<Arc<GatewayState>>,
+    Extension(caller): Extension<Caller>,
+    local: Option<Extension<super::cluster::LocalOnly>>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     known_endpoint(&app, &endpoint)?;
-    let queued: Vec<_> = app.store.queued_of_type(&endpoint).into_iter().filter(|id| app.store.get(id).is_some_and(|s| caller.0.owns(s.tenant.as_deref()))).collect();
+    let queued: Vec<_> = app
+        .store
+        .queued_of_type(&endpoint)
+        .into_iter()
+        .filter(|id| local.as_ref().is_none_or(|l| l.holds(id)) && app.store.get(id).is_some_and(|s| caller.0.owns(s.tenant.as_deref())))
+        .collect();
     tracing::info!(target: "courier::audit", action = "purge_queue", principal = %caller.0.name, tenant = caller.tenant().unwrap_or(""), endpoint = %endpoint, jobs = queued.len(), "audit");
     let sent = futures::future::join_all(queued.iter().map(|id| app.submitter.cancel(*id))).await;
     let removed = sent.iter().filter(|r| r.is_ok()).count();

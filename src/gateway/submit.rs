@@ -42,12 +42,20 @@ pub struct Submitter {
     store: Arc<Store>,
     status_topic: String,
     source: String,
+    /// In a group: where an idempotency key's operation lives, and which operations
+    /// this gateway's view holds.
+    cluster: Option<Arc<super::cluster::Cluster>>,
 }
 
 impl Submitter {
-    pub fn new(client: Client, publisher: Publisher, store: Arc<Store>, source: String) -> Self {
+    pub fn new(client: Client, publisher: Publisher, store: Arc<Store>, source: String, cluster: Option<Arc<super::cluster::Cluster>>) -> Self {
         let status_topic = client.topics().status.clone();
-        Submitter { client, publisher, store, status_topic, source }
+        Submitter { client, publisher, store, status_topic, source, cluster }
+    }
+
+    /// The client commands and cancels are sent with (and point lookups made).
+    pub fn client(&self) -> &Client {
+        &self.client
     }
 
     /// Accepts one command, honouring an `Idempotency-Key` if the caller sent one.
@@ -71,7 +79,10 @@ impl Submitter {
             Claim::Fresh => {
                 let _release = ReleaseOnDrop { store: &self.store, key: &slot };
                 one.command.idempotency_key = Some(key.clone());
-                Ok(Accepted { snapshot: self.submit(vec![one], None).await?.remove(0), replayed: false })
+                // In a group the key's owner answers for it (`forward.rs`): the
+                // operation goes in the key's partition, which that owner reads.
+                let id = self.cluster.as_ref().map(|c| c.id_in(c.partition_of(slot.as_bytes())));
+                Ok(Accepted { snapshot: self.record(vec![one], None, id).await?.remove(0), replayed: false })
             }
         }
     }
@@ -79,11 +90,19 @@ impl Submitter {
     /// Records and sends commands (all in `batch_id`, if given); returns their `queued`
     /// snapshots in input order.
     pub async fn submit(&self, items: Vec<Validated>, batch_id: Option<String>) -> Result<Vec<OperationSnapshot>, ApiError> {
+        self.record(items, batch_id, None).await
+    }
+
+    /// [`Submitter::submit`], the one command getting the id `id` if given.
+    async fn record(&self, items: Vec<Validated>, batch_id: Option<String>, id: Option<Uuid>) -> Result<Vec<OperationSnapshot>, ApiError> {
         let (commands, snapshots): (Vec<Command>, Vec<OperationSnapshot>) = items
             .into_iter()
             .map(|mut v| {
                 v.command.batch_id = batch_id.clone();
                 let mut command = v.command.into_command(&self.source);
+                if let Some(id) = id {
+                    command.id = id;
+                }
                 // ce_time travels with millisecond precision: stamp it that way, so the
                 // gateway's snapshot and the worker's agree on `created` exactly.
                 command.time = command.time.map(|t| t.trunc_subsecs(3));
@@ -99,7 +118,7 @@ impl Submitter {
             return Err(ApiError::unavailable(format!("could not record the operation: {e}")));
         }
         for s in &snapshots {
-            self.store.apply(s.clone());
+            self.keep(s.clone());
         }
         let sent = futures::future::join_all(commands.into_iter().map(|c| self.client.submit_command(c))).await;
         let unsent: Vec<OperationSnapshot> =
@@ -161,6 +180,17 @@ impl Submitter {
             .collect();
         let _ = futures::future::join_all(failed.iter().map(|s| self.publish_snapshot(s))).await;
         for s in failed {
+            self.keep(s);
+        }
+    }
+}
+
+impl Submitter {
+    /// Takes a snapshot this gateway wrote into its view, unless another gateway of
+    /// its group holds the operation's partition (that one reads it from the topic).
+    fn keep(&self, s: OperationSnapshot) {
+        let elsewhere = self.cluster.as_ref().is_some_and(|c| c.owner(c.partition_of_id(&s.command_id)) != super::cluster::Owner::Me);
+        if !elsewhere {
             self.store.apply(s);
         }
     }

@@ -41,7 +41,9 @@ pub async fn follow_status(
     Ok(())
 }
 
-fn apply(store: &Store, seen: &Seen<'_>) {
+/// Takes one record of the status topic into `store`: a snapshot, a tombstone, or a
+/// record that changes nothing but is read past.
+pub(crate) fn apply(store: &Store, seen: &Seen<'_>) {
     let at = (seen.partition(), seen.offset());
     let Some(id) = seen.key().and_then(|k| std::str::from_utf8(k).ok()).and_then(|k| Uuid::parse_str(k).ok()) else {
         tracing::debug!(offset = seen.offset(), "status record without a command id key; skipped");

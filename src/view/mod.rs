@@ -37,7 +37,7 @@ use idempotency::Claim;
 pub use disk::StoreError;
 pub use merge::Positions;
 
-pub(crate) use follow::follow_status;
+pub(crate) use follow::{apply as apply_record, follow_status};
 
 /// Why a view could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +48,11 @@ pub enum ViewError {
     Store(#[from] StoreError),
 }
 
+/// Whether an operation is in a partition a listing covers.
+pub type PartitionTest = std::sync::Arc<dyn Fn(&uuid::Uuid) -> bool + Send + Sync>;
+
 /// Which operations a listing wants.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct Filter {
     /// A state name (`queued`, `completed`, ...), or `running` (started or progress),
     /// or `done` (any final state).
@@ -58,6 +61,20 @@ pub struct Filter {
     /// Only this tenant's operations (None: the unnamed tenant's). Always applied:
     /// a listing never crosses tenants.
     pub tenant: Option<String>,
+    /// Only operations whose status partition (computed from the id) passes this: a
+    /// gateway of a group answers a listing for the partitions it owns.
+    pub partition: Option<PartitionTest>,
+}
+
+impl std::fmt::Debug for Filter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Filter")
+            .field("state", &self.state)
+            .field("command_type", &self.command_type)
+            .field("tenant", &self.tenant)
+            .field("partition", &self.partition.as_ref().map(|_| "some"))
+            .finish()
+    }
 }
 
 impl Filter {
@@ -73,7 +90,10 @@ impl Filter {
             Some("done") => s.state.is_final(),
             Some(name) => parse_state(name) == Some(s.state),
         };
-        state_ok && self.command_type.as_deref().is_none_or(|t| t == s.command_type) && self.tenant == s.tenant
+        state_ok
+            && self.command_type.as_deref().is_none_or(|t| t == s.command_type)
+            && self.tenant == s.tenant
+            && self.partition.as_ref().is_none_or(|owns| owns(&s.command_id))
     }
 }
 

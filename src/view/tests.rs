@@ -66,7 +66,7 @@ fn lists_newest_first_in_pages_with_filters() {
         assert_eq!(page[0].command_id, ids[2]);
         let (page, next) = store.list(&all, next, 2);
         assert_eq!((page.len(), next), (1, None));
-        let done = Filter { state: Some("completed".into()), command_type: Some("echo".into()), tenant: None };
+        let done = Filter { state: Some("completed".into()), command_type: Some("echo".into()), tenant: None, partition: None };
         assert_eq!(store.list(&done, None, 10).0.len(), 3);
         let other = Filter { tenant: Some("red".into()), ..Filter::default() };
         assert!(store.list(&other, None, 10).0.is_empty(), "never another tenant's");
