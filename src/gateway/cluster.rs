@@ -305,6 +305,15 @@ impl Cluster {
         }
     }
 
+    /// Drops what the view holds of partitions no longer owned, if it is in memory
+    /// (they would be read again from their start should they return).
+    fn forget(&self, store: &Store, gone: &BTreeSet<i32>) {
+        if store.forget(|id| gone.contains(&self.partition_of_id(id))) {
+            self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner).retain(|p, _| !gone.contains(p));
+            tracing::info!(partitions = ?gone, "operations of partitions no longer owned dropped from memory");
+        }
+    }
+
     fn note_read(&self, partition: i32, offset: i64) {
         self.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(partition, offset + 1);
     }
@@ -361,8 +370,12 @@ async fn follow_owned(cluster: Arc<Cluster>, kafka: KafkaArgs, topic: String, st
     loop {
         let wanted = cluster.shared.lock().assigned.clone();
         if current.as_ref().map(|(set, _)| set) != Some(&wanted) {
-            if let Some((_, old)) = current.take() {
+            if let Some((held, old)) = current.take() {
                 old.cancel();
+                let gone: BTreeSet<i32> = held.difference(&wanted).copied().collect();
+                if !gone.is_empty() {
+                    cluster.forget(&store, &gone);
+                }
             }
             if !wanted.is_empty() {
                 let reader_stop = stop.child_token();

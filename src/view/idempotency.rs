@@ -152,6 +152,15 @@ impl IdempotencyIndex {
     }
 
     /// Forgets keys whose request is older than the ttl.
+    /// Forgets the keys whose operation `gone` picks (a view dropping partitions it
+    /// no longer holds); keys being claimed stay.
+    pub fn forget(&mut self, gone: impl Fn(&Uuid) -> bool) {
+        self.slots.retain(|_, slot| match slot {
+            Slot::Pending => true,
+            Slot::Known(known) => !gone(&known.first.command_id),
+        });
+    }
+
     pub fn evict(&mut self, now: DateTime<Utc>) {
         let oldest = crate::duration::before(now, self.ttl);
         self.slots.retain(|_, slot| match slot {

@@ -127,6 +127,15 @@ impl Memory {
         }
     }
 
+    /// Drops the operations `gone` picks, and their idempotency keys.
+    pub fn forget(&self, gone: impl Fn(&Uuid) -> bool) {
+        self.lock_index().forget(&gone);
+        let ids: Vec<Uuid> = self.lock().ops.keys().filter(|id| gone(id)).copied().collect();
+        for id in ids {
+            self.remove(id);
+        }
+    }
+
     pub fn sizes(&self) -> (usize, usize) {
         (self.lock().ops.len(), self.lock_index().len())
     }

@@ -255,6 +255,19 @@ impl Store {
         }
     }
 
+    /// Drops the operations `gone` picks (those of partitions a gateway of a group no
+    /// longer owns), if the view is in memory, and says whether it did: a view on disk
+    /// keeps them, with its positions, to resume from should the partitions return.
+    pub fn forget(&self, gone: impl Fn(&Uuid) -> bool) -> bool {
+        match &self.backend {
+            Backend::Memory(m) => {
+                m.forget(gone);
+                true
+            }
+            Backend::Disk(_) => false,
+        }
+    }
+
     /// Forgets done operations past the retention and keys past their ttl.
     pub fn evict(&self, now: DateTime<Utc>) {
         let oldest = crate::duration::before(now, self.retention);

@@ -183,3 +183,21 @@ fn sizes_parse_with_their_units() {
     assert_eq!(parse_bytes("4096"), Ok(4096));
     assert!(parse_bytes("64 parsecs").is_err() && parse_bytes("MB").is_err());
 }
+
+#[test]
+fn a_memory_view_forgets_what_it_no_longer_holds_and_a_disk_view_keeps_it() {
+    let (kept, gone) = (new_id(), new_id());
+    let keyed = |id: Uuid, key: &str| OperationSnapshot { idempotency_key: Some(key.into()), request_hash: Some("h".into()), ..snap(id, State::Queued, "echo") };
+    let memory = Store::new(MINUTE, MINUTE);
+    memory.apply(keyed(kept, "k1"));
+    memory.apply(keyed(gone, "k2"));
+    assert!(memory.forget(|id| *id == gone));
+    assert!(memory.get(&gone).is_none() && memory.get(&kept).is_some());
+    assert_eq!(memory.claim_key("k2", "h"), Claim::Fresh, "a dropped operation's key is no longer known here");
+    assert!(matches!(memory.claim_key("k1", "h"), Claim::Replay(_)));
+    let dir = Dir::new();
+    let disk = Store::open(&dir.0, 1 << 20, "p.status", MINUTE, MINUTE).expect("open disk store");
+    disk.apply(keyed(gone, "k2"));
+    assert!(!disk.forget(|_| true));
+    assert!(disk.get(&gone).is_some());
+}
