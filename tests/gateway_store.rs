@@ -10,6 +10,10 @@
 //!    written meanwhile makes its operation `404`.
 //! 3. An `Idempotency-Key` accepted before a restart still replays after it, and a
 //!    different body with it is still `422`: the keys are in the store too.
+//! 4. Three gateways of a group (`--group`) over the same topic, views in memory:
+//!    each holds only its share (the shares add up to the whole), every operation
+//!    answers through any of them, and each starts faster and smaller than one
+//!    gateway holding everything.
 
 mod common;
 
@@ -37,6 +41,10 @@ impl StoreGateway {
 
     /// `dir: None`: the view in memory, for comparison.
     fn start_with(t: &common::TestTopics, dir: Option<&Path>, name: &str) -> StoreGateway {
+        Self::spawn(t, dir, name, &[])
+    }
+
+    fn spawn(t: &common::TestTopics, dir: Option<&Path>, name: &str, extra: &[&str]) -> StoreGateway {
         let log = std::env::temp_dir().join("courier-test-logs").join(format!("{}-{name}.log", t.kafka.prefix));
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("log dir");
         let port = common::free_port();
@@ -45,6 +53,7 @@ impl StoreGateway {
             .args(["gateway", "--bootstrap", &t.kafka.bootstrap, "--prefix", &t.kafka.prefix])
             .args(["--listen", &format!("127.0.0.1:{port}"), "--store-cache", "16MB"])
             .args(dir.map(|d| vec![std::ffi::OsStr::new("--store-dir"), d.as_os_str()]).unwrap_or_default())
+            .args(extra)
             .env("RUST_LOG", "info,rdkafka=warn")
             .env("NO_COLOR", "1")
             .stdout(Stdio::null())
@@ -242,4 +251,49 @@ async fn a_gateway_with_its_store_restarts_reading_only_the_tail() {
     all_answer(&http, &gw.base, &last).await;
     all_answer(&http, &gw.base, &more).await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `courier_gateway_operations_tracked` of the gateway at `base`.
+async fn tracked(http: &reqwest::Client, base: &str) -> u64 {
+    let text = http.get(format!("{base}/metrics")).send().await.expect("metrics").text().await.expect("metrics text");
+    text.lines().find_map(|l| l.strip_prefix("courier_gateway_operations_tracked ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gateways_of_a_group_each_hold_a_share() {
+    let n: usize = std::env::var("COURIER_STORE_TEST_OPS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000);
+    let t = common::fresh_topics("store-group", 6).await;
+    let http = reqwest::Client::new();
+    let ids = load(&t, n);
+    let group = format!("{}-share", t.kafka.prefix);
+    let started = Instant::now();
+    let mut members: Vec<StoreGateway> = (1..=3).map(|i| StoreGateway::spawn(&t, None, &format!("share-{i}"), &["--group", &group])).collect();
+    // Settled: every operation held by exactly one member, for a second.
+    let until = started + Duration::from_secs(300);
+    let mut shares;
+    loop {
+        shares = Vec::new();
+        for m in &members {
+            shares.push(if http.get(format!("{}/healthz", m.base)).send().await.is_ok() { tracked(&http, &m.base).await } else { 0 });
+        }
+        if shares.iter().sum::<u64>() == n as u64 && shares.iter().all(|s| *s > 0) {
+            break;
+        }
+        for m in &mut members {
+            assert!(m.child.try_wait().expect("gateway").is_none(), "gateway exited: {}", m.log_text());
+        }
+        assert!(Instant::now() < until, "the shares never added up to {n}: {shares:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed();
+    assert!(shares.iter().all(|s| (*s as usize) < n), "one member holds everything: {shares:?}");
+    let rss: Vec<u64> = members.iter().map(|m| m.peak_rss_kb() / 1024).collect();
+    eprintln!("group of 3 over {n} operations: shares {shares:?} settled in {took:?}; peak RSS {rss:?} MB");
+    for (i, m) in members.iter().enumerate() {
+        let latencies = all_answer(&http, &m.base, &ids[i * ids.len() / 3..(i + 1) * ids.len() / 3]).await;
+        eprintln!("through member {i}: GET p99 {:?}", p99(&latencies));
+    }
+    for m in members {
+        m.stop("-TERM");
+    }
 }
