@@ -428,6 +428,20 @@ impl Following {
         }
     }
 
+    /// [`Following::caught_up`] beside the follower's task: for an owner that waits
+    /// for the one and, having stopped the follower, must know that no record is
+    /// being taken in any more before it goes on (it awaits the other).
+    pub(crate) fn split(self) -> (impl std::future::Future<Output = Result<(), FollowError>> + Send, tokio::task::JoinHandle<()>) {
+        let Following { topic, ready, stop, task } = self;
+        let caught_up = async move {
+            tokio::select! {
+                ready = ready => ready.map_err(|_| FollowError::Stopped(topic)),
+                _ = stop.cancelled() => Err(FollowError::Stopped(topic)),
+            }
+        };
+        (caught_up, task)
+    }
+
     /// The follower's task, which ends (its consumer closed) once the stop fires: for
     /// an owner that must know the broker connection is gone before it goes on.
     pub fn into_task(self) -> tokio::task::JoinHandle<()> {

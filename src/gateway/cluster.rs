@@ -365,13 +365,15 @@ fn keep_membership(consumer: &BaseConsumer<GroupContext>, stop: &CancellationTok
 /// checkpoint on disk); a partition becomes ready when the follower has caught up.
 async fn follow_owned(cluster: Arc<Cluster>, kafka: KafkaArgs, topic: String, store: Arc<Store>, stop: CancellationToken) {
     let mut changes = cluster.shared.changed.subscribe();
-    let mut current: Option<(BTreeSet<i32>, CancellationToken)> = None;
+    let mut current: Option<(BTreeSet<i32>, CancellationToken, tokio::task::JoinHandle<()>)> = None;
     let mut refresh = tokio::time::interval(REFRESH_EVERY);
     loop {
         let wanted = cluster.shared.lock().assigned.clone();
-        if current.as_ref().map(|(set, _)| set) != Some(&wanted) {
-            if let Some((held, old)) = current.take() {
+        if current.as_ref().map(|(set, _, _)| set) != Some(&wanted) {
+            if let Some((held, old, task)) = current.take() {
                 old.cancel();
+                // Nothing of a partition no longer owned may arrive after it is dropped.
+                let _ = task.await;
                 let gone: BTreeSet<i32> = held.difference(&wanted).copied().collect();
                 if !gone.is_empty() {
                     cluster.forget(&store, &gone);
@@ -379,8 +381,9 @@ async fn follow_owned(cluster: Arc<Cluster>, kafka: KafkaArgs, topic: String, st
             }
             if !wanted.is_empty() {
                 let reader_stop = stop.child_token();
-                start_reader(&cluster, &kafka, &topic, &store, &wanted, reader_stop.clone()).await;
-                current = Some((wanted, reader_stop));
+                if let Some(task) = start_reader(&cluster, &kafka, &topic, &store, &wanted, reader_stop.clone()).await {
+                    current = Some((wanted, reader_stop, task));
+                }
             }
             cluster.refresh(Duration::ZERO).await;
         }
@@ -393,8 +396,15 @@ async fn follow_owned(cluster: Arc<Cluster>, kafka: KafkaArgs, topic: String, st
 }
 
 /// Starts a follower of `partitions`, and marks them ready once it has caught up
-/// (those still assigned then).
-async fn start_reader(cluster: &Arc<Cluster>, kafka: &KafkaArgs, topic: &str, store: &Arc<Store>, partitions: &BTreeSet<i32>, stop: CancellationToken) {
+/// (those still assigned then); the follower's task (`None` if `stop` fired first).
+async fn start_reader(
+    cluster: &Arc<Cluster>,
+    kafka: &KafkaArgs,
+    topic: &str,
+    store: &Arc<Store>,
+    partitions: &BTreeSet<i32>,
+    stop: CancellationToken,
+) -> Option<tokio::task::JoinHandle<()>> {
     let mut positions = store.positions().ok().flatten().unwrap_or_default();
     positions.extend(cluster.read.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().filter(|(p, _)| partitions.contains(p)).map(|(p, o)| (*p, *o)));
     let list: Vec<i32> = partitions.iter().copied().collect();
@@ -411,15 +421,16 @@ async fn start_reader(cluster: &Arc<Cluster>, kafka: &KafkaArgs, topic: &str, st
                 tracing::warn!(error = %e, partitions = ?list, "could not start reading the owned status partitions; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => return None,
                 }
             }
         }
     };
+    let (caught_up, task) = following.split();
     let cluster = cluster.clone();
     let store = store.clone();
     tokio::spawn(async move {
-        if following.caught_up().await.is_err() {
+        if caught_up.await.is_err() {
             return;
         }
         store.flush();
@@ -431,4 +442,5 @@ async fn start_reader(cluster: &Arc<Cluster>, kafka: &KafkaArgs, topic: &str, st
         cluster.shared.bump();
         tracing::info!(partitions = ?ready, newly = ?newly, elapsed = ?started.elapsed(), "gateway partitions ready");
     });
+    Some(task)
 }
