@@ -5,8 +5,9 @@
 //! 1. 10,000 operations through three gateways, one SIGKILLed and a fourth joining
 //!    midway: every operation completes with its own result, every long poll returns
 //!    within its wait plus slack (none hangs across the rebalance), long polls held
-//!    while their partitions move come back done, requests really were forwarded, and
-//!    the commands topic holds each command once.
+//!    while their partitions move come back done, a listing holds each operation
+//!    once (members keep their views in memory and on disk), requests really were
+//!    forwarded, and the commands topic holds each command once.
 //! 2. One `Idempotency-Key` sent to every gateway at once creates one command: every
 //!    `202` names the same operation, exactly one is not a replay.
 //! 3. Listing pages and batch counts gather every member's operations, and a page
@@ -46,10 +47,19 @@ fn group(t: &TestTopics) -> String {
 }
 
 /// A gateway in the test's group on a free port, advertising the address it listens on.
+/// Members named `*-disk` keep their view on disk (`--store-dir`), the others in
+/// memory: a group may mix them, and the kill test covers both.
 fn spawn_member(t: &TestTopics, name: &str) -> GatewayProc {
     let port = common::free_port();
     let advertise = format!("http://127.0.0.1:{port}");
-    GatewayProc::spawn(t, name, port, &["--group", &group(t), "--advertise", &advertise])
+    let mut args = vec!["--group".to_string(), group(t), "--advertise".into(), advertise];
+    if name.ends_with("-disk") {
+        let dir = std::env::temp_dir().join(format!("courier-group-store-{}-{name}", t.kafka.prefix));
+        let _ = std::fs::remove_dir_all(&dir);
+        args.extend(["--store-dir".to_string(), dir.display().to_string()]);
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    GatewayProc::spawn(t, name, port, &args)
 }
 
 /// Waits until `gw` answers HTTP and has read the partitions it was given: before
@@ -166,7 +176,7 @@ async fn three_gateways_survive_a_kill_and_a_join() {
     let t = common::fresh_topics("gw-group-kill", 6).await;
     let _workers = [start_worker(&t, "gw-group-w1"), start_worker(&t, "gw-group-w2")];
     let http = client();
-    let mut gateways = start_group(&t, &http, &["gw1", "gw2", "gw3"]).await;
+    let mut gateways = start_group(&t, &http, &["gw1", "gw2", "gw3-disk"]).await;
     let all: Vec<String> = gateways.iter().map(|g| g.base.clone()).collect();
 
     // A third through all three; then gw1 dies without warning and gw4 starts. The
@@ -179,7 +189,7 @@ async fn three_gateways_survive_a_kill_and_a_join() {
     let held = tokio::spawn(polls_across_rebalance(http.clone(), survivors.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     gateways[0].sigkill();
-    let joiner = spawn_member(&t, "gw4");
+    let joiner = spawn_member(&t, "gw4-disk");
     names.extend(submit_spread(&http, &survivors, N / 3..2 * N / 3).await);
     member_ready(&joiner, &http).await;
     held.await.expect("long polls across the rebalance");
@@ -201,6 +211,21 @@ async fn three_gateways_survive_a_kill_and_a_join() {
     let wrong: Vec<_> = done.iter().filter(|(i, op)| op["response"] != json!({"echo": {"i": i}})).take(5).collect();
     assert!(wrong.is_empty(), "operations without their own result: {wrong:?}");
 
+    // A listing through the survivors holds every operation once: no member answers
+    // for a partition it lost (its disk view keeps them; its memory view drops them).
+    let mut listed = Vec::new();
+    let mut token = String::new();
+    for page_no in 0..40 {
+        let base = &live[page_no % live.len()];
+        let page: Value = http.get(format!("{base}/v1/operations?page_size=1000&page_token={token}")).send().await.expect("list").json().await.expect("page");
+        listed.extend(page["operations"].as_array().unwrap_or_else(|| panic!("page {page_no}: {page}")).iter().map(|o| op_id(o["name"].as_str().expect("name"))));
+        token = page["next_page_token"].as_str().expect("next_page_token").to_string();
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!((listed.len(), listed.iter().collect::<HashSet<_>>().len()), (N + 60, N + 60), "every operation listed once");
+
     let mut forwarded = 0.0;
     for base in &live {
         forwarded += forwarded_total(&http, base).await;
@@ -215,6 +240,10 @@ async fn three_gateways_survive_a_kill_and_a_join() {
     let submitted: HashSet<Uuid> = names.values().map(|n| op_id(n)).collect();
     assert_eq!(ids.len(), N, "the commands topic holds {N} distinct echo commands");
     assert_eq!(ids, submitted, "the commands topic holds exactly the submitted operations");
+    drop((gateways, joiner));
+    for name in ["gw3-disk", "gw4-disk"] {
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!("courier-group-store-{}-{name}", t.kafka.prefix)));
+    }
 }
 
 /// Submits 60 commands that sleep 6 s through `bases`, then long-polls each once
