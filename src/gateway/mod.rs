@@ -312,3 +312,33 @@ impl Gateway {
     }
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn grouped(listen: &str, advertise: Option<&str>) -> GatewayConfig {
+        let mut c = GatewayConfig::new(KafkaArgs::new("127.0.0.1:9092", "p"));
+        c.listen = listen.parse().expect("address");
+        c.group = Some("g".into());
+        c.advertise = advertise.map(str::to_string);
+        c
+    }
+
+    #[test]
+    fn a_group_member_must_say_where_it_is_reached() {
+        assert_eq!(grouped("127.0.0.1:8080", None).advertised().unwrap(), "http://127.0.0.1:8080");
+        assert_eq!(grouped("0.0.0.0:8080", Some("http://gw-1.internal:8080/")).advertised().unwrap(), "http://gw-1.internal:8080");
+        let refused = |c: GatewayConfig| c.validate().unwrap_err().to_string();
+        assert!(refused(grouped("0.0.0.0:8080", None)).contains("--advertise"));
+        assert!(refused(grouped("127.0.0.1:8080", Some("ftp://x:1"))).contains("not an http(s) URL"));
+        assert!(refused(grouped("127.0.0.1:8080", Some("http://x:1/path"))).contains("no path"));
+        let mut bad = grouped("127.0.0.1:8080", None);
+        bad.group = Some("a b".into());
+        assert!(refused(bad).contains("--group"));
+        let mut mutual = grouped("127.0.0.1:8080", None);
+        mutual.connections.tls.tls_client_ca = Some("ca.pem".into());
+        assert!(refused(mutual).contains("mutual TLS"));
+        assert!(GatewayConfig::new(KafkaArgs::new("127.0.0.1:9092", "p")).validate().is_ok());
+    }
+}
