@@ -189,10 +189,14 @@ async fn three_gateways_survive_a_kill_and_a_join() {
     let held = tokio::spawn(polls_across_rebalance(http.clone(), survivors.clone()));
     tokio::time::sleep(Duration::from_secs(1)).await;
     gateways[0].sigkill();
+    // Keys sent twice to each survivor at once while the killed member still owns
+    // some of their partitions: each waits for an owner, and makes one command.
+    let keyed = tokio::spawn(keys_across_rebalance(http.clone(), survivors.clone()));
     let joiner = spawn_member(&t, "gw4-disk");
     names.extend(submit_spread(&http, &survivors, N / 3..2 * N / 3).await);
     member_ready(&joiner, &http).await;
     held.await.expect("long polls across the rebalance");
+    let keyed = keyed.await.expect("keys across the rebalance");
     let live: Vec<String> = survivors.iter().cloned().chain([joiner.base.clone()]).collect();
     names.extend(submit_spread(&http, &live, 2 * N / 3..N).await);
     assert_eq!(names.values().collect::<HashSet<_>>().len(), N, "every submission got its own operation");
@@ -224,7 +228,8 @@ async fn three_gateways_survive_a_kill_and_a_join() {
             break;
         }
     }
-    assert_eq!((listed.len(), listed.iter().collect::<HashSet<_>>().len()), (N + 60, N + 60), "every operation listed once");
+    let total = N + 60 + KEYED;
+    assert_eq!((listed.len(), listed.iter().collect::<HashSet<_>>().len()), (total, total), "every operation listed once");
 
     let mut forwarded = 0.0;
     for base in &live {
@@ -232,7 +237,14 @@ async fn three_gateways_survive_a_kill_and_a_join() {
     }
     assert!(forwarded > 0.0, "no request was forwarded to an owner");
 
-    let ids: HashSet<Uuid> = command_records(&t)
+    let records = command_records(&t);
+    let by_key: HashMap<String, Vec<Uuid>> = records.iter().filter_map(|r| Some((r.header_str(header_names::IDEMPOTENCY_KEY)?.to_string(), r))).fold(HashMap::new(), |mut m, (k, r)| {
+        m.entry(k).or_default().push(r.header_str(header_names::ID).and_then(|id| Uuid::parse_str(id).ok()).expect("ce_id"));
+        m
+    });
+    let expected: HashMap<String, Vec<Uuid>> = keyed.into_iter().map(|(k, id)| (k, vec![id])).collect();
+    assert_eq!(by_key, expected, "one command per key sent across the rebalance, the one its answers named");
+    let ids: HashSet<Uuid> = records
         .iter()
         .filter(|r| r.header_str(header_names::TYPE) != Some("sleep"))
         .map(|r| r.header_str(header_names::ID).and_then(|id| Uuid::parse_str(id).ok()).expect("ce_id"))
@@ -270,6 +282,29 @@ async fn polls_across_rebalance(http: reqwest::Client, bases: Vec<String>) {
         }
     });
     futures::future::join_all(polls).await;
+}
+
+/// Keys sent across the rebalance in the kill test.
+const KEYED: usize = 30;
+
+/// Sends each of [`KEYED`] keys four times at once (twice to each of `bases`), as a
+/// `sleep` of 1 ms: every answer names one operation, one of them the first; the
+/// key and that operation's id.
+async fn keys_across_rebalance(http: reqwest::Client, bases: Vec<String>) -> Vec<(String, Uuid)> {
+    let keys = (0..KEYED).map(|k| {
+        let (http, bases) = (&http, &bases);
+        async move {
+            let key = format!("rebalance-key-{k}");
+            let body = json!({"type": "sleep", "payload": {"ms": 1, "steps": 1}});
+            let answers = futures::future::join_all(bases.iter().cycle().take(4).map(|base| post_keyed(http, base, &key, &body))).await;
+            assert!(answers.iter().all(|(status, _, _)| *status == StatusCode::ACCEPTED), "{key}: {answers:?}");
+            let names: HashSet<&str> = answers.iter().map(|(_, _, a)| a["name"].as_str().expect("name")).collect();
+            assert_eq!(names.len(), 1, "{key} named more than one operation: {names:?}");
+            assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "{key}: one first answer");
+            (key, op_id(names.into_iter().next().expect("a name")))
+        }
+    });
+    futures::future::join_all(keys).await
 }
 
 /// (status, `idempotent-replayed` present, body) of one keyed POST; `409` and `503`
