@@ -170,6 +170,7 @@ impl Cluster {
         });
         let kafka_error = |source| ClusterError::Kafka { group: group_id.clone(), source };
         let mut cfg = kafka.client_config()?;
+        // Set over any --kafka-opt: the other members find this one by its client id.
         cfg.set("group.id", &group_id);
         cfg.set("client.id", format!("{CLIENT_ID_PREFIX}{me}"));
         cfg.set("enable.auto.commit", "false");
