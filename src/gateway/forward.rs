@@ -199,18 +199,20 @@ fn target_of(cluster: &Cluster, req: &Request) -> Target {
     let path = req.uri().path();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get = req.method() == Method::GET;
-    let by_id = |text: &str, lookup: bool| match Uuid::parse_str(text) {
+    // The router decodes a path parameter before its handler parses it; so does this,
+    // or `%2D` in an id would keep the request here while the handler finds the id.
+    let by_id = |text: &str, lookup: bool| match Uuid::parse_str(&decoded(text)) {
         Ok(id) => Target::Partition(cluster.partition_of_id(&id), lookup.then_some(id)),
         Err(_) => Target::Here,
     };
     match segments.as_slice() {
         ["v1", "operations"] if get => Target::Gather(Gather::List),
         ["v1", "operations", name] => {
-            let name = name.replace("%3A", ":").replace("%3a", ":");
+            let name = decoded(name);
             let (id, method) = name.split_once(':').map_or((name.as_str(), None), |(i, m)| (i, Some(m)));
             by_id(id, get && method.is_none())
         }
-        ["v1", "batches", id] if get => Target::Gather(Gather::Batch(id.to_string())),
+        ["v1", "batches", id] if get => Target::Gather(Gather::Batch(decoded(id))),
         ["v2", _, "status", id] => by_id(id, false),
         ["v2", _, "cancel", id] => by_id(id, false),
         ["v2", _, "purge-queue"] => Target::Gather(Gather::Purge),
@@ -220,6 +222,11 @@ fn target_of(cluster: &Cluster, req: &Request) -> Target {
         },
         _ => Target::Here,
     }
+}
+
+/// A path segment percent-decoded, as the router hands it to a handler.
+fn decoded(segment: &str) -> String {
+    percent_encoding::percent_decode_str(segment).decode_utf8_lossy().into_owned()
 }
 
 /// The idempotency slot (tenant and key) of a request that sends a well-formed key.
@@ -249,6 +256,14 @@ fn with_wait(uri: &axum::http::Uri, left: Option<Duration>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_ids_route_like_plain_ones() {
+        let id = crate::envelope::new_id();
+        let encoded = id.to_string().replace('-', "%2D");
+        assert_eq!(decoded(&format!("{encoded}%3Acancel")), format!("{id}:cancel"));
+        assert_eq!(decoded("%ZZ"), "%ZZ");
+    }
 
     #[test]
     fn the_wait_left_replaces_the_one_asked() {

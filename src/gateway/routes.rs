@@ -101,7 +101,12 @@ pub(super) async fn found(app: &GatewayState, id: &Uuid) -> Option<crate::envelo
         return Some(s);
     }
     let cluster = app.cluster.as_ref()?;
-    cluster.catch_up(cluster.partition_of_id(id), &app.submitter.topics().status, std::time::Duration::from_secs(2)).await;
+    let partition = cluster.partition_of_id(id);
+    // Only the owner reads the partition; another gateway would wait for nothing.
+    if cluster.owner(partition) != super::cluster::Owner::Me {
+        return None;
+    }
+    cluster.catch_up(partition, &app.submitter.topics().status, std::time::Duration::from_secs(2)).await;
     app.store.get(id)
 }
 
