@@ -43,10 +43,17 @@ pub(super) async fn gather(app: &Arc<GatewayState>, cluster: &Arc<Cluster>, what
         match ask_all(app, cluster, &parts, &body, &next).await {
             Ok(answers) => {
                 app.metrics.gathered.inc();
-                if let Some(refused) = answers.iter().find(|(s, _)| !s.is_success() && *s != StatusCode::NOT_FOUND) {
-                    return (refused.0, Json(refused.1.clone())).into_response();
+                // A refusal (a bad query, a rate limit) goes back as its owner gave it.
+                let (refused, answers): (Vec<Response>, Vec<Response>) =
+                    answers.into_iter().partition(|r| !r.status().is_success() && r.status() != StatusCode::NOT_FOUND);
+                if let Some(refused) = refused.into_iter().next() {
+                    return refused;
                 }
-                let found: Vec<Value> = answers.into_iter().filter(|(s, _)| s.is_success()).map(|(_, v)| v).collect();
+                let mut found = Vec::new();
+                for answer in answers.into_iter().filter(|r| r.status().is_success()) {
+                    let bytes = axum::body::to_bytes(answer.into_body(), usize::MAX).await.unwrap_or_default();
+                    found.push(serde_json::from_slice(&bytes).unwrap_or(Value::Null));
+                }
                 return match what {
                     Gather::List => Json(merge_pages(&parts, found)).into_response(),
                     Gather::Batch(id) => match merge_batches(&id, &found) {
@@ -73,8 +80,8 @@ pub(super) async fn gather(app: &Arc<GatewayState>, cluster: &Arc<Cluster>, what
     }
 }
 
-/// Every owner's answer (status, JSON body), or the partitions that had none.
-async fn ask_all(app: &GatewayState, cluster: &Arc<Cluster>, parts: &Parts, body: &Bytes, next: &Next) -> Result<Vec<(StatusCode, Value)>, Vec<i32>> {
+/// Every owner's answer, or the partitions that had none.
+async fn ask_all(app: &GatewayState, cluster: &Arc<Cluster>, parts: &Parts, body: &Bytes, next: &Next) -> Result<Vec<Response>, Vec<i32>> {
     let mut peers: BTreeMap<String, Vec<i32>> = BTreeMap::new();
     let mut mine = false;
     let mut missing = Vec::new();
@@ -89,40 +96,33 @@ async fn ask_all(app: &GatewayState, cluster: &Arc<Cluster>, parts: &Parts, body
         missing.sort_unstable();
         return Err(missing);
     }
+    let uri = parts.uri.to_string();
     let local = async {
         if !mine {
-            return Ok(None);
+            return None;
         }
-        let mut req = request(parts, &parts.uri.to_string(), body, None);
+        let mut req = request(parts, &uri, body, None);
         req.extensions_mut().insert(LocalOnly { cluster: cluster.clone(), owned: cluster.ready() });
-        Ok(Some(next.clone().run(req).await))
+        Some(next.clone().run(req).await)
     };
-    let remote = futures::future::join_all(peers.iter().map(|(url, owned)| async move {
-        send(&app.peers, url, request(parts, &parts.uri.to_string(), body, Some(cluster.me())), PATIENCE).await.map_err(|e| {
-            tracing::info!(peer = %url, error = %e, "gateway peer unreachable while gathering");
-            owned.clone()
-        })
-    }));
+    let remote = futures::future::join_all(peers.keys().map(|url| send(&app.peers, url, request(parts, &uri, body, Some(cluster.me())), PATIENCE)));
     let (local, remote) = tokio::join!(local, remote);
-    let mut responses: Vec<Response> = local.map_err(|()| Vec::<i32>::new())?.into_iter().collect();
+    let mut responses: Vec<Response> = local.into_iter().collect();
     let mut failed = Vec::new();
-    for (r, owned) in remote.into_iter().zip(peers.values()) {
-        match r {
-            Ok(response) if moved(&response) => failed.extend(owned),
-            Ok(response) => responses.push(response),
-            Err(owned) => failed.extend(owned),
+    for (answer, (url, owned)) in remote.into_iter().zip(&peers) {
+        match answer {
+            Ok(response) if !moved(&response) => responses.push(response),
+            Ok(_) => failed.extend(owned),
+            Err(e) => {
+                tracing::info!(peer = %url, error = %e, "gateway peer unreachable while gathering");
+                failed.extend(owned);
+            }
         }
     }
     if !failed.is_empty() {
         return Err(failed);
     }
-    let mut answers = Vec::with_capacity(responses.len());
-    for response in responses {
-        let status = response.status();
-        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap_or_default();
-        answers.push((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)));
-    }
-    Ok(answers)
+    Ok(responses)
 }
 
 /// The newest `page_size` operations of all the owners' pages, and the token after them.
