@@ -422,10 +422,7 @@ impl Following {
     /// Resolves once every partition has been read to its end; `Stopped` if the
     /// follower's stop fired first. Dropping this does not stop the follower.
     pub async fn caught_up(self) -> Result<(), FollowError> {
-        tokio::select! {
-            ready = self.ready => ready.map_err(|_| FollowError::Stopped(self.topic)),
-            _ = self.stop.cancelled() => Err(FollowError::Stopped(self.topic)),
-        }
+        self.split().0.await
     }
 
     /// [`Following::caught_up`] beside the follower's task: for an owner that waits

@@ -63,12 +63,15 @@ struct Local {
     assigned: BTreeSet<i32>,
     /// Those of them read to the end they had when assigned.
     ready: HashSet<i32>,
-    /// Fired when a partition is revoked: long polls on it end and move.
+    /// Fired when a partition is revoked (or the gateway stops): long polls on it end
+    /// and move.
     tokens: HashMap<i32, CancellationToken>,
 }
 
 struct Shared {
     local: Mutex<Local>,
+    /// The gateway's shutdown: the parent of every partition's token.
+    stop: CancellationToken,
     /// Bumped on every change of `local`.
     changed: watch::Sender<u64>,
 }
@@ -118,7 +121,7 @@ impl ConsumerContext for GroupContext {
             let mut local = self.shared.lock();
             for p in assigned {
                 local.assigned.insert(p);
-                local.tokens.entry(p).or_default();
+                local.tokens.entry(p).or_insert_with(|| self.shared.stop.child_token());
             }
             drop(local);
             self.shared.bump();
@@ -166,6 +169,7 @@ impl Cluster {
         let group_id = group_id(&kafka.prefix, group);
         let shared = Arc::new(Shared {
             local: Mutex::new(Local { assigned: BTreeSet::new(), ready: HashSet::new(), tokens: HashMap::new() }),
+            stop: stop.clone(),
             changed: watch::channel(0).0,
         });
         let kafka_error = |source| ClusterError::Kafka { group: group_id.clone(), source };
@@ -258,7 +262,8 @@ impl Cluster {
         self.shared.lock().ready.clone()
     }
 
-    /// Fires when `partition` stops being this gateway's; `None` if it is not now.
+    /// Fires when `partition` stops being this gateway's, or the gateway stops; `None`
+    /// if it is not this gateway's now.
     pub(crate) fn revoked(&self, partition: i32) -> Option<CancellationToken> {
         let local = self.shared.lock();
         local.ready.contains(&partition).then(|| local.tokens.get(&partition).cloned()).flatten()

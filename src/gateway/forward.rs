@@ -39,9 +39,8 @@ use crate::auth::Caller;
 /// How long a peer that could not be reached is passed over.
 const SUSPECT_FOR: Duration = Duration::from_secs(2);
 
-/// What a request concerns.
+/// What a request concerns, when it is not for this gateway alone.
 enum Target {
-    Here,
     /// One partition; `Some(id)` when the request is a `GET` of that one operation.
     Partition(i32, Option<Uuid>),
     Gather(super::gather::Gather),
@@ -50,10 +49,7 @@ enum Target {
 /// The middleware: runs the request here, at its partition's owner, or at every owner.
 pub(super) async fn route(State(app): State<Arc<GatewayState>>, req: Request, next: Next) -> Response {
     let Some(cluster) = app.cluster.clone() else { return next.run(req).await };
-    let target = target_of(&cluster, &req);
-    if matches!(target, Target::Here) {
-        return next.run(req).await;
-    }
+    let Some(target) = target_of(&cluster, &req) else { return next.run(req).await };
     let (parts, body) = req.into_parts();
     let body = match read_body(&app, body).await {
         Ok(b) => b,
@@ -61,7 +57,6 @@ pub(super) async fn route(State(app): State<Arc<GatewayState>>, req: Request, ne
     };
     let forwarded = parts.headers.contains_key(FORWARDED);
     match target {
-        Target::Here => next.run(Request::from_parts(parts, Body::from(body))).await,
         Target::Partition(p, _) if forwarded => as_owner(&cluster, p, parts, body, next).await,
         Target::Partition(p, lookup) => Routed { app: &app, cluster: &cluster, parts, body, next }.send_to_owner(p, lookup).await,
         Target::Gather(_) if forwarded => {
@@ -193,34 +188,33 @@ async fn read_body(app: &GatewayState, body: Body) -> Result<Bytes, ApiError> {
     }
 }
 
-/// What `req` concerns (see the module's table).
-fn target_of(cluster: &Cluster, req: &Request) -> Target {
+/// What `req` concerns (see the module's table); `None`: this gateway answers it.
+fn target_of(cluster: &Cluster, req: &Request) -> Option<Target> {
     use super::gather::Gather;
     let path = req.uri().path();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let get = req.method() == Method::GET;
     // The router decodes a path parameter before its handler parses it; so does this,
     // or `%2D` in an id would keep the request here while the handler finds the id.
-    let by_id = |text: &str, lookup: bool| match Uuid::parse_str(&decoded(text)) {
-        Ok(id) => Target::Partition(cluster.partition_of_id(&id), lookup.then_some(id)),
-        Err(_) => Target::Here,
+    let by_id = |text: &str, lookup: bool| {
+        let id = Uuid::parse_str(&decoded(text)).ok()?;
+        Some(Target::Partition(cluster.partition_of_id(&id), lookup.then_some(id)))
     };
     match segments.as_slice() {
-        ["v1", "operations"] if get => Target::Gather(Gather::List),
+        ["v1", "operations"] if get => Some(Target::Gather(Gather::List)),
         ["v1", "operations", name] => {
             let name = decoded(name);
             let (id, method) = name.split_once(':').map_or((name.as_str(), None), |(i, m)| (i, Some(m)));
             by_id(id, get && method.is_none())
         }
-        ["v1", "batches", id] if get => Target::Gather(Gather::Batch(decoded(id))),
+        ["v1", "batches", id] if get => Some(Target::Gather(Gather::Batch(decoded(id)))),
         ["v2", _, "status", id] => by_id(id, false),
         ["v2", _, "cancel", id] => by_id(id, false),
-        ["v2", _, "purge-queue"] => Target::Gather(Gather::Purge),
-        ["v1", "commands"] | ["v2", _, "run"] if req.method() == Method::POST => match keyed(req) {
-            Some(slot) => Target::Partition(cluster.partition_of(slot.as_bytes()), None),
-            None => Target::Here,
-        },
-        _ => Target::Here,
+        ["v2", _, "purge-queue"] => Some(Target::Gather(Gather::Purge)),
+        ["v1", "commands"] | ["v2", _, "run"] if req.method() == Method::POST => {
+            keyed(req).map(|slot| Target::Partition(cluster.partition_of(slot.as_bytes()), None))
+        }
+        _ => None,
     }
 }
 

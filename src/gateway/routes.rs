@@ -150,11 +150,14 @@ async fn get_operation(
             let _slot = app.long_polls.clone().try_acquire_owned().map_err(|_| {
                 ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_long_polls", "the gateway is holding as many long polls as it may; retry shortly")
             })?;
-            // In a group, the wait ends when the partition moves to another gateway,
-            // and the request follows it there (`forward.rs`).
-            let moved = app.cluster.as_ref().map(|c| c.revoked(c.partition_of_id(&id)).unwrap_or_else(cancelled));
-            let ended = wait_done(&app, &id, w.min(app.max_wait), moved.as_ref()).await.unwrap_or(now);
-            if !ended.state.is_final() && moved.is_some_and(|m| m.is_cancelled()) {
+            // In a group, the wait also ends when the partition moves to another
+            // gateway, and the request follows it there (`forward.rs`).
+            let stop = match &app.cluster {
+                None => app.shutdown.clone(),
+                Some(c) => c.revoked(c.partition_of_id(&id)).unwrap_or_else(cancelled),
+            };
+            let ended = app.store.wait_done(&id, w.min(app.max_wait), &stop).await.unwrap_or(now);
+            if !ended.state.is_final() && stop.is_cancelled() && !app.shutdown.is_cancelled() {
                 return Err(ApiError::new(StatusCode::MISDIRECTED_REQUEST, "not_owner", "the operation's partition moved to another gateway during the wait"));
             }
             ended
@@ -162,23 +165,6 @@ async fn get_operation(
         _ => now,
     };
     Ok(Json(Operation::from_snapshot(&snapshot)))
-}
-
-/// The operation once done, or as it is after `timeout`, at shutdown, or when
-/// `moved` fires.
-async fn wait_done(app: &GatewayState, id: &Uuid, timeout: std::time::Duration, moved: Option<&CancellationToken>) -> Option<crate::envelope::OperationSnapshot> {
-    let Some(moved) = moved else { return app.store.wait_done(id, timeout, &app.shutdown).await };
-    let stop = app.shutdown.child_token();
-    let (m, s) = (moved.clone(), stop.clone());
-    tokio::spawn(async move {
-        tokio::select! {
-            _ = m.cancelled() => s.cancel(),
-            _ = s.cancelled() => {}
-        }
-    });
-    let found = app.store.wait_done(id, timeout, &stop).await;
-    stop.cancel();
-    found
 }
 
 /// A token that has fired: a partition that is not this gateway's now has moved.

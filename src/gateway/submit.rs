@@ -160,6 +160,15 @@ impl Submitter {
             .map_err(|e| ApiError::unavailable(format!("could not send the cancel request: {e}")))
     }
 
+    /// Takes a snapshot this gateway wrote into its view, unless another gateway of
+    /// its group holds the operation's partition (that one reads it from the topic).
+    fn keep(&self, s: OperationSnapshot) {
+        let elsewhere = self.cluster.as_ref().is_some_and(|c| c.owner(c.partition_of_id(&s.command_id)) != super::cluster::Owner::Me);
+        if !elsewhere {
+            self.store.apply(s);
+        }
+    }
+
     async fn publish_snapshot(&self, s: &OperationSnapshot) -> Result<(), crate::publish::PublishError> {
         let (key, value, headers) = s.encode(&self.source);
         let out = Outgoing::new(self.status_topic.clone(), key, value, headers);
@@ -181,17 +190,6 @@ impl Submitter {
         let _ = futures::future::join_all(failed.iter().map(|s| self.publish_snapshot(s))).await;
         for s in failed {
             self.keep(s);
-        }
-    }
-}
-
-impl Submitter {
-    /// Takes a snapshot this gateway wrote into its view, unless another gateway of
-    /// its group holds the operation's partition (that one reads it from the topic).
-    fn keep(&self, s: OperationSnapshot) {
-        let elsewhere = self.cluster.as_ref().is_some_and(|c| c.owner(c.partition_of_id(&s.command_id)) != super::cluster::Owner::Me);
-        if !elsewhere {
-            self.store.apply(s);
         }
     }
 }
