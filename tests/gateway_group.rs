@@ -284,6 +284,19 @@ async fn polls_across_rebalance(http: reqwest::Client, bases: Vec<String>) {
     futures::future::join_all(polls).await;
 }
 
+/// The one operation the answers to one key's concurrent requests name: every
+/// answer is `202` and names it, and exactly one of them is not a replay.
+fn one_operation(key: &str, answers: &[(StatusCode, bool, Value)]) -> String {
+    for (status, _, answer) in answers {
+        assert_eq!(*status, StatusCode::ACCEPTED, "{key}: {answer}");
+    }
+    let names: HashSet<&str> = answers.iter().map(|(_, _, a)| a["name"].as_str().expect("name")).collect();
+    assert_eq!(names.len(), 1, "{key} named more than one operation: {names:?}");
+    let firsts = answers.iter().filter(|(_, replayed, _)| !replayed).count();
+    assert_eq!(firsts, 1, "{key}: {firsts} answers were not replays");
+    names.into_iter().next().expect("one name").to_string()
+}
+
 /// Keys sent across the rebalance in the kill test.
 const KEYED: usize = 30;
 
@@ -297,11 +310,8 @@ async fn keys_across_rebalance(http: reqwest::Client, bases: Vec<String>) -> Vec
             let key = format!("rebalance-key-{k}");
             let body = json!({"type": "sleep", "payload": {"ms": 1, "steps": 1}});
             let answers = futures::future::join_all(bases.iter().cycle().take(4).map(|base| post_keyed(http, base, &key, &body))).await;
-            assert!(answers.iter().all(|(status, _, _)| *status == StatusCode::ACCEPTED), "{key}: {answers:?}");
-            let names: HashSet<&str> = answers.iter().map(|(_, _, a)| a["name"].as_str().expect("name")).collect();
-            assert_eq!(names.len(), 1, "{key} named more than one operation: {names:?}");
-            assert_eq!(answers.iter().filter(|(_, replayed, _)| !replayed).count(), 1, "{key}: one first answer");
-            (key, op_id(names.into_iter().next().expect("a name")))
+            let name = one_operation(&key, &answers);
+            (key, op_id(&name))
         }
     });
     futures::future::join_all(keys).await
@@ -347,14 +357,7 @@ async fn idempotency_holds_across_gateways() {
                 let body = json!({"type": "echo", "payload": {"k": k}});
                 let sends = bases.iter().cycle().take(9).map(|base| post_keyed(http, base, &key, &body));
                 let answers = futures::future::join_all(sends).await;
-                for (status, _, answer) in &answers {
-                    assert_eq!(*status, StatusCode::ACCEPTED, "{key}: {answer}");
-                }
-                let names: HashSet<&str> = answers.iter().map(|(_, _, a)| a["name"].as_str().expect("name")).collect();
-                assert_eq!(names.len(), 1, "{key} named more than one operation: {names:?}");
-                let firsts = answers.iter().filter(|(_, replayed, _)| !replayed).count();
-                assert_eq!(firsts, 1, "{key}: {firsts} answers were not replays");
-                let name = names.into_iter().next().expect("one name").to_string();
+                let name = one_operation(&key, &answers);
 
                 let other = json!({"type": "echo", "payload": {"k": k, "other": true}});
                 let (status, _, err) = post_keyed(http, &bases[(k + 1) % bases.len()], &key, &other).await;
