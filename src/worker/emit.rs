@@ -2,8 +2,8 @@
 //! the broker.
 //!
 //! The one place outputs leave a lane. Every kind goes the same way: the records are
-//! handed to the [`Sink`] without waiting; at-least-once, the acknowledgements are
-//! then awaited off the lane ([`Pending::settle`], run by the ack collector in
+//! handed to the [`Sink`] without waiting; at-least-once, the record settles off the
+//! lane once their delivery reports are in ([`Pending::when_acknowledged`], called by
 //! [`super::lane`]); exactly-once, the records wait in the outbox for the transaction
 //! that commits their offset, and the record settles at once.
 //!
@@ -19,6 +19,7 @@
 //! record is held: retried with backoff, counted in `held_records`, logged, never
 //! finished and never dropped.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -66,7 +67,7 @@ pub(crate) struct Pending {
     then: Then,
 }
 
-enum Then {
+pub(crate) enum Then {
     /// A final event (with snapshot and reply copy): the record is finished.
     /// `released`: the handed-off attempt it ends.
     Final { id: Uuid, command_type: String, state: State, released: Option<u32> },
@@ -271,6 +272,28 @@ async fn send(shared: &WorkerState, record: &Record, mut outs: Vec<Outgoing>, mu
     }
 }
 
+/// What is left of a record's emit once its first records were answered for.
+pub(crate) enum Unsettled {
+    /// Some were refused or failed: retried or reported by [`Pending::settle`].
+    Pending(Pending),
+    /// Acknowledged, and they lead to more records (a dead letter's `failed` event).
+    Unsent(Vec<Outgoing>, Then),
+}
+
+impl Unsettled {
+    /// Finishes the emit, then says how the record settles.
+    pub async fn settle(self, shared: &WorkerState, record: &Record) -> Settled {
+        let pending = match self {
+            Unsettled::Pending(pending) => pending,
+            Unsettled::Unsent(outs, then) => match send(shared, record, outs, then).await {
+                Emitted::Settled(settled) => return settled,
+                Emitted::Pending(pending) => pending,
+            },
+        };
+        pending.settle(shared, record).await
+    }
+}
+
 /// After an acknowledgement (or refusal): settled, or more records to send.
 enum Step {
     Done(Settled),
@@ -294,6 +317,22 @@ impl Pending {
             }
             _ => false,
         }
+    }
+
+    /// Calls `next` once the broker has answered for every record. When all were
+    /// acknowledged and that settles the record (a final event, the common case),
+    /// `next` gets how it settles, on the publisher's polling thread; otherwise it
+    /// gets the rest, for [`Unsettled::settle`] to finish on the runtime (retries,
+    /// a refusal, the `failed` event after a dead letter). `next` must not block.
+    pub fn when_acknowledged(self, shared: Arc<WorkerState>, next: impl FnOnce(Result<Settled, Unsettled>) + Send + 'static) {
+        let Pending { acks, then } = self;
+        acks.when_acknowledged(move |acked| match acked {
+            Ok(()) => match then.acknowledged(&shared) {
+                Step::Done(settled) => next(Ok(settled)),
+                Step::Send(outs, then) => next(Err(Unsettled::Unsent(outs, then))),
+            },
+            Err(acks) => next(Err(Unsettled::Pending(Pending { acks, then }))),
+        });
     }
 
     /// Waits for the acknowledgements (transient failures are retried until the

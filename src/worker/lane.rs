@@ -13,12 +13,13 @@
 //! 4. **Decide** what that means: a [`Disposition`], a plain value
 //!    ([`super::disposition`] holds the table and its tests).
 //! 5. **Emit** it ([`super::emit`]): records to the sink. At-least-once, their
-//!    acknowledgements are awaited off the lane by one collector task ([`collect`]);
-//!    exactly-once, the outbox takes them and the record settles at once.
+//!    record settles off the lane when their delivery reports are in
+//!    ([`Lanes::when_acknowledged`]); exactly-once, the outbox takes them and the
+//!    record settles at once.
 //!
 //! Then **settle** ([`settle`]): the ledger marks the record finished, parked (away in
 //! a retry tier) or abandoned, and hands back the next record of the same lane, which
-//! runs in the same task, or in a new one started by the collector. Either way it
+//! runs in the same task, or in a new one started where the record settled. Either way it
 //! starts only after its predecessor settled: that is the per-key order.
 //!
 //! One shortcut: a final event at-least-once hands its lane on as soon as it is
@@ -37,10 +38,7 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use chrono::Utc;
-use futures::stream::{FuturesUnordered, StreamExt};
 use futures::FutureExt;
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
 use tracing::{info_span, Instrument};
 
 use super::disposition::{self, Disposition, Known, Letter};
@@ -49,22 +47,17 @@ use crate::offsets::Entry;
 use super::state::{Record, WorkerState};
 use crate::envelope::{Command, Completion, DecodeError, Reason, Timing};
 
-/// Starts lanes: what the consumer thread and the ack collector share to run a
-/// record (the worker's state, the runtime, and where pending records go).
+/// Starts lanes: what the consumer thread and the delivery reports share to run a
+/// record (the worker's state and the runtime).
 #[derive(Clone)]
 pub(crate) struct Lanes {
     pub shared: Arc<WorkerState>,
     pub(super) runtime: tokio::runtime::Handle,
-    acks: mpsc::UnboundedSender<AckJob>,
 }
 
 impl Lanes {
-    /// Lanes on `runtime`, and the receiving end for [`collect`].
-    pub fn new(shared: Arc<WorkerState>, runtime: tokio::runtime::Handle) -> (Self, mpsc::UnboundedReceiver<AckJob>) {
-        // Unbounded on purpose: every job is a record the ledger already counts in
-        // flight, so `max_in_flight` bounds it.
-        let (acks, jobs) = mpsc::unbounded_channel();
-        (Lanes { shared, runtime, acks }, jobs)
+    pub fn new(shared: Arc<WorkerState>, runtime: tokio::runtime::Handle) -> Self {
+        Lanes { shared, runtime }
     }
 
     /// Runs `entry` (whose lane the ledger just made busy) in a task of its own.
@@ -81,11 +74,11 @@ impl Lanes {
                 Emitted::Settled(settled) => settled,
                 Emitted::Pending(pending) => {
                     if !pending.hand_on(shared) {
-                        self.hand_over(AckJob { entry, pending, handed_on: false });
+                        self.when_acknowledged(entry, pending, false);
                         return;
                     }
                     let next = hand_on(shared, &entry);
-                    self.hand_over(AckJob { entry, pending, handed_on: true });
+                    self.when_acknowledged(entry, pending, true);
                     match next {
                         Some(next) => {
                             entry = next;
@@ -102,12 +95,47 @@ impl Lanes {
         }
     }
 
-    fn hand_over(&self, job: AckJob) {
-        if let Err(mpsc::error::SendError(job)) = self.acks.send(job) {
-            // Only after the collector stopped, i.e. the worker is exiting: the record
-            // is not committed and the next owner runs it.
-            tracing::debug!(partition = job.entry.tp.partition, offset = job.entry.offset, "worker stopping; acknowledgement not awaited");
+    /// Settles a record whose outputs are enqueued once the broker has answered for
+    /// them (`handed_on`: its lane already went on). The common case, every output
+    /// acknowledged, settles right on the publisher's polling thread as the last
+    /// report is counted; the rest (retries, refusals) goes on in a task. The
+    /// partition's stop does not cut the wait short: reports come within
+    /// `message.timeout.ms`, a drain waits for them within its grace and the abandon
+    /// wait, and a partition released first is never committed past them (a report
+    /// that comes later meets a stale epoch and changes nothing).
+    fn when_acknowledged(&self, entry: Entry<Record>, pending: Pending, handed_on: bool) {
+        let lanes = self.clone();
+        pending.when_acknowledged(self.shared.clone(), move |acknowledged| match acknowledged {
+            Ok(settled) => {
+                let settling = AssertUnwindSafe(|| lanes.settled(entry, settled, handed_on));
+                if let Err(panic) = std::panic::catch_unwind(settling) {
+                    // A bug; the record stays pending (no commit passes it) until its
+                    // partition moves, and is run again there.
+                    lanes.panicked_settling(panic.as_ref());
+                }
+            }
+            Err(rest) => {
+                let runtime = lanes.runtime.clone();
+                runtime.spawn(async move {
+                    match AssertUnwindSafe(rest.settle(&lanes.shared, &entry.job)).catch_unwind().await {
+                        Ok(settled) => lanes.settled(entry, settled, handed_on),
+                        Err(panic) => lanes.panicked_settling(panic.as_ref()),
+                    }
+                });
+            }
+        });
+    }
+
+    /// Books how a record settled, and starts the next record of its lane.
+    fn settled(&self, entry: Entry<Record>, settled: Settled, handed_on: bool) {
+        if let Some(next) = settle(&self.shared, entry, settled, handed_on) {
+            self.start(next);
         }
+    }
+
+    fn panicked_settling(&self, panic: &(dyn std::any::Any + Send)) {
+        tracing::error!(panic = %crate::supervise::panic_text(panic), "panic settling an acknowledged record; it stays unsettled until its partition moves");
+        self.shared.metrics.panics.get_or_create(&vec![("where".into(), "acks".into())]).inc();
     }
 }
 
@@ -265,50 +293,4 @@ pub(crate) fn settle(shared: &WorkerState, entry: Entry<Record>, settled: Settle
     };
     shared.changed.notify_all();
     next
-}
-
-/// A record whose outputs are enqueued and not yet acknowledged.
-pub(crate) struct AckJob {
-    entry: Entry<Record>,
-    pending: Pending,
-    /// Its lane already went on to the next record.
-    handed_on: bool,
-}
-
-/// The ack collector: awaits every job's acknowledgements and settles each record as
-/// they land, until `stop` (the worker has drained and committed by then). The lane
-/// does not sit parked in between, which spares a wake-up, a re-poll and a span
-/// re-entry per command; ordering and commits are as if it had waited.
-pub(crate) async fn collect(lanes: Lanes, mut jobs: mpsc::UnboundedReceiver<AckJob>, stop: CancellationToken) {
-    let shared = lanes.shared.clone();
-    let mut waiting = FuturesUnordered::new();
-    loop {
-        tokio::select! {
-            job = jobs.recv() => match job {
-                Some(job) => waiting.push(acknowledged(&shared, job)),
-                None => return,
-            },
-            Some((entry, settled, handed_on)) = waiting.next(), if !waiting.is_empty() => {
-                if let Some(next) = settle(&shared, entry, settled, handed_on) {
-                    lanes.start(next);
-                }
-            }
-            _ = stop.cancelled() => return,
-        }
-    }
-}
-
-async fn acknowledged(shared: &WorkerState, job: AckJob) -> (Entry<Record>, Settled, bool) {
-    let AckJob { entry, pending, handed_on } = job;
-    let settled = match AssertUnwindSafe(pending.settle(shared, &entry.job)).catch_unwind().await {
-        Ok(settled) => settled,
-        Err(panic) => {
-            // A bug; the record stays pending (no commit passes it) until its
-            // partition moves, and is run again there.
-            tracing::error!(panic = %crate::supervise::panic_text(panic.as_ref()), "panic awaiting acknowledgements; record abandoned");
-            shared.metrics.panics.get_or_create(&vec![("where".into(), "acks".into())]).inc();
-            Settled::Abandoned
-        }
-    };
-    (entry, settled, handed_on)
 }

@@ -145,8 +145,7 @@ impl Worker {
         let _stop_background = background.clone().drop_guard();
         init_transactions(&shared.sink, &transactional_id(&shared.config, &shared.worker_id)).await?;
         start_background(&shared, &runtime, &background).await?;
-        let (lanes, pending) = lane::Lanes::new(shared.clone(), runtime.clone());
-        tokio::spawn(lane::collect(lanes.clone(), pending, background.clone()));
+        let lanes = lane::Lanes::new(shared.clone(), runtime.clone());
         tokio::spawn(deferrals::watch(lanes.clone(), background.clone()));
         let thread_stop = shutdown.clone();
         let consumer = std::thread::Builder::new()

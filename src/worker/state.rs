@@ -40,9 +40,9 @@ impl Record {
     }
 }
 
-/// A running worker's state, shared by its consumer thread, its lane tasks and its
-/// ack collector (one per worker; a command's own view of it is the handler's
-/// `Context`).
+/// A running worker's state, shared by its consumer thread, its lane tasks and the
+/// publisher's polling thread, where acknowledged records settle (one per worker; a
+/// command's own view of it is the handler's `Context`).
 pub(crate) struct WorkerState {
     pub config: WorkerConfig,
     pub router: Router,
