@@ -136,7 +136,8 @@ impl Publisher {
                     Ok(()) => break,
                     Err((e, r)) if e.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::QueueFull) => {
                         drop(r);
-                        tokio::time::sleep(QUEUE_FULL_WAIT).await;
+                        // Boxed: a timer is large, and this future is part of every lane's.
+                        Box::pin(tokio::time::sleep(QUEUE_FULL_WAIT)).await;
                         record = base_record(&out, tally.clone());
                     }
                     // Not enqueued at all (an unknown partition, say): counted like a

@@ -104,17 +104,19 @@ pub(crate) async fn emit(shared: &WorkerState, record: &Record, command: Option<
             let id = command.map(|c| c.id).or_else(|| Command::peek_id(&record.headers)).unwrap_or_default();
             Emitted::Settled(Settled::Stale(id))
         }
-        (Disposition::Deferred, Some(command)) => hand_off(shared, record, command, Value::Null, Timing::default()).await,
+        // The rare kinds are boxed: a lane's future holds room for the largest kind it
+        // awaits inline, and it is moved into a new task for most commands.
+        (Disposition::Deferred, Some(command)) => Box::pin(hand_off(shared, record, command, Value::Null, Timing::default())).await,
         (Disposition::Deferred, None) => {
             let letter = Letter::new(Reason::InternalError, "a hand-off was decided for a record that did not decode");
-            dead_letter(shared, record, None, letter).await
+            Box::pin(dead_letter(shared, record, None, letter)).await
         }
         (Disposition::Final(end), Some(command)) => final_event(shared, record, command, end).await,
-        (Disposition::Retry(error), Some(command)) => retry(shared, record, command, error).await,
-        (Disposition::DeadLetter(letter), command) => dead_letter(shared, record, command, letter).await,
+        (Disposition::Retry(error), Some(command)) => Box::pin(retry(shared, record, command, error)).await,
+        (Disposition::DeadLetter(letter), command) => Box::pin(dead_letter(shared, record, command, letter)).await,
         (Disposition::Final(_) | Disposition::Retry(_), None) => {
             let letter = Letter::new(Reason::InternalError, "a final event or retry was decided for a record that did not decode");
-            dead_letter(shared, record, None, letter).await
+            Box::pin(dead_letter(shared, record, None, letter)).await
         }
     }
 }
@@ -198,7 +200,7 @@ async fn final_event(shared: &WorkerState, record: &Record, command: &Command, e
     let mut sends = final_records(shared, command, end);
     if let Some(big) = sends.iter().take(2).find(|o| o.wire_size() > shared.output_limit) {
         let message = format!("the {state:?} outputs ({} bytes) exceed the {} byte record limit", big.wire_size(), shared.output_limit);
-        return dead_letter(shared, record, Some(command), Letter::new(Reason::OutputTooLarge, message)).await;
+        return Box::pin(dead_letter(shared, record, Some(command), Letter::new(Reason::OutputTooLarge, message))).await;
     }
     if sends.get(2).is_some_and(|reply| reply.wire_size() > shared.output_limit) {
         tracing::error!(limit = shared.output_limit, "reply copy too large; only the results topic gets the final event");

@@ -57,11 +57,13 @@ pub(crate) async fn run(
     let mut handler = AssertUnwindSafe(route.call(input, ctx)).catch_unwind();
     let ran = match futures::poll!(&mut handler) {
         Poll::Ready(returned) => returned_or_panicked(returned),
+        // Boxed, with their timers: only a handler that did not return at once needs
+        // them, and a lane's future stays small without them.
         Poll::Pending => {
-            let ran = race(&mut handler, command, &cancel, stop, &announce, started_after).await;
+            let ran = Box::pin(race(&mut handler, command, &cancel, stop, &announce, started_after)).await;
             if !matches!(ran, Ran::Returned(_) | Ran::Panicked(_)) {
                 handler_token.cancel();
-                if tokio::time::timeout(CANCEL_GRACE, &mut handler).await.is_err() {
+                if Box::pin(tokio::time::timeout(CANCEL_GRACE, &mut handler)).await.is_err() {
                     tracing::warn!("handler ignored its cancellation token; dropped after the grace period");
                 }
             }

@@ -154,18 +154,20 @@ async fn process_guarded(shared: &Arc<WorkerState>, record: &Record) -> Emitted 
         },
     };
     tracing::error!(message = %fault);
-    emit(shared, record, None, Letter::new(Reason::InternalError, fault).into()).await
+    Box::pin(emit(shared, record, None, Letter::new(Reason::InternalError, fault).into())).await
 }
 
 /// Steps 1 to 5 for one record.
 async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     if Completion::is_completion(&record.headers) {
-        return process_completion(shared, record).await;
+        // Rare, and a large future: boxed, so the lane's own future stays small
+        // (it is moved into a new task for most commands).
+        return Box::pin(process_completion(shared, record)).await;
     }
     // 1. Read.
     let mut command = match read(shared, record) {
         Ok(command) => command,
-        Err(error) => return emit(shared, record, None, disposition::unreadable(&error)).await,
+        Err(error) => return Box::pin(emit(shared, record, None, disposition::unreadable(&error))).await,
     };
     tracing::Span::current().record("id", tracing::field::display(command.id));
     let route = shared.router.get(&command.command_type);
@@ -184,7 +186,7 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     };
     let route = match disposition::before_run(&command.command_type, route, known, timing.clone()) {
         Ok(route) => route,
-        Err(decided) => return emit(shared, record, Some(&command), decided).await,
+        Err(decided) => return Box::pin(emit(shared, record, Some(&command), decided)).await,
     };
     // 3. Run. The payload moves into the handler; events about the command never carry it.
     // A handler that may take the command over leaves a copy, for a later retry.
@@ -198,7 +200,7 @@ async fn process(shared: &Arc<WorkerState>, record: &Record) -> Emitted {
     let decided = disposition::after_run(ran, record.stop.is_cancelled(), command.attempt, max_attempts, timing.clone());
     // 5. Emit.
     if decided == Disposition::Deferred {
-        return super::emit::hand_off(shared, record, &command, kept.unwrap_or_default(), timing).await;
+        return Box::pin(super::emit::hand_off(shared, record, &command, kept.unwrap_or_default(), timing)).await;
     }
     emit(shared, record, Some(&command), decided).await
 }
